@@ -1,0 +1,198 @@
+#pragma once
+// Not API: the greenlet control block and the inline fast path of a switch.
+//
+// Why inline: a switch function called out of line returns (`ret`) on another stack than
+// the one it was called on, so the CPU's return-stack predictor misses on every switch
+// (DESIGN.md: 2.3x the raw context jump out of line, 1.08x inline). The fast path below is
+// therefore in the header; the rare cases (first start, dead target, wrong thread, trace
+// hook, remote kills) are out of line in greenlet.cpp. The context jump itself is behind
+// detail::jump() so that no Boost.Context header reaches users' code.
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <string>
+#include <typeinfo>
+
+#include "greenfiber/value.hpp"
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#define GREENFIBER_ASAN 1
+#else
+#define GREENFIBER_ASAN 0
+#endif
+
+#if defined(__GNUC__)
+// The hot thread-local is read with one %fs-relative load, not __tls_get_addr.
+#define GREENFIBER_TLS_MODEL __attribute__((tls_model("initial-exec")))
+#define GREENFIBER_NOINLINE __attribute__((noinline))
+#else
+#define GREENFIBER_TLS_MODEL
+#define GREENFIBER_NOINLINE
+#endif
+
+namespace greenfiber::detail {
+
+// What a context jump returns: the context that jumped to us and the data it passed.
+struct transfer {
+    void* ctx;
+    void* data;
+};
+
+// Saves the calling context and jumps to `to`, passing `data`. Returns when a context
+// jumps back. Backend: Boost.Context fcontext (greenlet.cpp).
+// Switches: yes (always).   Thread: the contexts must belong to the calling thread.
+transfer jump(void* to, void* data) noexcept;
+
+// A copy of the C++ runtime's per-thread exception state (__cxa_eh_globals in the
+// Itanium ABI: the caught-exception stack and std::uncaught_exceptions()). Each greenlet
+// has its own, swapped at every switch, so a `catch` block survives a switch away.
+struct eh_state {
+    void* caught = nullptr;
+    unsigned int uncaught = 0;
+};
+
+// A message in flight: exactly one of the two is set. Both point into the sender's frame,
+// which stays intact until the receiver has moved the object out (a dying sender's stack
+// is released only after that).
+struct message {
+    value* val = nullptr;
+    std::exception_ptr* exc = nullptr;
+};
+
+// The function a greenlet runs, type-erased. Owned by its greenlet until it finishes.
+struct run_base {
+    virtual ~run_base() = default;
+    // Runs the function with the first switch's value.
+    virtual value invoke(value&& arg) = 0;
+    // Whether `arg` can start the function (its parameter type matches).
+    virtual bool accepts(const value& arg) const noexcept = 0;
+    // The parameter type: typeid(void) for none, typeid(value) for any.
+    virtual const std::type_info& parameter() const noexcept = 0;
+};
+
+enum class gstate : std::uint8_t { not_started, alive, dead };
+
+struct thread_state;
+
+// The control block of one greenlet. Thread-bound: only its owner thread touches it,
+// except `refs`, which any thread may decrement (the last one hands the greenlet back to
+// its owner; see release()).
+struct greenlet_impl {
+    void* ctx = nullptr;  // Saved context while suspended; null if current, not started or dead.
+    thread_state* owner;  // The thread this greenlet lives on. Strong reference.
+    greenlet_impl* parent = nullptr;  // Strong reference; null only for a main greenlet.
+    const std::uintptr_t* canary;     // The word at the stack limit (a static one for main).
+    eh_state eh;
+    std::atomic<std::uint32_t> refs{1};
+    gstate state = gstate::not_started;
+    bool is_main = false;
+    bool orphaned = false;  // every handle went away while it was running
+    void* stack_lo = nullptr;  // usable bottom of the stack (the canary is there)
+    std::size_t stack_size = 0;  // requested size (0: default) until started, then actual
+    bool stack_guarded = false;
+    run_base* run = nullptr;  // Owned; null once finished or when created without one.
+    void* asan_fake = nullptr;
+    std::uint64_t id;
+    std::string name;
+};
+
+// The canary is the lowest word of a stack, which no frame reaches unless the stack
+// overflowed. Its expected value is zero: memory that was never written reads as zero
+// without being committed, so checking it costs no resident page.
+constexpr std::uintptr_t canary_value = 0;
+
+// Post-switch work for the receiving side; set by the sender, cleared by the receiver.
+enum post_bits : unsigned {
+    post_dead = 1,      // the sender died: release its stack once its message is taken
+    post_trace = 2,     // call the trace hook
+    post_after = 4,     // run the after-switch action
+    post_orphaned = 8,  // the sender lost its last handle while running: kill or free it
+};
+
+struct thread_state {
+    greenlet_impl* current;  // The running greenlet. Borrowed (main is owned below).
+    eh_state* eh_globals;    // This thread's __cxa_eh_globals, cached: it never moves.
+    message msg;             // The message of the switch in progress.
+    unsigned post = 0;       // post_bits for the receiver of the switch in progress.
+    void (*after_fn)(void*) noexcept = nullptr;  // see post_after
+    void* after_arg = nullptr;
+    // Set while any switch must take the slow path (trace hook, remote kills pending).
+    // Written by other threads for remote kills, hence atomic.
+    std::atomic<bool> slow{false};
+};
+
+// This thread's state; null until the thread first uses greenlets.
+extern thread_local thread_state* tls GREENFIBER_TLS_MODEL;
+
+thread_state* init_thread_state();
+inline thread_state& this_thread() {
+    thread_state* ts = tls;
+    if (ts == nullptr) [[unlikely]]
+        ts = init_thread_state();
+    return *ts;
+}
+
+[[noreturn]] void stack_overflow(greenlet_impl* g) noexcept;
+value post_switch(greenlet_impl* prev);
+[[noreturn]] void rethrow_message(std::exception_ptr* exc);
+
+// Receiving side of every switch: records the context of the greenlet that jumped to us,
+// then takes the message. Runs on the receiver's stack, right after the jump.
+inline value arrive(transfer t) {
+    thread_state& ts = *tls;
+#if GREENFIBER_ASAN
+    __sanitizer_finish_switch_fiber(ts.current->asan_fake, nullptr, nullptr);
+#endif
+    auto* prev = static_cast<greenlet_impl*>(t.data);
+    prev->ctx = t.ctx;
+    if (ts.post != 0) [[unlikely]]
+        return post_switch(prev);
+    if (ts.msg.exc != nullptr) [[unlikely]]
+        rethrow_message(ts.msg.exc);
+    return std::move(*ts.msg.val);
+}
+
+// Suspends `self` (the running greenlet) and resumes `target` (suspended, same thread).
+// The message is already in ts.msg. Returns the message of the switch back into `self`.
+// Invariant: nothing on this stack may be cached across jump() except what is re-read
+// after it; thread_locals are safe because greenlets never change threads.
+inline value resume(thread_state& ts, greenlet_impl* self, greenlet_impl* target) {
+    if (*self->canary != canary_value) [[unlikely]]
+        stack_overflow(self);
+    eh_state* g = ts.eh_globals;
+    self->eh = *g;
+    *g = target->eh;
+    ts.current = target;
+    void* to = target->ctx;
+    target->ctx = nullptr;
+#if GREENFIBER_ASAN
+    __sanitizer_start_switch_fiber(self->state == gstate::dead ? nullptr : &self->asan_fake,
+                                   target->stack_lo, target->stack_size);
+#endif
+    return arrive(jump(to, self));
+}
+
+value switch_slow(greenlet_impl* target, message m);
+
+// The whole of greenlet::switch_to(v) when the target is suspended on this thread.
+inline value switch_value(greenlet_impl* target, value& v) {
+    thread_state* ts = tls;
+    if (ts != nullptr && target != nullptr && target->ctx != nullptr && target->owner == ts &&
+        !ts->slow.load(std::memory_order_relaxed)) [[likely]] {
+        ts->msg = message{&v, nullptr};
+        return resume(*ts, ts->current, target);
+    }
+    return switch_slow(target, message{&v, nullptr});
+}
+
+void last_release(greenlet_impl* g) noexcept;
+
+inline void retain(greenlet_impl* g) noexcept { g->refs.fetch_add(1, std::memory_order_relaxed); }
+inline void release(greenlet_impl* g) noexcept {
+    if (g->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) last_release(g);
+}
+
+}  // namespace greenfiber::detail

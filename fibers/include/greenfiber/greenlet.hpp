@@ -1,0 +1,316 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <typeinfo>
+#include <utility>
+
+#include "greenfiber/detail/greenlet_impl.hpp"
+#include "greenfiber/error.hpp"
+#include "greenfiber/value.hpp"
+
+namespace greenfiber {
+
+// Kills a greenlet: thrown into it by throw_in() with no argument and when its last
+// handle is dropped while it is suspended. When it escapes a greenlet's function it is
+// not an error: the parent receives it as a value (`v.is<greenlet_exit>()`).
+// Deliberately not derived from std::exception, so `catch (const std::exception&)` does
+// not swallow it. Code that catches (...) must rethrow it.
+class greenlet_exit {
+public:
+    greenlet_exit() = default;
+    explicit greenlet_exit(std::string message) : message_(std::move(message)) {}
+    const std::string& message() const noexcept { return message_; }
+
+private:
+    std::string message_;
+};
+
+namespace detail {
+template <class Fn>
+struct run_holder;
+struct access;
+}  // namespace detail
+
+// A greenlet: a function running on its own stack, switched to explicitly, with the
+// semantics of Python's greenlet (DESIGN.md, reference §1.1).
+//
+// A `greenlet` object is a handle. Handles are move-only; share() makes another handle
+// to the same greenlet. When the last handle to a *suspended* greenlet goes away, the
+// greenlet is killed: greenlet_exit is thrown into it, its stack unwinds and every
+// destructor on it runs. An exception escaping that kill, or a greenlet that refuses to
+// die, is sent to the report handler (error.hpp), never thrown from a destructor.
+//
+// Thread: thread-bound. A greenlet runs only on the thread that created it; switching to
+// it from another thread throws greenfiber::error. A handle may be dropped on any thread
+// (the kill then happens on the owner thread at its next greenlet call).
+class greenlet {
+public:
+    struct options {
+        std::string name;            // shown in errors, reports and overflow messages
+        std::size_t stack_size = 0;  // 0: default_stack_size() (stack.hpp)
+    };
+
+    // An empty handle.
+    greenlet() noexcept = default;
+
+    // A new, not yet started greenlet that will run `fn`, whose parent is the current
+    // greenlet. `fn` takes either nothing, a `value`, or one argument of a type T (the first
+    // switch must then pass a T); it returns nothing, a `value` or any movable type.
+    // Switches: no.   Throws: std::bad_alloc.
+    template <class Fn, class = std::enable_if_t<!std::is_same_v<std::decay_t<Fn>, greenlet> &&
+                                                 !std::is_same_v<std::decay_t<Fn>, options>>>
+    explicit greenlet(Fn&& fn, options opts = {})
+        : greenlet(make_run(std::forward<Fn>(fn)), nullptr, std::move(opts)) {}
+
+    // The same with an explicit parent (borrowed for the call; the new greenlet then
+    // holds a reference to it). Throws: greenfiber::error if `parent` is empty or belongs
+    // to another thread.
+    template <class Fn>
+    greenlet(Fn&& fn, const greenlet& parent, options opts = {})
+        : greenlet(make_run(std::forward<Fn>(fn)), &parent, std::move(opts)) {}
+
+    // A greenlet with no function yet (set it with set_run()). Starting it without one
+    // raises greenfiber::error "has no function".
+    explicit greenlet(options opts) : greenlet(nullptr, nullptr, std::move(opts)) {}
+
+    greenlet(greenlet&& other) noexcept : p_(std::exchange(other.p_, nullptr)) {}
+    greenlet& operator=(greenlet&& other) noexcept {
+        greenlet(std::move(other)).swap(*this);
+        return *this;
+    }
+    greenlet(const greenlet&) = delete;
+    greenlet& operator=(const greenlet&) = delete;
+
+    // Drops this handle; if it was the last one and the greenlet is suspended, kills it
+    // (see the class comment). Switches: yes, in that case.
+    ~greenlet() {
+        if (p_ != nullptr) detail::release(p_);
+    }
+
+    // Another handle to the same greenlet. Switches: no.
+    greenlet share() const noexcept {
+        if (p_ != nullptr) detail::retain(p_);
+        return greenlet(p_);
+    }
+
+    void swap(greenlet& other) noexcept { std::swap(p_, other.p_); }
+
+    // The running greenlet of this thread (its main greenlet outside any other).
+    // Switches: no.
+    static greenlet current();
+
+    // Suspends the calling greenlet and resumes this one, passing `v` (moved):
+    // - not started: starts it; `v` becomes its function's argument;
+    // - suspended: `v` becomes the result of the switch it is suspended in;
+    // - current: returns `v` at once;
+    // - dead: `v` goes to the first live greenlet up its parent chain.
+    // Returns the value of the next switch back into the caller: that of whoever switches
+    // to it, or a child's return value.
+    // Switches: yes.   Thread: only from this greenlet's thread.
+    // Throws: greenfiber::error if this greenlet belongs to another thread or the handle is
+    //         empty; an exception that a child lets escape, or that is thrown into the
+    //         caller (throw_in()) while it is suspended.
+    [[nodiscard]] value switch_to(value v = {}) { return detail::switch_value(p_, v); }
+
+    // Resumes this greenlet by raising `e` at its suspension point. Into a not-started
+    // greenlet it kills it without running it; into a dead one it goes up the parent chain
+    // like a switch (a greenlet_exit arriving there as a value, anything else raised).
+    // With no argument it throws greenlet_exit{}.
+    // Switches: yes.   Thread, Throws: as switch_to().
+    [[nodiscard]] value throw_in(std::exception_ptr e);
+    [[nodiscard]] value throw_in() { return throw_in(std::make_exception_ptr(greenlet_exit{})); }
+    template <class E, class = std::enable_if_t<!std::is_same_v<std::decay_t<E>, std::exception_ptr>>>
+    [[nodiscard]] value throw_in(E&& e) {
+        return throw_in(std::make_exception_ptr(std::forward<E>(e)));
+    }
+
+    // Suspends the caller and resumes this greenlet like switch_to(v), but first runs
+    // `action(arg)` on this greenlet's stack once the caller is fully parked (its context
+    // saved), before this greenlet continues. A wake-up published by `action` can
+    // therefore never arrive before the caller is suspended. `action` must not switch.
+    // Switches: yes.   Thread, Throws: as switch_to().
+    [[nodiscard]] value switch_to_then(value v, void (*action)(void*) noexcept, void* arg);
+
+    // Not started, alive (started and not finished), finished. Switches: no.
+    bool started() const noexcept { return p_->state != detail::gstate::not_started; }
+    bool dead() const noexcept { return p_->state == detail::gstate::dead; }
+    // Started and not dead (greenlet's `bool(g)`).
+    bool active() const noexcept { return p_->state == detail::gstate::alive; }
+    bool is_current() const noexcept { return detail::tls != nullptr && detail::tls->current == p_; }
+    bool is_main() const noexcept { return p_->is_main; }
+
+    // The parent, or an empty handle for a main greenlet. Switches: no.
+    greenlet parent() const;
+
+    // Makes `p` the parent (this greenlet keeps a reference to it).
+    // Switches: no.   Throws: greenfiber::error "cyclic parent chain" if this greenlet is
+    // an ancestor of `p` (or `p` itself); if this is a main greenlet; if `p` is empty; if
+    // `p` lives on another thread.
+    void set_parent(const greenlet& p);
+
+    // Gives a greenlet created without a function its function.
+    // Throws: greenfiber::error if it has started ("run cannot be set after the start").
+    template <class Fn>
+    void set_run(Fn&& fn) {
+        set_run_impl(make_run(std::forward<Fn>(fn)));
+    }
+    // True while it has a function to run (before it starts or finishes).
+    bool has_run() const noexcept { return p_->run != nullptr; }
+
+    // The name given at creation, or "" for none. Switches: no.
+    const std::string& name() const noexcept { return p_->name; }
+    // A short description for messages: `greenlet 'name' (#id)` or `greenlet #id`.
+    std::string describe() const;
+    // A greenlet's state in greenlet's repr words, e.g. "suspended active started".
+    std::string state_string() const;
+    // The usable stack size in bytes (0 for a main greenlet and before the first start).
+    std::size_t stack_size() const noexcept { return p_->stack_size; }
+    // The id of the thread this greenlet belongs to.
+    std::thread::id thread_id() const noexcept;
+
+    // Whether the handle refers to a greenlet (false once moved from).
+    explicit operator bool() const noexcept { return p_ != nullptr; }
+    friend bool operator==(const greenlet& a, const greenlet& b) noexcept { return a.p_ == b.p_; }
+
+private:
+    explicit greenlet(detail::greenlet_impl* p) noexcept : p_(p) {}
+    greenlet(detail::run_base* run, const greenlet* parent, options opts);
+    void set_run_impl(detail::run_base* run);
+
+    template <class Fn>
+    static detail::run_base* make_run(Fn&& fn) {
+        return new detail::run_holder<std::decay_t<Fn>>(std::forward<Fn>(fn));
+    }
+
+    friend struct detail::access;
+    detail::greenlet_impl* p_ = nullptr;  // Strong reference, or null.
+};
+
+// Events of the trace hook.
+enum class trace_event { switch_to, throw_in };
+
+// Called for every switch and throw between greenlets of a thread, on the target's
+// stack, after the switch and before the target continues. An exception from the hook is
+// raised in the target as if thrown into it, and turns tracing off for the thread.
+using trace_function = std::function<void(trace_event, const greenlet& origin, const greenlet& target)>;
+
+// Installs `fn` (empty: none) as this thread's trace hook and returns the previous one.
+// Switches: no.   Thread: thread-bound (each thread has its own hook).
+trace_function settrace(trace_function fn);
+// A copy of this thread's trace hook. Switches: no.
+trace_function gettrace();
+
+// Live counters, for leak checks in tests. Switches: no.   Thread: thread-safe.
+std::size_t live_greenlets() noexcept;
+
+namespace detail {
+
+struct access {
+    static greenlet_impl* impl(const greenlet& g) noexcept { return g.p_; }
+    static greenlet adopt(greenlet_impl* g) noexcept { return greenlet(g); }
+};
+
+
+template <class T>
+struct first_arg;
+template <class R, class A>
+struct first_arg<R (*)(A)> {
+    using type = A;
+};
+template <class C, class R, class A>
+struct first_arg<R (C::*)(A)> {
+    using type = A;
+};
+template <class C, class R, class A>
+struct first_arg<R (C::*)(A) const> {
+    using type = A;
+};
+template <class C, class R, class A>
+struct first_arg<R (C::*)(A) noexcept> {
+    using type = A;
+};
+template <class C, class R, class A>
+struct first_arg<R (C::*)(A) const noexcept> {
+    using type = A;
+};
+template <class R, class A>
+struct first_arg<R (*)(A) noexcept> {
+    using type = A;
+};
+
+template <class Fn, class = void>
+struct single_arg {};
+template <class Fn>
+struct single_arg<Fn, std::void_t<decltype(&Fn::operator())>> : first_arg<decltype(&Fn::operator())> {};
+template <class Fn>
+    requires std::is_pointer_v<Fn>
+struct single_arg<Fn, void> : first_arg<Fn> {};
+
+template <class R>
+value to_value(R&& r) {
+    if constexpr (std::is_same_v<std::decay_t<R>, value>) {
+        return std::move(r);
+    } else {
+        return value(std::forward<R>(r));
+    }
+}
+
+// Adapts the three shapes of greenlet function: f(value), f(), f(T).
+template <class Fn>
+struct run_holder final : run_base {
+    template <class F>
+    explicit run_holder(F&& f) : fn(std::forward<F>(f)) {}
+
+    template <class... A>
+    value call(A&&... a) {
+        if constexpr (std::is_void_v<std::invoke_result_t<Fn&, A...>>) {
+            std::invoke(fn, std::forward<A>(a)...);
+            return {};
+        } else {
+            return to_value(std::invoke(fn, std::forward<A>(a)...));
+        }
+    }
+
+    value invoke(value&& arg) override {
+        if constexpr (std::is_invocable_v<Fn&, value&&>) {
+            return call(std::move(arg));
+        } else if constexpr (std::is_invocable_v<Fn&>) {
+            return call();
+        } else {
+            using T = std::decay_t<typename single_arg<Fn>::type>;
+            return call(arg.take<T>());
+        }
+    }
+
+    bool accepts(const value& arg) const noexcept override {
+        if constexpr (std::is_invocable_v<Fn&, value&&>) {
+            return true;
+        } else if constexpr (std::is_invocable_v<Fn&>) {
+            return arg.empty();
+        } else {
+            return arg.is<std::decay_t<typename single_arg<Fn>::type>>();
+        }
+    }
+
+    const std::type_info& parameter() const noexcept override {
+        if constexpr (std::is_invocable_v<Fn&, value&&>) {
+            return typeid(value);
+        } else if constexpr (std::is_invocable_v<Fn&>) {
+            return typeid(void);
+        } else {
+            return typeid(std::decay_t<typename single_arg<Fn>::type>);
+        }
+    }
+
+    Fn fn;
+};
+
+}  // namespace detail
+
+}  // namespace greenfiber

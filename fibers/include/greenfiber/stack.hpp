@@ -1,0 +1,59 @@
+#pragma once
+
+#include <cstddef>
+
+namespace greenfiber {
+
+// Greenlet stacks come from a process-wide pool. Each stack is an mmap'd region,
+// committed lazily (MAP_NORESERVE, MADV_NOHUGEPAGE): a large virtual size costs only
+// the pages a greenlet touches, about one 4 KiB page for a parked trivial greenlet.
+// Stacks of the default size are reused without returning to the kernel.
+//
+// Guard pages: a guarded stack has a PROT_NONE page below it, and the SIGSEGV handler
+// (on an alternate signal stack) names the greenlet that overflowed it. Each guard splits
+// a mapping and costs the process two VMAs, which Linux caps (vm.max_map_count, 65530 by
+// default). The guard budget is half of (max_map_count - 4096), read at first use; past
+// it the pool behaves as the guard policy says. Every stack, guarded or not, has a canary
+// word at its limit that is checked each time its greenlet switches out.
+
+// What to do when the guard budget is spent.
+enum class guard_policy {
+    // Hand out unguarded stacks (canary only) and write a one-time warning. Default.
+    fallback_unguarded,
+    // Throw std::system_error (ENOMEM) naming the budget.
+    require,
+};
+
+struct stack_stats {
+    std::size_t in_use;        // stacks held by live greenlets
+    std::size_t pooled;        // free stacks kept for reuse
+    std::size_t guarded;       // stacks (in use or pooled) with a guard page
+    std::size_t guard_budget;  // how many guarded stacks the VMA budget allows
+};
+
+// Sets the stack size of greenlets created without an explicit size. Rounded up to
+// whole pages; at least 16 KiB. Stacks already pooled at the old size are released.
+// Switches: no.   Thread: thread-safe.
+void set_default_stack_size(std::size_t bytes);
+
+// The current default stack size in bytes (usable, excluding the guard page).
+// Switches: no.   Thread: thread-safe.
+std::size_t default_stack_size() noexcept;
+
+// Sets what happens when the guard budget is spent (see guard_policy).
+// Switches: no.   Thread: thread-safe.
+void set_guard_policy(guard_policy policy) noexcept;
+
+// Overrides the guard budget (for tests and for processes that need VMAs elsewhere).
+// Switches: no.   Thread: thread-safe.
+void set_guard_budget(std::size_t stacks) noexcept;
+
+// Counters of the stack pool.
+// Switches: no.   Thread: thread-safe.
+stack_stats stack_statistics() noexcept;
+
+// Returns every pooled stack to the kernel.
+// Switches: no.   Thread: thread-safe.
+void trim_stack_pool() noexcept;
+
+}  // namespace greenfiber

@@ -1,0 +1,590 @@
+// Greenlets on Boost.Context: the slow paths of a switch, starting and finishing, the
+// parent chain, kill on drop, threads and tracing. The inline fast path is in
+// detail/greenlet_impl.hpp; read its comments first.
+
+#include "greenfiber/greenlet.hpp"
+
+#include <cxxabi.h>
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <boost/context/detail/fcontext.hpp>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <vector>
+
+#include "detail/stack_pool.hpp"
+
+namespace greenfiber {
+namespace detail {
+
+namespace bctx = boost::context::detail;
+
+thread_local thread_state* tls GREENFIBER_TLS_MODEL = nullptr;
+
+namespace {
+
+std::atomic<std::size_t> live_count{0};
+std::atomic<std::uint64_t> next_id{1};
+const std::uintptr_t main_canary = canary_value;
+
+// The rest of a thread's state, out of the hot path.
+struct thread_full : thread_state {
+    greenlet_impl* main = nullptr;  // Owned (one reference).
+    trace_function trace;
+    std::atomic<std::uint32_t> refs{2};  // the thread itself + every greenlet's `owner` (main too)
+    std::thread::id id = std::this_thread::get_id();
+    long tid = static_cast<long>(syscall(SYS_gettid));
+    void* altstack = nullptr;
+    std::mutex mu;
+    // Guarded by mu: greenlets whose last handle was dropped on another thread.
+    std::vector<greenlet_impl*> remote_drops;
+    bool exited = false;  // Guarded by mu.
+};
+
+thread_full& full(thread_state& ts) { return static_cast<thread_full&>(ts); }
+thread_full* full(thread_state* ts) { return static_cast<thread_full*>(ts); }
+
+void release_thread(thread_full* t) noexcept {
+    if (t->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete t;
+}
+
+std::string thread_words(thread_full* t) {
+    std::ostringstream os;
+    os << "thread " << t->id << " (tid " << t->tid << ")";
+    return os.str();
+}
+
+std::string describe(const greenlet_impl* g) {
+    if (g->is_main) return "the main greenlet of " + thread_words(full(g->owner));
+    std::string s = "greenlet ";
+    if (!g->name.empty()) s += "'" + g->name + "' ";
+    return s + "(#" + std::to_string(g->id) + ")";
+}
+
+void recompute_slow(thread_full& t) {
+    // Precondition: t.mu held.
+    t.slow.store(static_cast<bool>(t.trace) || !t.remote_drops.empty(), std::memory_order_relaxed);
+}
+
+void destroy(greenlet_impl* g) noexcept;
+void kill_dropped(greenlet_impl* g) noexcept;
+void abandon(greenlet_impl* g) noexcept;
+
+// Kills the greenlets dropped on other threads. Runs on the owner thread.
+void drain_remote(thread_full& t) noexcept {
+    std::vector<greenlet_impl*> drops;
+    {
+        std::lock_guard lock(t.mu);
+        drops.swap(t.remote_drops);
+        recompute_slow(t);
+    }
+    for (greenlet_impl* g : drops) {
+        if (g->refs.load(std::memory_order_acquire) == 0) last_release(g);
+    }
+}
+
+// Holds this thread's state; its destructor runs at thread exit.
+struct thread_holder {
+    thread_full* t = nullptr;
+    ~thread_holder() {
+        if (t == nullptr) return;
+        drain_remote(*t);
+        {
+            std::lock_guard lock(t->mu);
+            t->exited = true;
+        }
+        remove_overflow_handler(t->altstack);
+        t->main->state = gstate::dead;
+        greenlet_impl* main = t->main;
+        tls = nullptr;
+        release(main);
+        release_thread(t);
+    }
+};
+thread_local thread_holder holder;
+thread_local bool thread_gone = false;  // trivially destructible: readable after holder died
+
+}  // namespace
+
+thread_state* init_thread_state() {
+    if (thread_gone) throw error("greenfiber: greenlets used while their thread is exiting");
+    auto* t = new thread_full;
+    t->eh_globals = reinterpret_cast<eh_state*>(abi::__cxa_get_globals());
+    auto* m = new greenlet_impl;
+    m->owner = t;
+    m->state = gstate::alive;
+    m->is_main = true;
+    m->canary = &main_canary;
+    m->id = 0;
+    pthread_attr_t attr;
+    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+        pthread_attr_getstack(&attr, &m->stack_lo, &m->stack_size);
+        pthread_attr_destroy(&attr);
+    }
+    t->main = m;
+    t->current = m;
+    t->altstack = install_overflow_handler();
+    tls = t;
+    holder.t = t;
+    return t;
+}
+
+transfer jump(void* to, void* data) noexcept {
+    const bctx::transfer_t t = bctx::jump_fcontext(static_cast<bctx::fcontext_t>(to), data);
+    return {t.fctx, t.data};
+}
+
+void stack_overflow(greenlet_impl* g) noexcept {
+    std::fprintf(stderr,
+                 "greenfiber: stack overflow in %s: the canary at the limit of its %zu-byte stack "
+                 "was overwritten. Give it a larger stack (greenlet::options::stack_size).\n",
+                 describe(g).c_str(), g->stack_size);
+    std::abort();
+}
+
+void rethrow_message(std::exception_ptr* exc) {
+    std::exception_ptr e = std::move(*exc);  // leave nothing behind on the sender's stack
+    std::rethrow_exception(e);
+}
+
+namespace {
+
+bool is_greenlet_exit(const std::exception_ptr& e) {
+    try {
+        std::rethrow_exception(e);
+    } catch (const greenlet_exit&) {
+        return true;
+    } catch (...) {
+        return false;
+    }
+}
+
+greenlet_exit as_greenlet_exit(const std::exception_ptr& e) {
+    try {
+        std::rethrow_exception(e);
+    } catch (const greenlet_exit& x) {
+        return x;
+    }
+}
+
+struct extra_switch {
+    unsigned post = 0;
+    void (*after_fn)(void*) noexcept = nullptr;
+    void* after_arg = nullptr;
+};
+
+[[noreturn]] void die(greenlet_impl* self, message m) noexcept;
+
+void entry(bctx::transfer_t t) noexcept {
+    greenlet_impl* self = tls->current;
+    value result;
+    std::exception_ptr failure;
+    try {
+        value arg = arrive({t.fctx, t.data});
+        result = self->run->invoke(std::move(arg));
+    } catch (const greenlet_exit& x) {
+        result = value(x);
+    } catch (...) {
+        failure = std::current_exception();
+    }
+    delete std::exchange(self->run, nullptr);
+    die(self, failure ? message{nullptr, &failure} : message{&result, nullptr});
+}
+
+// Gives a not-started greenlet its stack and initial context.
+void start(greenlet_impl* g) {
+    const stack_block s = allocate_stack(g->stack_size);
+    g->stack_lo = s.lo;
+    g->stack_size = s.size;
+    g->stack_guarded = s.guarded;
+    g->canary = reinterpret_cast<const std::uintptr_t*>(s.lo);
+    set_stack_owner(s, g);
+    g->ctx = bctx::make_fcontext(s.lo + s.size - stack_header_size, s.size - stack_header_size, &entry);
+    g->state = gstate::alive;
+}
+
+void free_stack(greenlet_impl* g) noexcept {
+    if (g->stack_lo == nullptr || g->is_main) return;
+    const stack_block s{static_cast<char*>(g->stack_lo), g->stack_size, g->stack_guarded};
+    set_stack_owner(s, nullptr);
+    release_stack(s);
+    g->stack_lo = nullptr;
+    g->canary = &main_canary;
+}
+
+// A not-started greenlet receives an exception: it dies without running.
+void kill_unstarted(greenlet_impl* g) noexcept {
+    g->state = gstate::dead;
+    delete std::exchange(g->run, nullptr);
+}
+
+// Delivers `m` to `target` following greenlet's rules: to the first greenlet up the
+// parent chain that can take it. Returns (or throws) the message of the next switch back
+// into the caller; never returns when the caller is dead.
+value deliver(thread_state& ts, greenlet_impl* target, message m, extra_switch extra = {}) {
+    greenlet_impl* const self = ts.current;
+    value converted;          // a greenlet_exit turned into a value
+    std::exception_ptr err;   // an error raised while delivering
+    // Drops the message being replaced (it is consumed) and installs `e`.
+    auto fail = [&](std::exception_ptr e) {
+        if (m.val != nullptr) m.val->reset();
+        err = std::move(e);
+        m = message{nullptr, &err};
+    };
+    for (;;) {
+        if (target == self && self->state != gstate::dead) {
+            if (extra.after_fn != nullptr) extra.after_fn(extra.after_arg);
+            if (m.exc != nullptr) rethrow_message(m.exc);
+            return std::move(*m.val);
+        }
+        if (target->state == gstate::dead) {
+            // Every chain ends at this thread's main greenlet, which is alive while the
+            // thread runs; a dead main belongs to an exited thread, checked before.
+            if (target->parent == nullptr) {
+                std::fputs("greenfiber: a parent chain ends at a dead main greenlet\n", stderr);
+                std::abort();
+            }
+            if (m.exc != nullptr && is_greenlet_exit(*m.exc)) {
+                converted = value(as_greenlet_exit(*m.exc));
+                *m.exc = nullptr;
+                m = message{&converted, nullptr};
+            }
+            target = target->parent;
+            continue;
+        }
+        if (target->state == gstate::not_started) {
+            if (m.exc != nullptr) {
+                kill_unstarted(target);
+                continue;  // now dead: the exception goes on up its chain
+            }
+            if (target->run == nullptr) {
+                fail(std::make_exception_ptr(error("greenfiber: cannot start " + describe(target) +
+                                                   ": it has no function (greenlet::set_run)")));
+                target = target->parent;
+                continue;
+            }
+            if (!target->run->accepts(*m.val)) {
+                const std::type_info& want = target->run->parameter();
+                fail(std::make_exception_ptr(error(
+                    "greenfiber: cannot start " + describe(target) + ": its function takes " +
+                    (want == typeid(void) ? std::string("no argument") : type_name(want)) +
+                    ", but the switch passed " +
+                    (m.val->empty() ? std::string("no value") : type_name(m.val->type())))));
+                target = target->parent;
+                continue;
+            }
+            try {
+                start(target);
+            } catch (...) {
+                fail(std::current_exception());
+                target = target->parent;
+                continue;
+            }
+        }
+        // target is alive and suspended on this thread.
+        ts.msg = m;
+        ts.post |= extra.post | (self->state == gstate::dead ? post_dead : 0u) |
+                   (full(ts).trace ? post_trace : 0u);
+        if (extra.after_fn != nullptr) {
+            ts.post |= post_after;
+            ts.after_fn = extra.after_fn;
+            ts.after_arg = extra.after_arg;
+        }
+        return resume(ts, self, target);
+    }
+}
+
+[[noreturn]] void die(greenlet_impl* self, message m) noexcept {
+    thread_state& ts = *tls;
+    self->state = gstate::dead;
+    try {
+        (void)deliver(ts, self->parent, m);
+    } catch (...) {
+    }
+    // deliver() jumps away for good from a dead greenlet (the chain ends at a live main).
+    std::fputs("greenfiber: a finished greenlet found no live greenlet to return to\n", stderr);
+    std::abort();
+}
+
+void check_thread(thread_state& ts, greenlet_impl* target, const char* what) {
+    if (target->owner == &ts) return;
+    thread_full* other = full(target->owner);
+    bool exited;
+    {
+        std::lock_guard lock(other->mu);
+        exited = other->exited;
+    }
+    throw error(std::string("greenfiber: cannot ") + what + " " + describe(target) +
+                ": it belongs to " + thread_words(other) + (exited ? " (which has exited)" : "") +
+                ", and this is " + thread_words(full(&ts)) + "; greenlets never change threads");
+}
+
+thread_state& checked(greenlet_impl* target, const char* what) {
+    if (target == nullptr) throw error(std::string("greenfiber: cannot ") + what + " an empty greenlet handle");
+    thread_state& ts = this_thread();
+    check_thread(ts, target, what);
+    if (ts.slow.load(std::memory_order_relaxed)) drain_remote(full(ts));
+    return ts;
+}
+
+void report(const std::string& what, std::exception_ptr e, greenlet_impl* g) noexcept {
+    if (g != nullptr) retain(g);
+    greenlet h = access::adopt(g);
+    report_failure({what, std::move(e), g != nullptr ? &h : nullptr});
+}
+
+}  // namespace
+
+value switch_slow(greenlet_impl* target, message m) {
+    thread_state& ts = checked(target, "switch to");
+    return deliver(ts, target, m);
+}
+
+value post_switch(greenlet_impl* prev) {
+    thread_state& ts = *tls;
+    const unsigned post = std::exchange(ts.post, 0u);
+    const bool is_throw = ts.msg.exc != nullptr;
+    // Take the message first: it may live on prev's stack, which is released below.
+    value v;
+    std::exception_ptr e;
+    if (is_throw) {
+        e = std::move(*ts.msg.exc);
+    } else {
+        v = std::move(*ts.msg.val);
+    }
+    if (post & post_dead) {
+        prev->ctx = nullptr;
+        free_stack(prev);
+    }
+    if (post & post_after) std::exchange(ts.after_fn, nullptr)(ts.after_arg);
+    if ((post & post_orphaned) && prev->orphaned && prev->refs.load(std::memory_order_acquire) == 0) {
+        prev->orphaned = false;
+        if (prev->state == gstate::dead) {
+            destroy(prev);
+        } else {
+            kill_dropped(prev);
+        }
+    }
+    if (post & post_trace) {
+        thread_full& t = full(ts);
+        if (t.trace) {
+            retain(prev);
+            retain(ts.current);
+            const greenlet origin = access::adopt(prev);
+            const greenlet target = access::adopt(ts.current);
+            try {
+                trace_function hook = t.trace;  // the hook may replace itself
+                hook(is_throw ? trace_event::throw_in : trace_event::switch_to, origin, target);
+            } catch (...) {
+                std::lock_guard lock(t.mu);
+                t.trace = nullptr;
+                recompute_slow(t);
+                throw;
+            }
+        }
+    }
+    if (e) std::rethrow_exception(e);
+    return v;
+}
+
+namespace {
+
+void destroy(greenlet_impl* g) noexcept {
+    delete std::exchange(g->run, nullptr);
+    free_stack(g);
+    if (g->parent != nullptr) release(g->parent);
+    thread_full* owner = full(g->owner);
+    const bool counted = !g->is_main;
+    delete g;
+    if (counted) live_count.fetch_sub(1, std::memory_order_relaxed);
+    release_thread(owner);
+}
+
+// Precondition: g is suspended, on this thread, and has no handle left.
+void kill_dropped(greenlet_impl* g) noexcept {
+    thread_state& ts = *tls;
+    g->refs.store(1, std::memory_order_relaxed);  // resurrected for the kill
+    greenlet h = access::adopt(g);
+    // During the kill the dropper is the parent, so the kill returns here (greenlet's rule).
+    greenlet_impl* const saved_parent = g->parent;
+    retain(ts.current);
+    g->parent = ts.current;
+    try {
+        std::exception_ptr e = std::make_exception_ptr(greenlet_exit{});
+        (void)deliver(ts, g, message{nullptr, &e});
+    } catch (...) {
+        report("greenfiber: " + describe(g) + " let an exception escape while greenlet_exit killed it",
+               std::current_exception(), g);
+    }
+    greenlet_impl* temp = std::exchange(g->parent, saved_parent);
+    release(temp);
+    if (g->state != gstate::dead) {
+        report("greenfiber: greenlet_exit did not kill " + describe(g) +
+                   ": it caught the exit and switched away; it stays suspended and its " +
+                   std::to_string(g->stack_size) + "-byte stack stays allocated",
+               nullptr, g);
+        // Unless the report handler shared it, nobody can reach it again: keep one
+        // reference so that it is not killed in a loop (a reported leak).
+        if (g->refs.load(std::memory_order_relaxed) == 1) retain(g);
+    }
+}
+
+// The owner thread has exited: the stack cannot be unwound on it.
+void abandon(greenlet_impl* g) noexcept {
+    report("greenfiber: " + describe(g) +
+               " was dropped while suspended after its thread exited; its stack was freed without "
+               "unwinding",
+           nullptr, nullptr);
+    destroy(g);
+}
+
+}  // namespace
+
+void last_release(greenlet_impl* g) noexcept {
+    thread_full* owner = full(g->owner);
+    if (g->state != gstate::alive) {
+        destroy(g);
+        return;
+    }
+    if (tls != owner) {
+        bool exited;
+        {
+            std::lock_guard lock(owner->mu);
+            exited = owner->exited;
+            if (!exited) {
+                owner->remote_drops.push_back(g);
+                owner->slow.store(true, std::memory_order_relaxed);
+            }
+        }
+        if (exited) abandon(g);
+        return;
+    }
+    if (owner->current == g) {
+        g->orphaned = true;
+        owner->post |= post_orphaned;  // handled by the receiver of its next switch out
+        return;
+    }
+    kill_dropped(g);
+}
+
+}  // namespace detail
+
+using detail::access;
+using detail::gstate;
+
+greenlet::greenlet(detail::run_base* run, const greenlet* parent, options opts) {
+    std::unique_ptr<detail::run_base> owned(run);
+    detail::thread_state& ts = detail::this_thread();
+    detail::greenlet_impl* par = ts.current;
+    if (parent != nullptr) {
+        if (parent->p_ == nullptr) throw error("greenfiber: the parent of a new greenlet is an empty handle");
+        if (parent->p_->owner != &ts) {
+            throw error("greenfiber: the parent of a new greenlet must live on the creating thread; " +
+                        detail::describe(parent->p_) + " does not");
+        }
+        par = parent->p_;
+    }
+    auto* g = new detail::greenlet_impl;
+    g->owner = &ts;
+    detail::full(ts).refs.fetch_add(1, std::memory_order_relaxed);
+    detail::retain(par);
+    g->parent = par;
+    g->canary = &detail::main_canary;
+    g->stack_size = opts.stack_size;
+    g->run = owned.release();
+    g->id = detail::next_id.fetch_add(1, std::memory_order_relaxed);
+    g->name = std::move(opts.name);
+    detail::live_count.fetch_add(1, std::memory_order_relaxed);
+    p_ = g;
+}
+
+greenlet greenlet::current() {
+    detail::thread_state& ts = detail::this_thread();
+    if (ts.slow.load(std::memory_order_relaxed)) detail::drain_remote(detail::full(ts));
+    detail::retain(ts.current);
+    return greenlet(ts.current);
+}
+
+value greenlet::throw_in(std::exception_ptr e) {
+    detail::thread_state& ts = detail::checked(p_, "throw into");
+    if (!e) throw error("greenfiber: throw_in with a null exception_ptr into " + detail::describe(p_));
+    return detail::deliver(ts, p_, detail::message{nullptr, &e});
+}
+
+value greenlet::switch_to_then(value v, void (*action)(void*) noexcept, void* arg) {
+    detail::thread_state& ts = detail::checked(p_, "switch to");
+    return detail::deliver(ts, p_, detail::message{&v, nullptr}, {0, action, arg});
+}
+
+greenlet greenlet::parent() const {
+    detail::greenlet_impl* par = p_->parent;
+    if (par == nullptr) return greenlet();
+    detail::retain(par);
+    return greenlet(par);
+}
+
+void greenlet::set_parent(const greenlet& p) {
+    if (p.p_ == nullptr) throw error("greenfiber: cannot make an empty handle the parent of " + describe());
+    if (p_->is_main) throw error("greenfiber: cannot set the parent of a main greenlet");
+    if (p.p_->owner != p_->owner) {
+        throw error("greenfiber: parent cannot be on a different thread: " + describe() + " lives on " +
+                    detail::thread_words(detail::full(p_->owner)) + ", " + p.describe() + " on " +
+                    detail::thread_words(detail::full(p.p_->owner)));
+    }
+    for (detail::greenlet_impl* a = p.p_; a != nullptr; a = a->parent) {
+        if (a == p_) {
+            throw error("greenfiber: cyclic parent chain: " + describe() + " is " +
+                        (p.p_ == p_ ? std::string("the proposed parent itself") : "an ancestor of " + p.describe()));
+        }
+    }
+    detail::retain(p.p_);
+    detail::release(std::exchange(p_->parent, p.p_));
+}
+
+void greenlet::set_run_impl(detail::run_base* run) {
+    std::unique_ptr<detail::run_base> owned(run);
+    if (p_->state != gstate::not_started) {
+        throw error("greenfiber: run cannot be set after the start of " + describe());
+    }
+    delete std::exchange(p_->run, owned.release());
+}
+
+std::string greenlet::describe() const { return detail::describe(p_); }
+
+std::string greenlet::state_string() const {
+    std::string s;
+    switch (p_->state) {
+        case gstate::not_started: return "pending";
+        case gstate::dead: return "dead";
+        case gstate::alive: s = is_current() ? "current active started" : "suspended active started";
+    }
+    if (p_->is_main) s += " main";
+    return s;
+}
+
+std::thread::id greenlet::thread_id() const noexcept { return detail::full(p_->owner)->id; }
+
+trace_function settrace(trace_function fn) {
+    detail::thread_full& t = detail::full(detail::this_thread());
+    std::lock_guard lock(t.mu);
+    std::swap(t.trace, fn);
+    detail::recompute_slow(t);
+    return fn;
+}
+
+trace_function gettrace() {
+    detail::thread_full& t = detail::full(detail::this_thread());
+    std::lock_guard lock(t.mu);
+    return t.trace;
+}
+
+std::size_t live_greenlets() noexcept { return detail::live_count.load(std::memory_order_relaxed); }
+
+}  // namespace greenfiber

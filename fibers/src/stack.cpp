@@ -1,0 +1,323 @@
+// The stack pool: slabs of lazily committed stacks, guard pages within the VMA budget,
+// and the SIGSEGV handler that names a greenlet that overflowed its stack.
+
+#include "greenfiber/stack.hpp"
+
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <mutex>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "detail/stack_pool.hpp"
+#include "greenfiber/detail/greenlet_impl.hpp"
+
+#ifndef GREENFIBER_DEFAULT_STACK_SIZE
+#define GREENFIBER_DEFAULT_STACK_SIZE 262144
+#endif
+
+namespace greenfiber {
+namespace detail {
+namespace {
+
+const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+constexpr std::size_t stacks_per_slab = 32;
+
+std::size_t round_to_page(std::size_t n) { return (n + page - 1) / page * page; }
+
+std::size_t read_guard_budget() {
+    long max_maps = 65530;
+    std::ifstream in("/proc/sys/vm/max_map_count");
+    if (in) in >> max_maps;
+    // Leave 4096 VMAs to everything else in the process; each guard splits a mapping in two.
+    return max_maps > 8192 ? static_cast<std::size_t>(max_maps - 4096) / 2 : 2048;
+}
+
+// A slab: `count` stacks, each a guard page followed by `size` usable bytes. The slab
+// table is append-only (the overflow handler reads it without locks).
+struct slab_record {
+    std::atomic<char*> base{nullptr};
+    std::size_t stride = 0;
+    std::size_t size = 0;
+    std::size_t count = 0;
+};
+constexpr std::size_t max_slabs = 1 << 17;
+slab_record slabs[max_slabs];
+std::atomic<std::size_t> slab_count{0};
+
+// The header at the top of every stack. Written by its owner thread; read by the handler.
+struct stack_header {
+    std::atomic<const greenlet_impl*> owner;
+};
+
+stack_header* header_of(char* lo, std::size_t size) {
+    return reinterpret_cast<stack_header*>(lo + size - stack_header_size);
+}
+
+struct pool_state {
+    std::mutex mu;
+    // All guarded by mu.
+    std::size_t default_size = round_to_page(GREENFIBER_DEFAULT_STACK_SIZE);
+    std::vector<stack_block> free_default;  // stacks of default_size
+    std::vector<stack_block> free_other;    // other sizes, reused by exact size
+    std::size_t in_use = 0;
+    std::size_t guarded = 0;
+    std::size_t guard_budget = read_guard_budget();
+    guard_policy policy = guard_policy::fallback_unguarded;
+    bool warned = false;
+};
+
+pool_state& pool() {
+    static pool_state* p = new pool_state;  // never destroyed: stacks outlive static destructors
+    return *p;
+}
+
+// Maps a slab of `count` stacks of `size` bytes; guards as many as the budget allows.
+// Precondition: mu held.
+void map_slab(pool_state& p, std::size_t size, std::size_t count, std::vector<stack_block>& out) {
+    const std::size_t stride = page + size;
+    void* mem = mmap(nullptr, stride * count, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+    if (mem == MAP_FAILED) {
+        throw std::system_error(errno, std::generic_category(),
+                                "greenfiber: mmap of " + std::to_string(count) + " stacks of " +
+                                    std::to_string(size) + " bytes failed");
+    }
+    madvise(mem, stride * count, MADV_NOHUGEPAGE);
+    char* base = static_cast<char*>(mem);
+    for (std::size_t i = 0; i < count; ++i) {
+        stack_block s{base + i * stride + page, size, false};
+        if (p.guarded < p.guard_budget && mprotect(base + i * stride, page, PROT_NONE) == 0) {
+            s.guarded = true;
+            ++p.guarded;
+        }
+        out.push_back(s);
+    }
+    const std::size_t n = slab_count.load(std::memory_order_relaxed);
+    if (n < max_slabs) {
+        slabs[n].stride = stride;
+        slabs[n].size = size;
+        slabs[n].count = count;
+        slabs[n].base.store(base, std::memory_order_release);
+        slab_count.store(n + 1, std::memory_order_release);
+    }
+}
+
+bool usable(pool_state& p, const stack_block& s) {
+    if (s.guarded || p.policy == guard_policy::fallback_unguarded) return true;
+    return false;
+}
+
+void warn_unguarded(pool_state& p) {
+    if (p.warned) return;
+    p.warned = true;
+    std::fprintf(stderr,
+                 "greenfiber: the guard-page budget (%zu stacks, from vm.max_map_count) is spent; "
+                 "further stacks have no guard page, only a canary checked at each switch\n",
+                 p.guard_budget);
+}
+
+// Takes a usable stack from `list`, mapping a new slab when none is left.
+stack_block take(pool_state& p, std::vector<stack_block>& list, std::size_t size,
+                 std::size_t slab_count_hint) {
+    for (int attempt = 0; attempt < 2; ++attempt) {
+        for (std::size_t i = list.size(); i-- > 0;) {
+            if (list[i].size != size || !usable(p, list[i])) continue;
+            stack_block s = list[i];
+            list[i] = list.back();
+            list.pop_back();
+            if (!s.guarded) warn_unguarded(p);
+            return s;
+        }
+        if (p.policy == guard_policy::require && p.guarded >= p.guard_budget) {
+            throw std::system_error(ENOMEM, std::generic_category(),
+                                    "greenfiber: the guard-page budget of " +
+                                        std::to_string(p.guard_budget) +
+                                        " stacks is spent (guard_policy::require; raise "
+                                        "vm.max_map_count or call set_guard_budget)");
+        }
+        map_slab(p, size, slab_count_hint, list);
+    }
+    throw std::system_error(ENOMEM, std::generic_category(), "greenfiber: no usable stack");
+}
+
+}  // namespace
+
+stack_block allocate_stack(std::size_t size) {
+    pool_state& p = pool();
+    std::lock_guard lock(p.mu);
+    stack_block s;
+    if (size == 0 || round_to_page(size) == p.default_size) {
+        s = take(p, p.free_default, p.default_size, stacks_per_slab);
+    } else {
+        s = take(p, p.free_other, round_to_page(std::max<std::size_t>(size, 16384)), 1);
+    }
+    ++p.in_use;
+    return s;
+}
+
+void release_stack(const stack_block& s) noexcept {
+    pool_state& p = pool();
+    std::lock_guard lock(p.mu);
+    --p.in_use;
+    try {
+        (s.size == p.default_size ? p.free_default : p.free_other).push_back(s);
+    } catch (...) {
+        // Out of memory growing the free list: the stack stays mapped but unused.
+    }
+}
+
+void set_stack_owner(const stack_block& s, const greenlet_impl* g) noexcept {
+    header_of(s.lo, s.size)->owner.store(g, std::memory_order_relaxed);
+}
+
+namespace {
+
+struct sigaction previous_segv;
+constexpr std::size_t altstack_size = 64 * 1024;
+
+void write_str(const char* s) {
+    ssize_t r = write(STDERR_FILENO, s, std::strlen(s));
+    (void)r;
+}
+void write_num(std::uint64_t v) {
+    char buf[24];
+    char* e = buf + sizeof buf;
+    char* b = e;
+    do {
+        *--b = static_cast<char>('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    ssize_t r = write(STDERR_FILENO, b, static_cast<std::size_t>(e - b));
+    (void)r;
+}
+
+// Async-signal-safe: reads the append-only slab table and the owner's fixed fields.
+void on_segv(int sig, siginfo_t* info, void* uctx) {
+    char* addr = static_cast<char*>(info->si_addr);
+    const std::size_t n = slab_count.load(std::memory_order_acquire);
+    for (std::size_t i = 0; i < n; ++i) {
+        char* base = slabs[i].base.load(std::memory_order_acquire);
+        const std::size_t stride = slabs[i].stride;
+        if (base == nullptr || addr < base || addr >= base + stride * slabs[i].count) continue;
+        const std::size_t idx = static_cast<std::size_t>(addr - base) / stride;
+        if (static_cast<std::size_t>(addr - base) - idx * stride >= page) break;  // not a guard
+        char* lo = base + idx * stride + page;
+        const greenlet_impl* g = header_of(lo, slabs[i].size)->owner.load(std::memory_order_relaxed);
+        write_str("greenfiber: stack overflow in ");
+        if (g != nullptr && !g->name.empty()) {
+            write_str("greenlet '");
+            ssize_t r = write(STDERR_FILENO, g->name.data(), g->name.size());
+            (void)r;
+            write_str("' (#");
+        } else {
+            write_str("greenlet (#");
+        }
+        write_num(g != nullptr ? g->id : 0);
+        write_str("): its stack is ");
+        write_num(slabs[i].size);
+        write_str(" bytes; the fault hit the guard page below it. Give it a larger stack "
+                  "(greenlet::options::stack_size) or recurse less.\n");
+        signal(SIGSEGV, SIG_DFL);
+        return;  // the faulting instruction runs again and the default action kills us
+    }
+    // Not a guard page of ours: hand it to whoever was there before.
+    if (previous_segv.sa_flags & SA_SIGINFO) {
+        if (previous_segv.sa_sigaction != nullptr) return previous_segv.sa_sigaction(sig, info, uctx);
+    } else if (previous_segv.sa_handler != SIG_DFL && previous_segv.sa_handler != SIG_IGN) {
+        return previous_segv.sa_handler(sig);
+    }
+    signal(SIGSEGV, SIG_DFL);
+}
+
+}  // namespace
+
+void* install_overflow_handler() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        struct sigaction sa {};
+        sa.sa_sigaction = on_segv;
+        sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGSEGV, &sa, &previous_segv);
+    });
+    stack_t current{};
+    if (sigaltstack(nullptr, &current) == 0 && !(current.ss_flags & SS_DISABLE)) return nullptr;
+    void* mem = mmap(nullptr, altstack_size, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (mem == MAP_FAILED) return nullptr;
+    stack_t ss{};
+    ss.ss_sp = mem;
+    ss.ss_size = altstack_size;
+    if (sigaltstack(&ss, nullptr) != 0) {
+        munmap(mem, altstack_size);
+        return nullptr;
+    }
+    return mem;
+}
+
+void remove_overflow_handler(void* altstack) noexcept {
+    if (altstack == nullptr) return;
+    stack_t ss{};
+    ss.ss_flags = SS_DISABLE;
+    sigaltstack(&ss, nullptr);
+    munmap(altstack, altstack_size);
+}
+
+}  // namespace detail
+
+void set_default_stack_size(std::size_t bytes) {
+    auto& p = detail::pool();
+    std::lock_guard lock(p.mu);
+    const std::size_t size = detail::round_to_page(std::max<std::size_t>(bytes, 16384));
+    if (size == p.default_size) return;
+    // Pooled stacks of the old size are reused by exact size from now on.
+    for (auto& s : p.free_default) p.free_other.push_back(s);
+    p.free_default.clear();
+    p.default_size = size;
+}
+
+std::size_t default_stack_size() noexcept {
+    auto& p = detail::pool();
+    std::lock_guard lock(p.mu);
+    return p.default_size;
+}
+
+void set_guard_policy(guard_policy policy) noexcept {
+    auto& p = detail::pool();
+    std::lock_guard lock(p.mu);
+    p.policy = policy;
+}
+
+void set_guard_budget(std::size_t stacks) noexcept {
+    auto& p = detail::pool();
+    std::lock_guard lock(p.mu);
+    p.guard_budget = stacks;
+}
+
+stack_stats stack_statistics() noexcept {
+    auto& p = detail::pool();
+    std::lock_guard lock(p.mu);
+    return {p.in_use, p.free_default.size() + p.free_other.size(), p.guarded, p.guard_budget};
+}
+
+void trim_stack_pool() noexcept {
+    auto& p = detail::pool();
+    std::lock_guard lock(p.mu);
+    // Return the pages (not the address range: the slab table stays valid for the handler).
+    for (auto* list : {&p.free_default, &p.free_other}) {
+        for (const auto& s : *list) madvise(s.lo, s.size, MADV_DONTNEED);
+    }
+}
+
+}  // namespace greenfiber
