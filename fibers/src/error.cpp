@@ -64,7 +64,8 @@ namespace detail {
 std::string type_name(const std::type_info& t) {
     if (t == typeid(void)) return "nothing";
     int status = 0;
-    std::unique_ptr<char, void (*)(void*)> d(abi::__cxa_demangle(t.name(), nullptr, nullptr, &status), std::free);
+    std::unique_ptr<char, void (*)(void*)> d(
+        abi::__cxa_demangle(t.name(), nullptr, nullptr, &status), std::free);
     return status == 0 && d ? std::string(d.get()) : std::string(t.name());
 }
 

@@ -21,12 +21,35 @@
 
 #include "detail/stack_pool.hpp"
 
+// greenfiber_jump is Boost.Context's jump_fcontext under our own name, so that the inline
+// switch in users' code can call it without including Boost.Context. It must be a bare
+// jump, not a C++ wrapper: a wrapper would `ret` on another stack than the one it was
+// called on and miss the return-stack predictor on every switch (DESIGN.md).
+static_assert(sizeof(greenfiber::detail::transfer) == sizeof(boost::context::detail::transfer_t));
+#if defined(__x86_64__) && defined(__ELF__)
+asm(R"(
+    .text
+    .globl greenfiber_jump
+    .type greenfiber_jump, @function
+    .p2align 4
+greenfiber_jump:
+    jmp *jump_fcontext@GOTPCREL(%rip)
+    .size greenfiber_jump, .-greenfiber_jump
+)");
+#else
+// Portable fallback: correct, but pays the return misprediction described above.
+extern "C" greenfiber::detail::transfer greenfiber_jump(void* to, void* data) noexcept {
+    const auto t = boost::context::detail::jump_fcontext(to, data);
+    return {t.fctx, t.data};
+}
+#endif
+
 namespace greenfiber {
 namespace detail {
 
 namespace bctx = boost::context::detail;
 
-thread_local thread_state* tls GREENFIBER_TLS_MODEL = nullptr;
+constinit thread_local thread_state* tls GREENFIBER_TLS_MODEL = nullptr;
 
 namespace {
 
@@ -48,8 +71,12 @@ struct thread_full : thread_state {
     bool exited = false;  // Guarded by mu.
 };
 
-thread_full& full(thread_state& ts) { return static_cast<thread_full&>(ts); }
-thread_full* full(thread_state* ts) { return static_cast<thread_full*>(ts); }
+thread_full& full(thread_state& ts) {
+    return static_cast<thread_full&>(ts);
+}
+thread_full* full(thread_state* ts) {
+    return static_cast<thread_full*>(ts);
+}
 
 void release_thread(thread_full* t) noexcept {
     if (t->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete t;
@@ -63,9 +90,8 @@ std::string thread_words(thread_full* t) {
 
 std::string describe(const greenlet_impl* g) {
     if (g->is_main) return "the main greenlet of " + thread_words(full(g->owner));
-    std::string s = "greenlet ";
-    if (!g->name.empty()) s += "'" + g->name + "' ";
-    return s + "(#" + std::to_string(g->id) + ")";
+    if (g->name.empty()) return "greenlet #" + std::to_string(g->id);
+    return "greenlet '" + g->name + "' (#" + std::to_string(g->id) + ")";
 }
 
 void recompute_slow(thread_full& t) {
@@ -136,11 +162,6 @@ thread_state* init_thread_state() {
     return t;
 }
 
-transfer jump(void* to, void* data) noexcept {
-    const bctx::transfer_t t = bctx::jump_fcontext(static_cast<bctx::fcontext_t>(to), data);
-    return {t.fctx, t.data};
-}
-
 void stack_overflow(greenlet_impl* g) noexcept {
     std::fprintf(stderr,
                  "greenfiber: stack overflow in %s: the canary at the limit of its %zu-byte stack "
@@ -206,7 +227,8 @@ void start(greenlet_impl* g) {
     g->stack_guarded = s.guarded;
     g->canary = reinterpret_cast<const std::uintptr_t*>(s.lo);
     set_stack_owner(s, g);
-    g->ctx = bctx::make_fcontext(s.lo + s.size - stack_header_size, s.size - stack_header_size, &entry);
+    g->ctx =
+        bctx::make_fcontext(s.lo + s.size - stack_header_size, s.size - stack_header_size, &entry);
     g->state = gstate::alive;
 }
 
@@ -230,8 +252,8 @@ void kill_unstarted(greenlet_impl* g) noexcept {
 // into the caller; never returns when the caller is dead.
 value deliver(thread_state& ts, greenlet_impl* target, message m, extra_switch extra = {}) {
     greenlet_impl* const self = ts.current;
-    value converted;          // a greenlet_exit turned into a value
-    std::exception_ptr err;   // an error raised while delivering
+    value converted;         // a greenlet_exit turned into a value
+    std::exception_ptr err;  // an error raised while delivering
     // Drops the message being replaced (it is consumed) and installs `e`.
     auto fail = [&](std::exception_ptr e) {
         if (m.val != nullptr) m.val->reset();
@@ -260,23 +282,23 @@ value deliver(thread_state& ts, greenlet_impl* target, message m, extra_switch e
             continue;
         }
         if (target->state == gstate::not_started) {
-            if (m.exc != nullptr) {
-                kill_unstarted(target);
-                continue;  // now dead: the exception goes on up its chain
-            }
             if (target->run == nullptr) {
                 fail(std::make_exception_ptr(error("greenfiber: cannot start " + describe(target) +
                                                    ": it has no function (greenlet::set_run)")));
                 target = target->parent;
                 continue;
             }
+            if (m.exc != nullptr) {
+                kill_unstarted(target);
+                continue;  // now dead: the exception goes on up its chain
+            }
             if (!target->run->accepts(*m.val)) {
                 const std::type_info& want = target->run->parameter();
-                fail(std::make_exception_ptr(error(
-                    "greenfiber: cannot start " + describe(target) + ": its function takes " +
-                    (want == typeid(void) ? std::string("no argument") : type_name(want)) +
-                    ", but the switch passed " +
-                    (m.val->empty() ? std::string("no value") : type_name(m.val->type())))));
+                fail(std::make_exception_ptr(
+                    error("greenfiber: cannot start " + describe(target) + ": its function takes " +
+                          (want == typeid(void) ? std::string("no argument") : type_name(want)) +
+                          ", but " + describe(self) + " passed it " +
+                          (m.val->empty() ? std::string("no value") : type_name(m.val->type())))));
                 target = target->parent;
                 continue;
             }
@@ -327,7 +349,8 @@ void check_thread(thread_state& ts, greenlet_impl* target, const char* what) {
 }
 
 thread_state& checked(greenlet_impl* target, const char* what) {
-    if (target == nullptr) throw error(std::string("greenfiber: cannot ") + what + " an empty greenlet handle");
+    if (target == nullptr)
+        throw error(std::string("greenfiber: cannot ") + what + " an empty greenlet handle");
     thread_state& ts = this_thread();
     check_thread(ts, target, what);
     if (ts.slow.load(std::memory_order_relaxed)) drain_remote(full(ts));
@@ -364,7 +387,8 @@ value post_switch(greenlet_impl* prev) {
         free_stack(prev);
     }
     if (post & post_after) std::exchange(ts.after_fn, nullptr)(ts.after_arg);
-    if ((post & post_orphaned) && prev->orphaned && prev->refs.load(std::memory_order_acquire) == 0) {
+    if ((post & post_orphaned) && prev->orphaned &&
+        prev->refs.load(std::memory_order_acquire) == 0) {
         prev->orphaned = false;
         if (prev->state == gstate::dead) {
             destroy(prev);
@@ -420,12 +444,14 @@ void kill_dropped(greenlet_impl* g) noexcept {
         std::exception_ptr e = std::make_exception_ptr(greenlet_exit{});
         (void)deliver(ts, g, message{nullptr, &e});
     } catch (...) {
-        report("greenfiber: " + describe(g) + " let an exception escape while greenlet_exit killed it",
-               std::current_exception(), g);
+        report(
+            "greenfiber: " + describe(g) + " let an exception escape while greenlet_exit killed it",
+            std::current_exception(), g);
     }
     greenlet_impl* temp = std::exchange(g->parent, saved_parent);
     release(temp);
-    if (g->state != gstate::dead) {
+    // Still alive and nobody kept a handle during the kill (that would be a resurrection).
+    if (g->state != gstate::dead && g->refs.load(std::memory_order_relaxed) == 1) {
         report("greenfiber: greenlet_exit did not kill " + describe(g) +
                    ": it caught the exit and switched away; it stays suspended and its " +
                    std::to_string(g->stack_size) + "-byte stack stays allocated",
@@ -484,10 +510,12 @@ greenlet::greenlet(detail::run_base* run, const greenlet* parent, options opts) 
     detail::thread_state& ts = detail::this_thread();
     detail::greenlet_impl* par = ts.current;
     if (parent != nullptr) {
-        if (parent->p_ == nullptr) throw error("greenfiber: the parent of a new greenlet is an empty handle");
+        if (parent->p_ == nullptr)
+            throw error("greenfiber: the parent of a new greenlet is an empty handle");
         if (parent->p_->owner != &ts) {
-            throw error("greenfiber: the parent of a new greenlet must live on the creating thread; " +
-                        detail::describe(parent->p_) + " does not");
+            throw error(
+                "greenfiber: the parent of a new greenlet must live on the creating thread; " +
+                detail::describe(parent->p_) + " does not");
         }
         par = parent->p_;
     }
@@ -514,13 +542,22 @@ greenlet greenlet::current() {
 
 value greenlet::throw_in(std::exception_ptr e) {
     detail::thread_state& ts = detail::checked(p_, "throw into");
-    if (!e) throw error("greenfiber: throw_in with a null exception_ptr into " + detail::describe(p_));
+    if (!e)
+        throw error("greenfiber: throw_in with a null exception_ptr into " + detail::describe(p_));
     return detail::deliver(ts, p_, detail::message{nullptr, &e});
 }
 
 value greenlet::switch_to_then(value v, void (*action)(void*) noexcept, void* arg) {
     detail::thread_state& ts = detail::checked(p_, "switch to");
     return detail::deliver(ts, p_, detail::message{&v, nullptr}, {0, action, arg});
+}
+
+value greenlet::switch_to_parent(value v) {
+    detail::thread_state& ts = detail::this_thread();
+    detail::greenlet_impl* par = ts.current->parent;
+    if (par == nullptr)
+        throw error("greenfiber: switch_to_parent from a main greenlet, which has no parent");
+    return detail::switch_value(par, v);
 }
 
 greenlet greenlet::parent() const {
@@ -531,17 +568,19 @@ greenlet greenlet::parent() const {
 }
 
 void greenlet::set_parent(const greenlet& p) {
-    if (p.p_ == nullptr) throw error("greenfiber: cannot make an empty handle the parent of " + describe());
+    if (p.p_ == nullptr)
+        throw error("greenfiber: cannot make an empty handle the parent of " + describe());
     if (p_->is_main) throw error("greenfiber: cannot set the parent of a main greenlet");
     if (p.p_->owner != p_->owner) {
-        throw error("greenfiber: parent cannot be on a different thread: " + describe() + " lives on " +
-                    detail::thread_words(detail::full(p_->owner)) + ", " + p.describe() + " on " +
-                    detail::thread_words(detail::full(p.p_->owner)));
+        throw error("greenfiber: parent cannot be on a different thread: " + describe() +
+                    " lives on " + detail::thread_words(detail::full(p_->owner)) + ", " +
+                    p.describe() + " on " + detail::thread_words(detail::full(p.p_->owner)));
     }
     for (detail::greenlet_impl* a = p.p_; a != nullptr; a = a->parent) {
         if (a == p_) {
             throw error("greenfiber: cyclic parent chain: " + describe() + " is " +
-                        (p.p_ == p_ ? std::string("the proposed parent itself") : "an ancestor of " + p.describe()));
+                        (p.p_ == p_ ? std::string("the proposed parent itself")
+                                    : "an ancestor of " + p.describe()));
         }
     }
     detail::retain(p.p_);
@@ -556,20 +595,27 @@ void greenlet::set_run_impl(detail::run_base* run) {
     delete std::exchange(p_->run, owned.release());
 }
 
-std::string greenlet::describe() const { return detail::describe(p_); }
+std::string greenlet::describe() const {
+    return detail::describe(p_);
+}
 
 std::string greenlet::state_string() const {
     std::string s;
     switch (p_->state) {
-        case gstate::not_started: return "pending";
-        case gstate::dead: return "dead";
-        case gstate::alive: s = is_current() ? "current active started" : "suspended active started";
+        case gstate::not_started:
+            return "pending";
+        case gstate::dead:
+            return "dead";
+        case gstate::alive:
+            s = is_current() ? "current active started" : "suspended active started";
     }
     if (p_->is_main) s += " main";
     return s;
 }
 
-std::thread::id greenlet::thread_id() const noexcept { return detail::full(p_->owner)->id; }
+std::thread::id greenlet::thread_id() const noexcept {
+    return detail::full(p_->owner)->id;
+}
 
 trace_function settrace(trace_function fn) {
     detail::thread_full& t = detail::full(detail::this_thread());
@@ -585,6 +631,8 @@ trace_function gettrace() {
     return t.trace;
 }
 
-std::size_t live_greenlets() noexcept { return detail::live_count.load(std::memory_order_relaxed); }
+std::size_t live_greenlets() noexcept {
+    return detail::live_count.load(std::memory_order_relaxed);
+}
 
 }  // namespace greenfiber

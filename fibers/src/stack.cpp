@@ -22,6 +22,10 @@
 #include "detail/stack_pool.hpp"
 #include "greenfiber/detail/greenlet_impl.hpp"
 
+#if GREENFIBER_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
+
 #ifndef GREENFIBER_DEFAULT_STACK_SIZE
 #define GREENFIBER_DEFAULT_STACK_SIZE 262144
 #endif
@@ -33,7 +37,9 @@ namespace {
 const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
 constexpr std::size_t stacks_per_slab = 32;
 
-std::size_t round_to_page(std::size_t n) { return (n + page - 1) / page * page; }
+std::size_t round_to_page(std::size_t n) {
+    return (n + page - 1) / page * page;
+}
 
 std::size_t read_guard_budget() {
     long max_maps = 65530;
@@ -167,6 +173,11 @@ stack_block allocate_stack(std::size_t size) {
 }
 
 void release_stack(const stack_block& s) noexcept {
+#if GREENFIBER_ASAN
+    // A finished greenlet never unwinds its last frames (it jumps away from them): clear
+    // their poisoning, or the next greenlet on this stack would trip over it.
+    __asan_unpoison_memory_region(s.lo, s.size);
+#endif
     pool_state& p = pool();
     std::lock_guard lock(p.mu);
     --p.in_use;
@@ -213,7 +224,8 @@ void on_segv(int sig, siginfo_t* info, void* uctx) {
         const std::size_t idx = static_cast<std::size_t>(addr - base) / stride;
         if (static_cast<std::size_t>(addr - base) - idx * stride >= page) break;  // not a guard
         char* lo = base + idx * stride + page;
-        const greenlet_impl* g = header_of(lo, slabs[i].size)->owner.load(std::memory_order_relaxed);
+        const greenlet_impl* g =
+            header_of(lo, slabs[i].size)->owner.load(std::memory_order_relaxed);
         write_str("greenfiber: stack overflow in ");
         if (g != nullptr && !g->name.empty()) {
             write_str("greenlet '");
@@ -226,14 +238,16 @@ void on_segv(int sig, siginfo_t* info, void* uctx) {
         write_num(g != nullptr ? g->id : 0);
         write_str("): its stack is ");
         write_num(slabs[i].size);
-        write_str(" bytes; the fault hit the guard page below it. Give it a larger stack "
-                  "(greenlet::options::stack_size) or recurse less.\n");
+        write_str(
+            " bytes; the fault hit the guard page below it. Give it a larger stack "
+            "(greenlet::options::stack_size) or recurse less.\n");
         signal(SIGSEGV, SIG_DFL);
         return;  // the faulting instruction runs again and the default action kills us
     }
     // Not a guard page of ours: hand it to whoever was there before.
     if (previous_segv.sa_flags & SA_SIGINFO) {
-        if (previous_segv.sa_sigaction != nullptr) return previous_segv.sa_sigaction(sig, info, uctx);
+        if (previous_segv.sa_sigaction != nullptr)
+            return previous_segv.sa_sigaction(sig, info, uctx);
     } else if (previous_segv.sa_handler != SIG_DFL && previous_segv.sa_handler != SIG_IGN) {
         return previous_segv.sa_handler(sig);
     }

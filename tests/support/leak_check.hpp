@@ -9,11 +9,11 @@
 namespace greenfiber::testing {
 
 class leak_checked : public ::testing::Test {
-protected:
+  protected:
     void SetUp() override;
     void TearDown() override;
 
-private:
+  private:
     std::size_t greenlets_before_ = 0;
     std::size_t stacks_before_ = 0;
 };

@@ -11,7 +11,7 @@ namespace greenfiber {
 // Misuse of the API: a dead or foreign target, a parent cycle, a type mismatch.
 // The message names the objects involved and the rule that was broken.
 class error : public std::logic_error {
-public:
+  public:
     using std::logic_error::logic_error;
 };
 

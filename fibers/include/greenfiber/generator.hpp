@@ -22,27 +22,27 @@ namespace greenfiber {
 // Thread: thread-bound.
 template <class T>
 class generator {
-public:
+  public:
     // The body's handle for producing items.
     class yielder {
-    public:
+      public:
         // Hands `item` to the consumer and suspends until the next item is asked for.
         // Switches: yes.
-        // No handle to the body's own greenlet is held across the switch: dropping the
-        // generator must leave it without handles so that it is killed.
-        void operator()(T item) {
-            greenlet consumer = greenlet::current().parent();
-            (void)consumer.switch_to(value(std::move(item)));
-        }
+        // No handle is held across the switch, neither to the body's own greenlet nor to
+        // the consumer: dropping the generator must leave the body without handles, so that
+        // it is killed, even when the consumer is itself a generator's body.
+        void operator()(T item) { (void)greenlet::switch_to_parent(value(std::move(item))); }
     };
 
     // A generator whose body is `body(yielder&)`. Nothing runs until the first next().
     template <class Body>
     explicit generator(Body body, greenlet::options opts = {})
-        : g_([body = std::move(body)]() mutable {
-              yielder y;
-              body(y);
-          }, std::move(opts)) {}
+        : g_(
+              [body = std::move(body)]() mutable {
+                  yielder y;
+                  body(y);
+              },
+              std::move(opts)) {}
 
     // The next item, or nothing once the body has returned. An exception from the body
     // propagates here. Switches: yes.
@@ -50,12 +50,15 @@ public:
         if (g_.dead()) return std::nullopt;
         g_.set_parent(greenlet::current());
         value v = g_.switch_to();
+        // Between items the body must not hold its consumer (a strong parent reference):
+        // nested generators would form a cycle that no drop could break.
+        if (!g_.dead()) g_.set_parent(root());
         if (v.empty()) return std::nullopt;
         return std::optional<T>(v.take<T>());
     }
 
     class iterator {
-    public:
+      public:
         using iterator_category = std::input_iterator_tag;
         using value_type = T;
         using difference_type = std::ptrdiff_t;
@@ -73,7 +76,7 @@ public:
             return !a.item_.has_value() && !b.item_.has_value();
         }
 
-    private:
+      private:
         friend class generator;
         explicit iterator(generator* g) : gen_(g), item_(g->next()) {}
         generator* gen_ = nullptr;
@@ -84,7 +87,13 @@ public:
     iterator begin() { return iterator(this); }
     iterator end() { return iterator(); }
 
-private:
+  private:
+    static greenlet root() {
+        greenlet g = greenlet::current();
+        for (greenlet p = g.parent(); p; p = p.parent()) g = p.share();
+        return g;
+    }
+
     greenlet g_;
 };
 

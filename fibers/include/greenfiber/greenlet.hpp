@@ -22,12 +22,12 @@ namespace greenfiber {
 // Deliberately not derived from std::exception, so `catch (const std::exception&)` does
 // not swallow it. Code that catches (...) must rethrow it.
 class greenlet_exit {
-public:
+  public:
     greenlet_exit() = default;
     explicit greenlet_exit(std::string message) : message_(std::move(message)) {}
     const std::string& message() const noexcept { return message_; }
 
-private:
+  private:
     std::string message_;
 };
 
@@ -50,7 +50,7 @@ struct access;
 // it from another thread throws greenfiber::error. A handle may be dropped on any thread
 // (the kill then happens on the owner thread at its next greenlet call).
 class greenlet {
-public:
+  public:
     struct options {
         std::string name;            // shown in errors, reports and overflow messages
         std::size_t stack_size = 0;  // 0: default_stack_size() (stack.hpp)
@@ -118,6 +118,12 @@ public:
     //         caller (throw_in()) while it is suspended.
     [[nodiscard]] value switch_to(value v = {}) { return detail::switch_value(p_, v); }
 
+    // Switches to the parent of the calling greenlet, like `current().parent().switch_to(v)`
+    // but without holding a handle to the parent while suspended (a generator must not keep
+    // its consumer alive).
+    // Switches: yes.   Throws: greenfiber::error from a main greenlet; as switch_to().
+    [[nodiscard]] static value switch_to_parent(value v = {});
+
     // Resumes this greenlet by raising `e` at its suspension point. Into a not-started
     // greenlet it kills it without running it; into a dead one it goes up the parent chain
     // like a switch (a greenlet_exit arriving there as a value, anything else raised).
@@ -125,7 +131,8 @@ public:
     // Switches: yes.   Thread, Throws: as switch_to().
     [[nodiscard]] value throw_in(std::exception_ptr e);
     [[nodiscard]] value throw_in() { return throw_in(std::make_exception_ptr(greenlet_exit{})); }
-    template <class E, class = std::enable_if_t<!std::is_same_v<std::decay_t<E>, std::exception_ptr>>>
+    template <class E,
+              class = std::enable_if_t<!std::is_same_v<std::decay_t<E>, std::exception_ptr>>>
     [[nodiscard]] value throw_in(E&& e) {
         return throw_in(std::make_exception_ptr(std::forward<E>(e)));
     }
@@ -142,7 +149,9 @@ public:
     bool dead() const noexcept { return p_->state == detail::gstate::dead; }
     // Started and not dead (greenlet's `bool(g)`).
     bool active() const noexcept { return p_->state == detail::gstate::alive; }
-    bool is_current() const noexcept { return detail::tls != nullptr && detail::tls->current == p_; }
+    bool is_current() const noexcept {
+        return detail::tls != nullptr && detail::tls->current == p_;
+    }
     bool is_main() const noexcept { return p_->is_main; }
 
     // The parent, or an empty handle for a main greenlet. Switches: no.
@@ -160,8 +169,10 @@ public:
     void set_run(Fn&& fn) {
         set_run_impl(make_run(std::forward<Fn>(fn)));
     }
-    // True while it has a function to run (before it starts or finishes).
-    bool has_run() const noexcept { return p_->run != nullptr; }
+    // True while it has a function and has not started (greenlet's `run` attribute).
+    bool has_run() const noexcept {
+        return p_->state == detail::gstate::not_started && p_->run != nullptr;
+    }
 
     // The name given at creation, or "" for none. Switches: no.
     const std::string& name() const noexcept { return p_->name; }
@@ -170,7 +181,9 @@ public:
     // A greenlet's state in greenlet's repr words, e.g. "suspended active started".
     std::string state_string() const;
     // The usable stack size in bytes (0 for a main greenlet and before the first start).
-    std::size_t stack_size() const noexcept { return p_->stack_size; }
+    std::size_t stack_size() const noexcept {
+        return p_->is_main || p_->state == detail::gstate::not_started ? 0 : p_->stack_size;
+    }
     // The id of the thread this greenlet belongs to.
     std::thread::id thread_id() const noexcept;
 
@@ -178,7 +191,7 @@ public:
     explicit operator bool() const noexcept { return p_ != nullptr; }
     friend bool operator==(const greenlet& a, const greenlet& b) noexcept { return a.p_ == b.p_; }
 
-private:
+  private:
     explicit greenlet(detail::greenlet_impl* p) noexcept : p_(p) {}
     greenlet(detail::run_base* run, const greenlet* parent, options opts);
     void set_run_impl(detail::run_base* run);
@@ -198,7 +211,8 @@ enum class trace_event { switch_to, throw_in };
 // Called for every switch and throw between greenlets of a thread, on the target's
 // stack, after the switch and before the target continues. An exception from the hook is
 // raised in the target as if thrown into it, and turns tracing off for the thread.
-using trace_function = std::function<void(trace_event, const greenlet& origin, const greenlet& target)>;
+using trace_function =
+    std::function<void(trace_event, const greenlet& origin, const greenlet& target)>;
 
 // Installs `fn` (empty: none) as this thread's trace hook and returns the previous one.
 // Switches: no.   Thread: thread-bound (each thread has its own hook).
@@ -215,7 +229,6 @@ struct access {
     static greenlet_impl* impl(const greenlet& g) noexcept { return g.p_; }
     static greenlet adopt(greenlet_impl* g) noexcept { return greenlet(g); }
 };
-
 
 template <class T>
 struct first_arg;
@@ -247,10 +260,12 @@ struct first_arg<R (*)(A) noexcept> {
 template <class Fn, class = void>
 struct single_arg {};
 template <class Fn>
-struct single_arg<Fn, std::void_t<decltype(&Fn::operator())>> : first_arg<decltype(&Fn::operator())> {};
+struct single_arg<Fn, std::void_t<decltype(&Fn::operator())>>
+    : first_arg<decltype(&Fn::operator())> {};
 template <class Fn>
-    requires std::is_pointer_v<Fn>
-struct single_arg<Fn, void> : first_arg<Fn> {};
+requires std::is_pointer_v<Fn>
+struct single_arg<Fn, void> : first_arg<Fn> {
+};
 
 template <class R>
 value to_value(R&& r) {

@@ -22,7 +22,7 @@ std::string type_name(const std::type_info& t);
 // pointers) are stored inline, so passing an int or a pointer allocates nothing.
 // Thread: a value is a plain object; it is not synchronised.
 class value {
-public:
+  public:
     // An empty value.
     value() noexcept = default;
 
@@ -93,7 +93,7 @@ public:
         }
     }
 
-private:
+  private:
     struct ops_t {
         const std::type_info& type;
         bool on_heap;
@@ -102,9 +102,9 @@ private:
     };
 
     template <class T>
-    static constexpr bool inline_v = sizeof(T) <= 2 * sizeof(void*) &&
-                                     alignof(T) <= alignof(std::max_align_t) &&
-                                     std::is_nothrow_move_constructible_v<T>;
+    static constexpr bool inline_v =
+        sizeof(T) <= 2 * sizeof(void*) &&
+        alignof(T) <= alignof(std::max_align_t) && std::is_nothrow_move_constructible_v<T>;
 
     template <class T>
     static const ops_t* ops_for() noexcept {

@@ -1,0 +1,253 @@
+// stack.hpp: the stack pool, its counters, guard pages and the overflow message.
+
+#include <greenfiber/stack.hpp>
+
+#include <unistd.h>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <string>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include <greenfiber/greenlet.hpp>
+#include <greenfiber/value.hpp>
+
+#include "leak_check.hpp"
+
+namespace {
+
+using greenfiber::default_stack_size;
+using greenfiber::greenlet;
+using greenfiber::guard_policy;
+using greenfiber::stack_statistics;
+using greenfiber::stack_stats;
+using greenfiber::value;
+using ::testing::HasSubstr;
+
+const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
+
+std::size_t round_up_to_page(std::size_t n) {
+    return (n + page - 1) / page * page;
+}
+
+greenlet::options named(std::string name, std::size_t stack_size = 0) {
+    greenlet::options o;
+    o.name = std::move(name);
+    o.stack_size = stack_size;
+    return o;
+}
+
+value to_parent(value v = {}) {
+    greenlet p = greenlet::current().parent();
+    return p.switch_to(std::move(v));
+}
+
+// Puts the process-wide pool settings back as they were, whatever the test did.
+class pool_settings_scope {
+  public:
+    pool_settings_scope()
+        : budget_(stack_statistics().guard_budget), default_size_(default_stack_size()) {}
+    ~pool_settings_scope() {
+        greenfiber::set_guard_policy(guard_policy::fallback_unguarded);
+        greenfiber::set_guard_budget(budget_);
+        greenfiber::set_default_stack_size(default_size_);
+    }
+    pool_settings_scope(const pool_settings_scope&) = delete;
+    pool_settings_scope& operator=(const pool_settings_scope&) = delete;
+
+  private:
+    std::size_t budget_;
+    std::size_t default_size_;
+};
+
+// Recurses until `depth == limit` (never, for a negative limit), 256 bytes and more a level.
+volatile int recursion_sink = 0;
+__attribute__((noinline)) int recurse(int depth, int limit) {
+    volatile char pad[256];
+    pad[0] = static_cast<char>(depth);
+    if (depth == limit) return pad[0];
+    const int below = recurse(depth + 1, limit);
+    recursion_sink = below;
+    return below + pad[0];
+}
+
+class StackPool : public greenfiber::testing::leak_checked {};
+class StackOverflowDeathTest : public greenfiber::testing::leak_checked {};
+
+TEST_F(StackPool, DefaultSizeIsWholePagesAndUsedByGreenletsWithoutASize) {
+    const std::size_t d = default_stack_size();
+    EXPECT_EQ(d % page, 0u);
+    EXPECT_GE(d, 16u * 1024u);
+    greenlet g([] { (void)to_parent(); });
+    (void)g.switch_to();
+    EXPECT_EQ(g.stack_size(), d);
+}
+
+TEST_F(StackPool, SetDefaultStackSizeRoundsUpToPagesWithA16KiBMinimum) {
+    pool_settings_scope restore;
+    const std::size_t original = default_stack_size();
+    greenfiber::set_default_stack_size(100000);
+    EXPECT_EQ(default_stack_size(), round_up_to_page(100000));
+    {
+        greenlet g([] { (void)to_parent(); });
+        (void)g.switch_to();
+        EXPECT_EQ(g.stack_size(), round_up_to_page(100000));
+    }
+    greenfiber::set_default_stack_size(1);
+    EXPECT_EQ(default_stack_size(), round_up_to_page(16 * 1024));
+    greenfiber::set_default_stack_size(original);
+    EXPECT_EQ(default_stack_size(), original);
+    greenlet g([] { (void)to_parent(); });
+    (void)g.switch_to();
+    EXPECT_EQ(g.stack_size(), original);
+}
+
+TEST_F(StackPool, InUseCountsStacksOfStartedLiveGreenletsAndReturnsToBaseline) {
+    const std::size_t base = stack_statistics().in_use;
+    greenlet a([] { (void)to_parent(); });
+    greenlet b([] { (void)to_parent(); });
+    EXPECT_EQ(stack_statistics().in_use, base);  // no stack before the start
+    (void)a.switch_to();
+    EXPECT_EQ(stack_statistics().in_use, base + 1);
+    (void)b.switch_to();
+    EXPECT_EQ(stack_statistics().in_use, base + 2);
+    const std::size_t pooled = stack_statistics().pooled;
+    (void)a.switch_to();  // a finishes; its handle stays but its stack goes back
+    EXPECT_TRUE(a.dead());
+    EXPECT_EQ(stack_statistics().in_use, base + 1);
+    EXPECT_EQ(stack_statistics().pooled, pooled + 1);
+    b = greenlet();  // killed on drop
+    EXPECT_EQ(stack_statistics().in_use, base);
+}
+
+TEST_F(StackPool, ExplicitStackSizeIsRoundedUpToWholePages) {
+    greenlet g([] { (void)to_parent(); }, named("sized", 100000));
+    (void)g.switch_to();
+    EXPECT_EQ(g.stack_size(), round_up_to_page(100000));
+    greenlet tiny([] { (void)to_parent(); }, named("tiny", 1000));
+    (void)tiny.switch_to();
+    EXPECT_EQ(tiny.stack_size(), round_up_to_page(16 * 1024));
+}
+
+TEST_F(StackPool, RecursionWithinTheStackIsFine) {
+    greenlet g([] { return recurse(0, 100); }, named("moderate", 64 * 1024));
+    EXPECT_EQ(g.switch_to().get<int>(), 100 * 101 / 2);  // the sum of the depths 0..100
+}
+
+TEST_F(StackPool, BeyondTheGuardBudgetGreenletsStillWorkOnUnguardedStacks) {
+    pool_settings_scope restore;
+    const stack_stats before = stack_statistics();
+    const std::size_t budget = before.guarded + 2;
+    greenfiber::set_guard_budget(budget);
+    EXPECT_EQ(stack_statistics().guard_budget, budget);
+    const std::size_t n = before.pooled + 100;  // more than the pool holds: new slabs are mapped
+    std::vector<greenlet> live;
+    live.reserve(n);
+    for (std::size_t i = 0; i < n; ++i) {
+        live.emplace_back([](int x) {
+            value back = to_parent(x);
+            return back.get<int>() + x;
+        });
+        ASSERT_EQ(live.back().switch_to(static_cast<int>(i)).get<int>(), static_cast<int>(i));
+    }
+    const stack_stats during = stack_statistics();
+    EXPECT_EQ(during.in_use, before.in_use + n);
+    EXPECT_LE(during.guarded, budget);
+    for (std::size_t i = 0; i < n; ++i) {
+        ASSERT_EQ(live[i].switch_to(1000).get<int>(), 1000 + static_cast<int>(i));
+    }
+    live.clear();
+    EXPECT_EQ(stack_statistics().in_use, before.in_use);
+}
+
+TEST_F(StackPool, RequirePolicyThrowsSystemErrorOnceTheBudgetIsSpent) {
+    pool_settings_scope restore;
+    const stack_stats before = stack_statistics();
+    greenfiber::set_guard_budget(before.guarded);  // spent
+    greenfiber::set_guard_policy(guard_policy::require);
+    // A size no other test uses, so that no pooled guarded stack fits.
+    greenlet g([] {}, named("needs_a_guard", default_stack_size() + 7 * page));
+    try {
+        (void)g.switch_to();
+        ADD_FAILURE() << "no exception";
+    } catch (const std::system_error& e) {
+        EXPECT_EQ(e.code().value(), ENOMEM);
+        EXPECT_THAT(e.what(), HasSubstr("budget"));
+        EXPECT_THAT(e.what(), HasSubstr(std::to_string(before.guarded)));
+    }
+    EXPECT_FALSE(g.started());
+    EXPECT_EQ(stack_statistics().in_use, before.in_use);
+}
+
+TEST_F(StackPool, ThousandsOfGreenletsReusePooledStacks) {
+    {
+        greenlet warm([] {});
+        (void)warm.switch_to();  // at least one default stack is pooled now
+    }
+    const stack_stats before = stack_statistics();
+    std::vector<greenlet> finished;
+    for (int i = 0; i < 5000; ++i) {
+        greenlet g([i] { return i; });
+        ASSERT_EQ(g.switch_to().get<int>(), i);
+        if (i % 5 == 0) finished.push_back(std::move(g));  // dead handles hold no stack
+    }
+    const stack_stats after = stack_statistics();
+    EXPECT_EQ(after.in_use, before.in_use);
+    EXPECT_EQ(after.pooled, before.pooled);  // one pooled stack served them all
+    EXPECT_EQ(finished.size(), 1000u);
+}
+
+TEST_F(StackPool, ThousandsOfSuspendedGreenletsAtOnceAreAllKilledOnDrop) {
+    const std::size_t base = stack_statistics().in_use;
+    int unwound = 0;
+    struct count_on_destroy {
+        int& n;
+        ~count_on_destroy() { ++n; }
+    };
+    {
+        std::vector<greenlet> live;
+        for (int i = 0; i < 2000; ++i) {
+            live.emplace_back([&unwound] {
+                count_on_destroy c{unwound};
+                (void)to_parent();
+            });
+            (void)live.back().switch_to();
+        }
+        EXPECT_EQ(stack_statistics().in_use, base + 2000);
+    }
+    EXPECT_EQ(unwound, 2000);
+    EXPECT_EQ(stack_statistics().in_use, base);
+}
+
+TEST_F(StackPool, TrimmedPoolStacksAreStillUsable) {
+    {
+        greenlet warm([] {});
+        (void)warm.switch_to();
+    }
+    greenfiber::trim_stack_pool();
+    for (int i = 0; i < 100; ++i) {
+        greenlet g([](int x) {
+            value v = to_parent(x);
+            return v.get<int>() * x;
+        });
+        ASSERT_EQ(g.switch_to(i).get<int>(), i);
+        ASSERT_EQ(g.switch_to(3).get<int>(), 3 * i);
+    }
+}
+
+TEST_F(StackOverflowDeathTest, OverflowNamesTheGreenletAndItsStackSize) {
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    EXPECT_DEATH(
+        {
+            greenlet g([] { return recurse(0, -1); }, named("deep", 64 * 1024));
+            (void)g.switch_to();
+        },
+        "stack overflow in greenlet 'deep'.*65536");
+}
+
+}  // namespace
