@@ -1,0 +1,215 @@
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <thread>
+#include <utility>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+
+#include "greenfiber/detail/unique_function.hpp"
+#include "greenfiber/error.hpp"
+#include "greenfiber/greenlet.hpp"
+
+namespace greenfiber {
+
+// Raised in a fiber whose wait can never end: the hub has nothing ready, nothing pending in
+// its reactor and nothing that another thread could post (gevent's LoopExit). The message
+// names what the fiber was waiting for.
+class loop_exit : public error {
+  public:
+    using error::error;
+};
+
+// Raised at the current or next suspension point of a cancelled task. Deliberately not
+// derived from std::exception (asyncio's CancelledError is a BaseException): a
+// `catch (const std::exception&)` must not swallow it, and code that catches (...) must
+// rethrow it.
+class cancelled_error {
+  public:
+    cancelled_error() = default;
+    explicit cancelled_error(std::string message) : message_(std::move(message)) {}
+    const std::string& message() const noexcept { return message_; }
+
+  private:
+    std::string message_;
+};
+
+namespace detail {
+
+class task_base;
+
+// A parked fiber's wake-up record. It lives in the frame of the wait that parks the fiber,
+// so it exists exactly as long as the fiber is parked; whoever may wake it must be unlinked
+// (or have completed) before that wait returns.
+struct waiter {
+    explicit waiter(const char* what_) noexcept : what(what_) {}
+    waiter(const waiter&) = delete;
+    waiter& operator=(const waiter&) = delete;
+
+    waiter* next = nullptr;          // ready-queue link; owned by the hub while queued
+    greenlet_impl* fiber = nullptr;  // Borrowed: the parked fiber (set by hub::park)
+    const char* what;                // what it waits for, for loop_exit and reports
+    // Called by task::cancel() while the fiber is parked here: must make the wait end soon
+    // (cancel the operation, or unlink and wake). Null: wake at once.
+    void (*on_cancel)(waiter& w) noexcept = nullptr;
+    void* context = nullptr;  // for on_cancel
+    // When `fiber` is null the entry is a callback: the hub calls run(*this) on its own
+    // stack instead of switching (call_soon and done callbacks).
+    void (*run)(waiter& w) = nullptr;
+    bool queued = false;  // in the ready queue
+    // Set by wake(); cleared only when the fiber parks. A waiter that is not parked is
+    // therefore "woken", and a stray wake() of it does nothing.
+    bool woken = true;
+    bool cancelled = false;  // ended by a cancellation request
+};
+
+// An intrusive FIFO of waiters.
+class waiter_queue {
+  public:
+    bool empty() const noexcept { return head_ == nullptr; }
+    void push(waiter* w) noexcept {
+        w->next = nullptr;
+        if (tail_ != nullptr) {
+            tail_->next = w;
+        } else {
+            head_ = w;
+        }
+        tail_ = w;
+    }
+    waiter* pop() noexcept {
+        waiter* w = head_;
+        if (w != nullptr) {
+            head_ = w->next;
+            if (head_ == nullptr) tail_ = nullptr;
+            w->next = nullptr;
+        }
+        return w;
+    }
+    // Unlinks `w` if it is queued here. O(n).
+    bool remove(waiter* w) noexcept;
+
+  private:
+    waiter* head_ = nullptr;
+    waiter* tail_ = nullptr;
+};
+
+}  // namespace detail
+
+// The hub: one per thread, created at first use. It is a greenlet that drives an
+// io_context (epoll on Linux) and a FIFO ready queue. A fiber that waits parks itself and
+// switches to the hub; the hub switches back when the wait ends. Fibers spawned as tasks
+// have the hub as parent, so a finished fiber returns control to the hub.
+//
+// The hub runs at most `ready_budget()` ready fibers per turn before polling the reactor,
+// so I/O is never starved; when nothing is ready it blocks in the reactor (no polling on a
+// timeout: an idle hub uses no CPU).
+//
+// Thread: thread-bound, except post(), which is thread-safe.
+class hub {
+  public:
+    // This thread's hub, created at first use. Switches: no.
+    static hub& current();
+
+    hub(const hub&) = delete;
+    hub& operator=(const hub&) = delete;
+
+    // The reactor. Asio objects used from fibers of this hub must be created on it.
+    boost::asio::io_context& context() noexcept { return io_; }
+
+    // Runs `fn()` on the hub's thread, on the hub's stack, as soon as it can.
+    // Switches: no.   Thread: thread-safe (the one cross-thread entry point).
+    template <class Fn>
+    void post(Fn&& fn) {
+        boost::asio::post(io_, std::forward<Fn>(fn));
+    }
+
+    // Parks the calling fiber until `w` is woken by wake(). `arm(arg)` runs on the hub's
+    // stack once the fiber is fully parked: an operation started there can never complete
+    // before the fiber is suspended. A cancelled task throws cancelled_error instead of
+    // parking, or when its wait ended because of the cancellation (w.cancelled).
+    // Switches: yes.   Thread: thread-bound.
+    // Throws: cancelled_error; loop_exit if nothing can ever wake it; greenfiber::error if
+    //         called from the hub itself (a callback must not wait).
+    void park(detail::waiter& w, void (*arm)(void*) noexcept = nullptr, void* arg = nullptr);
+
+    // park() with a deadline: returns true when woken, false when `deadline` passed first
+    // (then nothing woke it). The timer is cleaned up before it returns.
+    // Switches: yes.   Throws: as park().
+    bool park_until(detail::waiter& w, std::chrono::steady_clock::time_point deadline,
+                    void (*arm)(void*) noexcept = nullptr, void* arg = nullptr);
+
+    // Like park(), but a cancellation request neither prevents nor ends the wait (it stays
+    // pending for the next park()). For waiting out an operation's completion handler after
+    // the operation was cancelled. Switches: yes.   Throws: loop_exit.
+    void park_shielded(detail::waiter& w);
+
+    // Makes a parked fiber ready. Idempotent: a waiter is queued at most once per park.
+    // Switches: no.   Thread: thread-bound (from another thread, post() a call to it).
+    void wake(detail::waiter& w) noexcept {
+        if (w.woken) return;
+        w.woken = true;
+        w.queued = true;
+        ready_.push(&w);
+    }
+
+    // Queues an entry that is not parked: a task's first run, a callback node.
+    // Switches: no.   Thread: thread-bound.
+    void schedule(detail::waiter& w) noexcept {
+        w.woken = false;
+        wake(w);
+    }
+
+    // Calls `fn()` on the hub's stack after the fibers and callbacks already ready
+    // (asyncio's call_soon). An exception from `fn` goes to report_failure; the hub goes on.
+    // Switches: no.   Thread: thread-bound.
+    void call_soon(detail::unique_function<void()> fn);
+
+    // How many ready fibers run between two polls of the reactor (default 64).
+    std::size_t ready_budget() const noexcept { return budget_; }
+    void set_ready_budget(std::size_t n) noexcept { budget_ = n == 0 ? 1 : n; }
+
+    // The hub's greenlet (its parent is the thread's main greenlet).
+    const greenlet& loop_greenlet() const noexcept { return loop_; }
+
+    // True when the calling code runs on the hub's own stack (a callback).
+    bool in_hub() const noexcept { return loop_.is_current(); }
+
+    // Fibers parked in park() right now (for leak checks and loop_exit messages).
+    std::size_t parked() const noexcept { return parked_; }
+
+  private:
+    friend class detail::task_base;
+    hub();
+    ~hub();
+    struct holder;
+    void park_impl(detail::waiter& w, void (*arm)(void*) noexcept, void* arg, bool cancellable);
+    void loop();
+    void run_ready();
+    void no_work();
+
+    boost::asio::io_context io_{1};
+    greenlet loop_;
+    detail::waiter_queue ready_;
+    std::size_t budget_ = 64;
+    std::size_t parked_ = 0;
+    std::size_t outstanding_ = 0;            // cross-thread operations that will post back
+    detail::waiter* root_waiter_ = nullptr;  // the main greenlet's wait, if it waits
+};
+
+// Suspends the calling fiber for `d` (at least); other fibers run meanwhile.
+// Switches: yes.   Thread: thread-bound.   Throws: cancelled_error.
+void sleep(std::chrono::steady_clock::duration d);
+
+// Suspends the calling fiber until `deadline`. Switches: yes.   Throws: cancelled_error.
+void sleep_until(std::chrono::steady_clock::time_point deadline);
+
+// Lets every other ready fiber run once, then continues (asyncio's sleep(0)).
+// Switches: yes.   Throws: cancelled_error.
+void yield_now();
+
+}  // namespace greenfiber

@@ -1,0 +1,124 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include "greenfiber/hub.hpp"
+#include "greenfiber/task.hpp"
+
+namespace greenfiber {
+
+namespace detail {
+struct timer_state;
+// Cancels and joins every unfinished task of this thread's hub, waiting at most `grace`.
+void finish_run(std::chrono::steady_clock::duration grace) noexcept;
+}  // namespace detail
+
+// A callback scheduled by call_later() or call_at(). Cancelling it before it runs means
+// it never runs. Copies refer to the same callback.
+// Thread: thread-bound.
+class timer_handle {
+  public:
+    timer_handle() = default;
+    // Prevents the callback from running; no effect once it ran. Switches: no.
+    void cancel() noexcept;
+    bool cancelled() const noexcept;
+    // When it is (or was) due.
+    std::chrono::steady_clock::time_point when() const noexcept;
+
+  private:
+    friend class event_loop;
+    explicit timer_handle(std::shared_ptr<detail::timer_state> s) : s_(std::move(s)) {}
+    std::shared_ptr<detail::timer_state> s_;
+};
+
+// The asyncio event-loop face of this thread's hub. There is one per thread
+// (event_loop::current()); it runs whenever a fiber of the thread waits, and its
+// run_* calls block the caller until their condition, as asyncio's do.
+// Thread: thread-bound.
+class event_loop {
+  public:
+    // This thread's loop (its hub's face). Switches: no.
+    static event_loop& current();
+
+    // Runs the loop until `t` finishes and returns its result (or rethrows).
+    // Switches: yes.
+    // Throws: greenfiber::error "Event loop stopped before the task completed" if stop()
+    //         came first; "the event loop is closed"; "already running" when nested.
+    template <class T>
+    T run_until_complete(task<T>& t) {
+        wait_until_done_or_stopped(*t.t_);
+        return t.result();
+    }
+
+    // Runs the loop until stop(). Switches: yes.   Throws: as run_until_complete.
+    void run_forever();
+
+    // Makes run_forever()/run_until_complete() return once the callbacks already ready
+    // have run. Switches: no.
+    void stop();
+
+    // Closes the loop: no more run_* calls. Throws: greenfiber::error if it is running.
+    void close();
+
+    bool is_running() const noexcept { return running_; }
+    bool is_closed() const noexcept { return closed_; }
+
+    // Runs `fn()` on the hub after what is already ready (FIFO). Switches: no.
+    void call_soon(detail::unique_function<void()> fn) { hub_->call_soon(std::move(fn)); }
+
+    // Runs `fn()` on the hub once `delay` has passed / at `when`. Switches: no.
+    timer_handle call_later(std::chrono::steady_clock::duration delay,
+                            detail::unique_function<void()> fn) {
+        return call_at(std::chrono::steady_clock::now() + delay, std::move(fn));
+    }
+    timer_handle call_at(std::chrono::steady_clock::time_point when,
+                         detail::unique_function<void()> fn);
+
+    // The loop's clock: steady_clock, as seconds (asyncio's loop.time()).
+    double time() const noexcept {
+        return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+            .count();
+    }
+
+    // Timers scheduled and not yet run or cancelled (for leak checks).
+    std::size_t pending_timers() const noexcept { return pending_timers_; }
+
+    hub& owner() noexcept { return *hub_; }
+
+  private:
+    friend struct detail::timer_state;
+    explicit event_loop(hub& h) : hub_(&h) {}
+    void wait_until_done_or_stopped(detail::task_base& t);
+    void enter(const char* what);
+
+    hub* hub_;
+    bool running_ = false;
+    bool closed_ = false;
+    bool stop_requested_ = false;
+    detail::waiter* runner_ = nullptr;  // the run_* call's wait, woken by stop()
+    std::size_t pending_timers_ = 0;
+};
+
+// asyncio.run(): runs `fn(args...)` as the main task of this thread's loop and returns its
+// result. On the way out, every task still unfinished is cancelled and waited for (up to
+// `grace`, default 5 s; a task still running after that is reported by name).
+// Switches: yes.   Throws: what the main task throws; greenfiber::error if the loop is
+// already running (run() inside run()).
+template <class Fn, class... Args>
+auto run(Fn&& fn, Args&&... args) {
+    event_loop& loop = event_loop::current();
+    if (loop.is_running())
+        throw error("greenfiber: run() cannot be called from a running event loop");
+    auto main = spawn(spawn_options{"main", 0}, std::forward<Fn>(fn), std::forward<Args>(args)...);
+    struct cleanup {
+        ~cleanup() { detail::finish_run(std::chrono::seconds(5)); }
+    } at_exit;
+    return loop.run_until_complete(main);
+}
+
+}  // namespace greenfiber

@@ -1,0 +1,269 @@
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "greenfiber/hub.hpp"
+
+namespace greenfiber {
+
+// Asking a task for something it does not have yet: result() of a pending task
+// (asyncio's InvalidStateError).
+class invalid_state_error : public error {
+  public:
+    using error::error;
+};
+
+// pending: created, not started yet; running: started and not finished (executing or
+// suspended); done: finished with a result or an exception; cancelled: finished by letting
+// cancelled_error escape.
+enum class task_status { pending, running, done, cancelled };
+
+// Options of spawn().
+struct spawn_options {
+    std::string name;            // empty: "task-N"
+    std::size_t stack_size = 0;  // 0: the default
+};
+
+template <class T>
+class task;
+class event_loop;
+
+namespace detail {
+
+// The shared state of a task. Thread-bound: used only on its hub's thread.
+// Reference-counted: every task<T> handle, plus the hub while the task is unfinished
+// (the hub owns running tasks; dropping every handle detaches the task).
+class task_base {
+  public:
+    task_base(const task_base&) = delete;
+    task_base& operator=(const task_base&) = delete;
+
+    void retain() noexcept { ++refs_; }
+    void release() noexcept {
+        if (--refs_ == 0) delete this;
+    }
+
+    task_status status() const noexcept { return status_; }
+    bool done() const noexcept {
+        return status_ == task_status::done || status_ == task_status::cancelled;
+    }
+    bool cancel(std::string message);
+    int cancelling() const noexcept { return cancel_requests_; }
+    int uncancel() noexcept { return cancel_requests_ > 0 ? --cancel_requests_ : 0; }
+
+    void wait_done();
+    // wait_done() with the caller's waiter / with a deadline (false: it passed first).
+    void wait_done_with(waiter& w);
+    bool wait_done_until(std::chrono::steady_clock::time_point deadline);
+    void check_result();  // throws cancelled_error or the exception (then marked retrieved)
+    std::exception_ptr exception();
+    std::uint64_t add_done_callback(detail::unique_function<void()> fn);
+    std::size_t remove_done_callback(std::uint64_t id) noexcept;
+
+    const std::string& name() const noexcept { return name_; }
+    void set_name(std::string name) { name_ = std::move(name); }
+    hub& owner() const noexcept { return *hub_; }
+
+    // Called by hub::park before parking: throws cancelled_error while a cancellation is
+    // requested (sticky until the task ends or uncancel() brings the count to zero).
+    void check_cancel() {
+        if (cancel_requests_ > 0) raise_cancel();
+    }
+    [[noreturn]] void raise_cancel();
+
+    static task_base* current() noexcept;
+    static std::vector<task_base*> all(hub& h);
+    static void destroy_all(hub& h) noexcept;
+
+  protected:
+    task_base(hub& h, spawn_options opts);
+    virtual ~task_base();
+    virtual void invoke() = 0;  // runs the function and stores its result
+    void start();
+
+  private:
+    friend class greenfiber::hub;
+    void body() noexcept;
+    void finish() noexcept;
+
+    hub* hub_;
+    greenlet fiber_;
+    greenlet_impl* fiber_impl_;  // Borrowed from fiber_ (which may be dropped to kill it).
+    waiter start_{"its first run"};
+    waiter* wait_ = nullptr;  // the wait the fiber is parked in; set by hub::park
+    task_status status_ = task_status::pending;
+    int cancel_requests_ = 0;
+    std::string cancel_message_;
+    std::exception_ptr error_;
+    bool retrieved_ = false;
+    waiter_queue done_waiters_;
+    struct callback {
+        std::uint64_t id;
+        detail::unique_function<void()> fn;
+    };
+    std::vector<callback> callbacks_;
+    std::uint64_t next_callback_id_ = 1;
+    std::string name_;
+    std::uint32_t refs_ = 1;
+    task_base* prev_ = nullptr;  // the hub's list of unfinished tasks
+    task_base* next_ = nullptr;
+};
+
+template <class T>
+class task_value : public task_base {
+  public:
+    using task_base::task_base;
+    std::optional<std::conditional_t<std::is_void_v<T>, char, T>> result;
+};
+
+template <class R, class Fn, class... Args>
+class task_impl final : public task_value<R> {
+  public:
+    task_impl(hub& h, spawn_options opts, Fn fn, Args... args)
+        : task_value<R>(h, std::move(opts)), fn_(std::move(fn)), args_(std::move(args)...) {
+        this->start();
+    }
+
+  private:
+    void invoke() override {
+        if constexpr (std::is_void_v<R>) {
+            std::apply(fn_, std::move(args_));
+            this->result.emplace('\0');
+        } else {
+            this->result.emplace(std::apply(fn_, std::move(args_)));
+        }
+    }
+    Fn fn_;
+    std::tuple<Args...> args_;
+};
+
+}  // namespace detail
+
+// A handle to a task: a function running in its own fiber on this thread's hub, with
+// asyncio's Task API. Handles are move-only; share() makes another. Dropping every handle
+// detaches the task: the hub keeps it running to the end. An exception that nobody
+// retrieved (get(), exception()) is reported once when the task's state is destroyed.
+// Thread: thread-bound.
+template <class T>
+class task {
+  public:
+    task() noexcept = default;
+    task(task&& o) noexcept : t_(std::exchange(o.t_, nullptr)) {}
+    task& operator=(task&& o) noexcept {
+        task(std::move(o)).swap(*this);
+        return *this;
+    }
+    task(const task&) = delete;
+    task& operator=(const task&) = delete;
+    ~task() {
+        if (t_ != nullptr) t_->release();
+    }
+    void swap(task& o) noexcept { std::swap(t_, o.t_); }
+
+    // Another handle to the same task. Switches: no.
+    task share() const noexcept {
+        if (t_ != nullptr) t_->retain();
+        return task(t_);
+    }
+
+    // Suspends until the task is finished, then returns its result or rethrows its
+    // exception (cancelled_error if it was cancelled). A move-only result is moved out:
+    // get() it once.
+    // Switches: yes.   Throws: the task's exception; cancelled_error; greenfiber::error when
+    // a task waits for itself.
+    T get() {
+        t_->wait_done();
+        return result();
+    }
+
+    // The result of a finished task. Switches: no.
+    // Throws: invalid_state_error if it is not finished; cancelled_error if it was
+    // cancelled; its exception if it failed.
+    T result() {
+        t_->check_result();
+        if constexpr (std::is_void_v<T>) {
+            return;
+        } else if constexpr (std::is_copy_constructible_v<T>) {
+            return *static_cast<detail::task_value<T>*>(t_)->result;
+        } else {
+            auto& r = static_cast<detail::task_value<T>*>(t_)->result;
+            if (!r)
+                throw invalid_state_error("greenfiber: the result of task '" + name() +
+                                          "' was already taken");
+            T out = std::move(*r);
+            r.reset();
+            return out;
+        }
+    }
+
+    // The exception of a finished task, or null if it returned normally. Marks it retrieved.
+    // Throws: invalid_state_error if it is not finished; cancelled_error if cancelled.
+    std::exception_ptr exception() { return t_->exception(); }
+
+    // Requests cancellation: cancelled_error is raised at the task's current suspension
+    // point, or at its next one (or it never starts, if it has not). Returns false if the
+    // task is already finished. Switches: no.
+    bool cancel(std::string message = {}) { return t_->cancel(std::move(message)); }
+    // Pending cancellation requests; uncancel() withdraws one and returns the new count.
+    int cancelling() const noexcept { return t_->cancelling(); }
+    int uncancel() noexcept { return t_->uncancel(); }
+
+    task_status status() const noexcept { return t_->status(); }
+    bool done() const noexcept { return t_->done(); }
+    bool cancelled() const noexcept { return t_->status() == task_status::cancelled; }
+
+    // Calls `fn(task)` from the hub once the task is finished (also when it already is:
+    // never before add_done_callback returns). Returns an id for remove_done_callback.
+    template <class Fn>
+    std::uint64_t add_done_callback(Fn fn) {
+        // The callback holds a handle until it has run (then it is dropped).
+        return t_->add_done_callback([fn = std::move(fn), h = share()]() mutable { fn(h); });
+    }
+    // Removes a done callback; returns how many were removed (0 or 1).
+    std::size_t remove_done_callback(std::uint64_t id) noexcept {
+        return t_->remove_done_callback(id);
+    }
+
+    const std::string& name() const noexcept { return t_->name(); }
+    void set_name(std::string n) { t_->set_name(std::move(n)); }
+
+    explicit operator bool() const noexcept { return t_ != nullptr; }
+    friend bool operator==(const task& a, const task& b) noexcept { return a.t_ == b.t_; }
+
+  private:
+    template <class U>
+    friend class task;
+    friend class event_loop;
+    template <class Fn, class... Args>
+    friend auto spawn(spawn_options opts, Fn&& fn, Args&&... args);
+    explicit task(detail::task_base* t) noexcept : t_(t) {}
+    detail::task_base* t_ = nullptr;  // One reference, or null.
+};
+
+// Creates a task running `fn(args...)` (all decay-copied) on this thread's hub. It is
+// scheduled, not started: it runs when the creating fiber next suspends.
+// Switches: no.   Thread: thread-bound.
+template <class Fn, class... Args>
+[[nodiscard]] auto spawn(spawn_options opts, Fn&& fn, Args&&... args) {
+    using R = std::invoke_result_t<std::decay_t<Fn>&&, std::decay_t<Args>&&...>;
+    auto* t = new detail::task_impl<R, std::decay_t<Fn>, std::decay_t<Args>...>(
+        hub::current(), std::move(opts), std::forward<Fn>(fn), std::forward<Args>(args)...);
+    return task<R>(t);
+}
+template <class Fn, class... Args,
+          class = std::enable_if_t<!std::is_same_v<std::decay_t<Fn>, spawn_options>>>
+[[nodiscard]] auto spawn(Fn&& fn, Args&&... args) {
+    return spawn(spawn_options{}, std::forward<Fn>(fn), std::forward<Args>(args)...);
+}
+
+}  // namespace greenfiber

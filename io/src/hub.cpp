@@ -1,0 +1,254 @@
+// The hub: one greenlet per thread driving Asio's io_context and a FIFO ready queue.
+
+#include "greenfiber/hub.hpp"
+
+#include <boost/asio/steady_timer.hpp>
+
+#include <memory>
+#include <string>
+
+#include "greenfiber/task.hpp"
+
+namespace greenfiber {
+
+namespace detail {
+
+bool waiter_queue::remove(waiter* w) noexcept {
+    waiter* prev = nullptr;
+    for (waiter* it = head_; it != nullptr; prev = it, it = it->next) {
+        if (it != w) continue;
+        if (prev != nullptr) {
+            prev->next = it->next;
+        } else {
+            head_ = it->next;
+        }
+        if (tail_ == it) tail_ = prev;
+        it->next = nullptr;
+        return true;
+    }
+    return false;
+}
+
+}  // namespace detail
+
+// Destroys this thread's hub at thread exit, after its tasks (see ~hub).
+struct hub::holder {
+    hub* h = nullptr;
+    ~holder() { delete h; }
+};
+
+hub& hub::current() {
+    // The fibers layer's thread state must outlive the hub: touch it first, so that its
+    // thread_local is constructed first and destroyed last.
+    (void)detail::this_thread();
+    static thread_local holder h;
+    if (h.h == nullptr) h.h = new hub;
+    return *h.h;
+}
+
+hub::hub() : loop_([this] { loop(); }, greenlet::options{"hub", 0}) {
+    // The hub returns to the thread's main greenlet, whoever created it.
+    greenlet root = greenlet::current();
+    for (greenlet p = root.parent(); p; p = p.parent()) root = p.share();
+    loop_.set_parent(root);
+}
+
+hub::~hub() {
+    detail::task_base::destroy_all(*this);
+    // Dropping loop_ kills the hub's greenlet if it is suspended in its loop.
+}
+
+void hub::loop() {
+    for (;;) {
+        run_ready();
+        if (!ready_.empty()) {
+            io_.poll();
+            if (io_.stopped()) io_.restart();
+            continue;
+        }
+        // Nothing ready: block in the reactor until a handler runs.
+        if (io_.run_one() == 0) {
+            io_.restart();
+            if (ready_.empty()) no_work();
+            continue;
+        }
+        io_.poll();
+        if (io_.stopped()) io_.restart();
+    }
+}
+
+void hub::run_ready() {
+    for (std::size_t i = 0; i < budget_; ++i) {
+        detail::waiter* w = ready_.pop();
+        if (w == nullptr) return;
+        w->queued = false;
+        const bool w_is_callback = w->fiber == nullptr;
+        try {
+            if (w->fiber == nullptr) {
+                w->run(*w);
+                continue;
+            }
+            value v;
+            (void)detail::switch_value(w->fiber, v);
+        } catch (const greenlet_exit&) {
+            throw;  // the hub itself is being killed
+        } catch (...) {
+            // A callback threw, or a plain greenlet whose parent is the hub let an exception
+            // escape. The hub goes on.
+            report_failure({w_is_callback ? "greenfiber: a callback run by the hub threw"
+                                          : "greenfiber: an exception escaped a fiber into the hub",
+                            std::current_exception(), nullptr});
+        }
+    }
+}
+
+namespace {
+// A call_soon entry; frees itself after running.
+struct callback_node : detail::waiter {
+    explicit callback_node(detail::unique_function<void()> f)
+        : waiter("a callback"), fn(std::move(f)) {}
+    detail::unique_function<void()> fn;
+};
+}  // namespace
+
+void hub::call_soon(detail::unique_function<void()> fn) {
+    auto* node = new callback_node(std::move(fn));
+    node->run = [](detail::waiter& w) {
+        std::unique_ptr<callback_node> self(static_cast<callback_node*>(&w));
+        self->fn();
+    };
+    schedule(*node);
+}
+
+void hub::no_work() {
+    // Nothing is ready, the reactor has no pending operation and no other thread will post:
+    // every parked fiber waits forever. Raise loop_exit where the thread's main greenlet is.
+    std::string msg = "greenfiber: the hub has nothing left to run: ";
+    msg += root_waiter_ != nullptr
+               ? std::string("the main greenlet waits for ") + root_waiter_->what
+               : std::string("the main greenlet is suspended");
+    msg += ", which nothing can complete (" + std::to_string(parked_) + " fiber" +
+           (parked_ == 1 ? "" : "s") + " parked, no timer, no I/O, no other thread)";
+    greenlet main = loop_.parent();
+    (void)main.throw_in(loop_exit(msg));
+}
+
+void hub::park(detail::waiter& w, void (*arm)(void*) noexcept, void* arg) {
+    park_impl(w, arm, arg, true);
+}
+
+void hub::park_shielded(detail::waiter& w) {
+    park_impl(w, nullptr, nullptr, false);
+}
+
+void hub::park_impl(detail::waiter& w, void (*arm)(void*) noexcept, void* arg, bool cancellable) {
+    detail::thread_state& ts = detail::this_thread();
+    detail::greenlet_impl* self = ts.current;
+    if (self == detail::access::impl(loop_)) {
+        throw error(std::string("greenfiber: cannot wait for ") + w.what +
+                    " on the hub itself: a callback must not suspend (spawn a task instead)");
+    }
+    auto* task = cancellable ? static_cast<detail::task_base*>(self->local) : nullptr;
+    if (task != nullptr) task->check_cancel();
+    w.fiber = self;
+    w.woken = false;
+    w.cancelled = false;
+    w.queued = false;
+    if (task != nullptr) task->wait_ = &w;
+    const bool root = self->is_main;
+    if (root) root_waiter_ = &w;
+    ++parked_;
+    struct unpark {
+        hub& h;
+        detail::waiter& w;
+        detail::task_base* task;
+        bool root;
+        ~unpark() {
+            --h.parked_;
+            if (w.queued) {
+                h.ready_.remove(&w);
+                w.queued = false;
+            }
+            if (task != nullptr) task->wait_ = nullptr;
+            if (root) h.root_waiter_ = nullptr;
+        }
+    } guard{*this, w, task, root};
+    (void)loop_.switch_to_then(
+        value(), arm != nullptr ? arm : [](void*) noexcept {}, arg);
+    if (w.cancelled && task != nullptr) task->raise_cancel();
+}
+
+namespace {
+
+// A deadline for one park: the timer's handler refers to this frame, so the frame waits for
+// the handler (shielded) before it goes away, whatever ended the wait.
+struct timed_park {
+    timed_park(hub& hb, detail::waiter& wt, std::chrono::steady_clock::time_point deadline,
+               void (*a)(void*) noexcept, void* a_arg)
+        : timer(hb.context(), deadline), h(&hb), w(&wt), arm(a), arm_arg(a_arg) {}
+
+    static void start(void* p) noexcept {
+        auto* self = static_cast<timed_park*>(p);
+        if (self->arm != nullptr) self->arm(self->arm_arg);
+        self->armed = true;
+        self->timer.async_wait([self](const boost::system::error_code& ec) {
+            self->fired = true;
+            if (!ec && !self->w->woken) self->timed_out = true;
+            self->h->wake(*self->w);  // a no-op unless the fiber is parked
+        });
+    }
+
+    void drain() {
+        if (!armed || fired) return;
+        timer.cancel();
+        while (!fired) h->park_shielded(*w);
+    }
+
+    boost::asio::steady_timer timer;
+    hub* h;
+    detail::waiter* w;
+    void (*arm)(void*) noexcept;
+    void* arm_arg;
+    bool armed = false;
+    bool fired = false;
+    bool timed_out = false;
+};
+
+}  // namespace
+
+bool hub::park_until(detail::waiter& w, std::chrono::steady_clock::time_point deadline,
+                     void (*arm)(void*) noexcept, void* arg) {
+    timed_park op(*this, w, deadline, arm, arg);
+    try {
+        park(w, &timed_park::start, &op);
+    } catch (...) {
+        op.drain();
+        throw;
+    }
+    const bool timed_out = op.timed_out;
+    op.drain();
+    return !timed_out;
+}
+
+void sleep_until(std::chrono::steady_clock::time_point deadline) {
+    detail::waiter w{"a timer (sleep)"};
+    (void)hub::current().park_until(w, deadline);
+}
+
+void sleep(std::chrono::steady_clock::duration d) {
+    sleep_until(std::chrono::steady_clock::now() + d);
+}
+
+void yield_now() {
+    hub& h = hub::current();
+    detail::waiter w{"its turn (yield_now)"};
+    h.park(
+        w,
+        [](void* p) noexcept {
+            auto* w = static_cast<detail::waiter*>(p);
+            hub::current().wake(*w);
+        },
+        &w);
+}
+
+}  // namespace greenfiber

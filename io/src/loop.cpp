@@ -1,0 +1,160 @@
+// The asyncio event-loop face of the hub.
+
+#include "greenfiber/loop.hpp"
+
+#include <boost/asio/steady_timer.hpp>
+
+#include <memory>
+#include <vector>
+
+namespace greenfiber {
+
+namespace detail {
+
+struct timer_state {
+    timer_state(event_loop& l, std::chrono::steady_clock::time_point when,
+                unique_function<void()> f)
+        : timer(l.owner().context(), when), loop(&l), fn(std::move(f)) {}
+    boost::asio::steady_timer timer;
+    event_loop* loop;
+    unique_function<void()> fn;
+    bool cancelled = false;
+    bool done = false;
+};
+
+}  // namespace detail
+
+void timer_handle::cancel() noexcept {
+    if (!s_ || s_->done || s_->cancelled) return;
+    s_->cancelled = true;
+    s_->timer.cancel();
+}
+
+bool timer_handle::cancelled() const noexcept {
+    return s_ && s_->cancelled;
+}
+
+std::chrono::steady_clock::time_point timer_handle::when() const noexcept {
+    return s_ ? s_->timer.expiry() : std::chrono::steady_clock::time_point{};
+}
+
+event_loop& event_loop::current() {
+    static thread_local std::unique_ptr<event_loop> loop;
+    if (!loop) loop.reset(new event_loop(hub::current()));
+    return *loop;
+}
+
+timer_handle event_loop::call_at(std::chrono::steady_clock::time_point when,
+                                 detail::unique_function<void()> fn) {
+    auto s = std::make_shared<detail::timer_state>(*this, when, std::move(fn));
+    ++pending_timers_;
+    s->timer.async_wait([s](const boost::system::error_code& ec) {
+        s->done = true;
+        --s->loop->pending_timers_;
+        if (s->cancelled || ec) return;
+        auto fn = std::move(s->fn);
+        try {
+            fn();
+        } catch (...) {
+            report_failure({"greenfiber: a call_later/call_at callback threw",
+                            std::current_exception(), nullptr});
+        }
+    });
+    return timer_handle(std::move(s));
+}
+
+void event_loop::enter(const char* what) {
+    if (closed_) throw error(std::string("greenfiber: ") + what + ": the event loop is closed");
+    if (running_)
+        throw error(std::string("greenfiber: ") + what + ": the event loop is already running");
+}
+
+void event_loop::wait_until_done_or_stopped(detail::task_base& t) {
+    enter("run_until_complete");
+    running_ = true;
+    struct leave {
+        event_loop& l;
+        ~leave() {
+            l.running_ = false;
+            l.runner_ = nullptr;
+            l.stop_requested_ = false;
+        }
+    } guard{*this};
+    if (!t.done() && !stop_requested_) {
+        const std::string what = "task '" + t.name() + "' (run_until_complete)";
+        detail::waiter w(what.c_str());
+        runner_ = &w;
+        t.wait_done_with(w);
+    }
+    if (!t.done()) throw error("greenfiber: Event loop stopped before the task completed");
+}
+
+void event_loop::run_forever() {
+    enter("run_forever");
+    running_ = true;
+    struct leave {
+        event_loop& l;
+        ~leave() {
+            l.running_ = false;
+            l.runner_ = nullptr;
+            l.stop_requested_ = false;
+        }
+    } guard{*this};
+    detail::waiter w("stop() (run_forever)");
+    runner_ = &w;
+    if (stop_requested_) {
+        // stop() before run_forever(): run what is ready once, then return (asyncio).
+        stop_requested_ = false;
+        stop();
+    }
+    hub_->park(w);
+}
+
+void event_loop::stop() {
+    stop_requested_ = true;
+    if (!running_) return;
+    // After the callbacks already ready: the current batch finishes first.
+    hub_->call_soon([this] {
+        if (runner_ != nullptr) hub_->wake(*runner_);
+    });
+}
+
+void event_loop::close() {
+    if (running_) throw error("greenfiber: Cannot close a running event loop");
+    closed_ = true;
+}
+
+namespace detail {
+
+void finish_run(std::chrono::steady_clock::duration grace) noexcept {
+    const auto deadline = std::chrono::steady_clock::now() + grace;
+    hub& h = hub::current();
+    try {
+        for (;;) {
+            std::vector<task_base*> left = task_base::all(h);
+            if (left.empty()) return;
+            for (task_base* t : left) {
+                t->retain();
+                t->cancel("run() is finishing");
+            }
+            bool late = false;
+            for (task_base* t : left) {
+                if (!late && !t->done() && !t->wait_done_until(deadline)) late = true;
+                if (late && !t->done()) {
+                    report_failure({"greenfiber: run(): task '" + t->name() +
+                                        "' was still running when the grace period for cancelled "
+                                        "tasks ended",
+                                    nullptr, nullptr});
+                }
+                t->release();
+            }
+            if (late) return;
+        }
+    } catch (...) {
+        report_failure({"greenfiber: run(): cleaning up the remaining tasks failed",
+                        std::current_exception(), nullptr});
+    }
+}
+
+}  // namespace detail
+}  // namespace greenfiber

@@ -1,0 +1,182 @@
+#include "greenfiber/hub.hpp"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <boost/asio/executor_work_guard.hpp>
+
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "greenfiber/task.hpp"
+#include "io_check.hpp"
+
+using namespace greenfiber;
+using namespace std::chrono_literals;
+using ::testing::HasSubstr;
+
+namespace {
+
+class Hub : public greenfiber::testing::io_checked {};
+
+TEST_F(Hub, IsOnePerThreadAndItsGreenletReturnsToMain) {
+    hub& h = hub::current();
+    EXPECT_EQ(&h, &hub::current());
+    EXPECT_TRUE(h.loop_greenlet().parent().is_main());
+    hub* other = nullptr;
+    std::thread([&] { other = &hub::current(); }).join();
+    EXPECT_NE(other, &h);
+}
+
+TEST_F(Hub, SleepersWakeInDeadlineOrder) {
+    std::vector<int> order;
+    auto a = spawn([&] {
+        sleep(120ms);
+        order.push_back(1);
+    });
+    auto b = spawn([&] {
+        sleep(10ms);
+        order.push_back(2);
+    });
+    auto c = spawn([&] {
+        sleep(60ms);
+        order.push_back(3);
+    });
+    a.get();
+    b.get();
+    c.get();
+    EXPECT_EQ(order, (std::vector<int>{2, 3, 1}));
+}
+
+TEST_F(Hub, YieldNowRunsTheOtherReadyFibersInFifoOrder) {
+    std::vector<std::string> order;
+    auto a = spawn([&] {
+        for (int i = 0; i < 3; ++i) {
+            order.push_back("a" + std::to_string(i));
+            yield_now();
+        }
+    });
+    auto b = spawn([&] {
+        for (int i = 0; i < 3; ++i) {
+            order.push_back("b" + std::to_string(i));
+            yield_now();
+        }
+    });
+    a.get();
+    b.get();
+    EXPECT_EQ(order, (std::vector<std::string>{"a0", "b0", "a1", "b1", "a2", "b2"}));
+}
+
+TEST_F(Hub, TheMainGreenletCanSleepLikeAnyFiber) {
+    std::vector<std::string> order;
+    auto t = spawn([&] { order.push_back("task"); });
+    sleep(1ms);
+    order.push_back("main");
+    t.get();
+    EXPECT_EQ(order, (std::vector<std::string>{"task", "main"}));
+}
+
+TEST_F(Hub, WaitingForWhatNothingCanCompleteRaisesLoopExitNamingIt) {
+    auto stuck = spawn(spawn_options{"stuck", 0}, [] {
+        greenfiber::detail::waiter w("a wake-up nobody sends");
+        hub::current().park(w);
+    });
+    try {
+        stuck.get();
+        FAIL() << "get() returned";
+    } catch (const loop_exit& e) {
+        EXPECT_THAT(e.what(), HasSubstr("task 'stuck'"));
+        EXPECT_THAT(e.what(), HasSubstr("2 fibers parked"));
+    }
+    stuck.cancel();
+    EXPECT_THROW(stuck.get(), cancelled_error);
+}
+
+TEST_F(Hub, ACallbackMustNotSuspend) {
+    std::vector<std::string> reports;
+    auto previous = set_report_handler([&](const failure_report& r) {
+        try {
+            std::rethrow_exception(r.error);
+        } catch (const std::exception& e) {
+            reports.emplace_back(e.what());
+        }
+    });
+    hub::current().call_soon([] { sleep(1ms); });
+    yield_now();
+    set_report_handler(std::move(previous));
+    ASSERT_EQ(reports.size(), 1u);
+    EXPECT_THAT(reports[0], HasSubstr("must not suspend"));
+}
+
+TEST_F(Hub, PostFromAnotherThreadWakesAParkedFiber) {
+    hub& h = hub::current();
+    greenfiber::detail::waiter w("a post from another thread");
+    auto work = boost::asio::make_work_guard(h.context());  // a post is coming: no loop_exit
+    std::thread other([&] {
+        std::this_thread::sleep_for(10ms);
+        h.post([&] {
+            h.wake(w);
+            work.reset();
+        });
+    });
+    h.park(w);
+    other.join();
+    SUCCEED();
+}
+
+TEST_F(Hub, ABoundedNumberOfReadyFibersRunsPerTurnSoTimersAreNotStarved) {
+    hub& h = hub::current();
+    h.set_ready_budget(4);
+    bool stop = false;
+    int spins = 0;
+    auto spinner = spawn([&] {
+        while (!stop) {
+            ++spins;
+            yield_now();
+        }
+    });
+    auto timer = spawn([&] {
+        sleep(5ms);
+        stop = true;
+    });
+    timer.get();
+    spinner.get();
+    h.set_ready_budget(64);
+    EXPECT_GT(spins, 0);
+    EXPECT_TRUE(stop);
+}
+
+TEST_F(Hub, ParkUntilReturnsFalseWhenTheDeadlinePassesFirst) {
+    hub& h = hub::current();
+    greenfiber::detail::waiter w("nothing");
+    EXPECT_FALSE(h.park_until(w, std::chrono::steady_clock::now() + 5ms));
+    greenfiber::detail::waiter w2("a wake-up");
+    auto t = spawn([&] { h.wake(w2); });
+    EXPECT_TRUE(h.park_until(w2, std::chrono::steady_clock::now() + 1h));
+    t.get();
+}
+
+TEST_F(Hub, AGreenletKilledWhileSleepingUnwindsAndCleansUpItsTimer) {
+    std::vector<std::string> seen;
+    struct noisy {
+        std::vector<std::string>& seen;
+        ~noisy() { seen.push_back("unwound"); }
+    };
+    hub& h = hub::current();
+    greenlet g(
+        [&] {
+            noisy n{seen};
+            sleep(1h);
+            seen.push_back("slept an hour?");
+        },
+        h.loop_greenlet());
+    h.call_soon([&] { (void)g.switch_to(); });  // starts it from the hub; it parks in sleep
+    sleep(5ms);
+    EXPECT_TRUE(g.active());
+    g = greenlet();  // the last handle: greenlet_exit unwinds it through its sleep
+    EXPECT_EQ(seen, std::vector<std::string>{"unwound"});
+}
+
+}  // namespace

@@ -1,0 +1,188 @@
+#include "greenfiber/loop.hpp"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "io_check.hpp"
+
+using namespace greenfiber;
+using namespace std::chrono_literals;
+using ::testing::HasSubstr;
+
+namespace {
+
+class Loop : public greenfiber::testing::io_checked {};
+
+TEST_F(Loop, RunUntilCompleteReturnsTheResult) {
+    event_loop& loop = event_loop::current();
+    auto t = spawn([] {
+        sleep(1ms);
+        return 42;
+    });
+    EXPECT_FALSE(loop.is_running());
+    EXPECT_EQ(loop.run_until_complete(t), 42);
+    EXPECT_FALSE(loop.is_running());
+}
+
+TEST_F(Loop, IsRunningFromInsideRunUntilComplete) {
+    event_loop& loop = event_loop::current();
+    auto t = spawn([&] { return loop.is_running(); });
+    EXPECT_TRUE(loop.run_until_complete(t));
+}
+
+TEST_F(Loop, StopBeforeTheTaskCompletesMakesRunUntilCompleteThrow) {
+    event_loop& loop = event_loop::current();
+    auto slow = spawn([] { sleep(1h); });
+    auto stopper = spawn([&] { loop.stop(); });
+    try {
+        loop.run_until_complete(slow);
+        FAIL() << "run_until_complete returned";
+    } catch (const greenfiber::error& e) {
+        EXPECT_THAT(e.what(), HasSubstr("Event loop stopped before the task completed"));
+    }
+    stopper.get();
+    slow.cancel();
+    EXPECT_THROW(slow.get(), cancelled_error);
+}
+
+TEST_F(Loop, RunForeverRunsUntilStop) {
+    event_loop& loop = event_loop::current();
+    std::vector<std::string> seen;
+    auto t = spawn([&] {
+        sleep(2ms);
+        seen.push_back("task");
+        loop.stop();
+    });
+    loop.run_forever();
+    seen.push_back("returned");
+    t.get();
+    EXPECT_EQ(seen, (std::vector<std::string>{"task", "returned"}));
+}
+
+TEST_F(Loop, StopBeforeRunForeverRunsWhatIsReadyOnceThenReturns) {
+    event_loop& loop = event_loop::current();
+    std::vector<std::string> seen;
+    loop.call_soon([&] { seen.push_back("soon"); });
+    loop.stop();
+    loop.run_forever();
+    EXPECT_EQ(seen, std::vector<std::string>{"soon"});
+}
+
+TEST_F(Loop, RunningTwiceAndClosingARunningLoopAreErrors) {
+    event_loop& loop = event_loop::current();
+    std::vector<std::string> errors;
+    auto t = spawn([&] {
+        try {
+            loop.close();
+        } catch (const greenfiber::error& e) {
+            errors.emplace_back(e.what());
+        }
+        try {
+            loop.run_forever();
+        } catch (const greenfiber::error& e) {
+            errors.emplace_back(e.what());
+        }
+        loop.stop();
+    });
+    loop.run_forever();
+    t.get();
+    ASSERT_EQ(errors.size(), 2u);
+    EXPECT_THAT(errors[0], HasSubstr("Cannot close a running event loop"));
+    EXPECT_THAT(errors[1], HasSubstr("already running"));
+}
+
+TEST_F(Loop, CallSoonIsFifoAndRunsBeforeDueTimers) {
+    // asyncio: ['soon1', 'soon2', 'at_now', 'later']
+    event_loop& loop = event_loop::current();
+    std::vector<std::string> seen;
+    loop.call_later(5ms, [&] {
+        seen.push_back("later");
+        loop.stop();
+    });
+    loop.call_at(std::chrono::steady_clock::now(), [&] { seen.push_back("at_now"); });
+    loop.call_soon([&] { seen.push_back("soon1"); });
+    loop.call_soon([&] { seen.push_back("soon2"); });
+    loop.run_forever();
+    EXPECT_EQ(seen, (std::vector<std::string>{"soon1", "soon2", "at_now", "later"}));
+}
+
+TEST_F(Loop, ACancelledTimerNeverRuns) {
+    event_loop& loop = event_loop::current();
+    bool ran = false;
+    const auto before = std::chrono::steady_clock::now();
+    timer_handle h = loop.call_later(1ms, [&] { ran = true; });
+    EXPECT_GE(h.when(), before + 1ms);
+    EXPECT_FALSE(h.cancelled());
+    h.cancel();
+    EXPECT_TRUE(h.cancelled());
+    sleep(10ms);
+    EXPECT_FALSE(ran);
+}
+
+TEST_F(Loop, AnExceptionInACallbackIsReportedAndTheLoopGoesOn) {
+    event_loop& loop = event_loop::current();
+    std::vector<std::string> reports;
+    auto previous =
+        set_report_handler([&](const failure_report& r) { reports.emplace_back(r.message); });
+    std::vector<std::string> seen;
+    loop.call_soon([] { throw std::runtime_error("callback failed"); });
+    loop.call_later(1ms, [] { throw std::runtime_error("timer failed"); });
+    loop.call_later(3ms, [&] {
+        seen.push_back("still running");
+        loop.stop();
+    });
+    loop.run_forever();
+    set_report_handler(std::move(previous));
+    EXPECT_EQ(seen, std::vector<std::string>{"still running"});
+    EXPECT_EQ(reports.size(), 2u);
+}
+
+TEST_F(Loop, TimeIsMonotonicSeconds) {
+    event_loop& loop = event_loop::current();
+    const double a = loop.time();
+    sleep(2ms);
+    const double b = loop.time();
+    EXPECT_GT(b, a);
+}
+
+TEST_F(Loop, RunReturnsTheMainTaskResultAndCancelsLeftoverTasks) {
+    std::vector<std::string> seen;
+    const int r = run([&] {
+        auto forgotten = spawn([&] {
+            try {
+                sleep(1h);
+            } catch (const cancelled_error& e) {
+                seen.push_back("leftover cancelled: " + e.message());
+                throw;
+            }
+        });
+        yield_now();
+        return 7;
+    });
+    EXPECT_EQ(r, 7);
+    EXPECT_EQ(seen, std::vector<std::string>{"leftover cancelled: run() is finishing"});
+}
+
+TEST_F(Loop, RunRethrowsTheMainTasksException) {
+    EXPECT_THROW(run([]() -> int { throw std::invalid_argument("main failed"); }),
+                 std::invalid_argument);
+}
+
+TEST_F(Loop, RunInsideRunIsAnError) {
+    std::string message;
+    run([&] {
+        try {
+            run([] {});
+        } catch (const greenfiber::error& e) {
+            message = e.what();
+        }
+    });
+    EXPECT_THAT(message, HasSubstr("cannot be called from a running event loop"));
+}
+
+}  // namespace

@@ -1,0 +1,257 @@
+#include "greenfiber/task.hpp"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "io_check.hpp"
+
+using namespace greenfiber;
+using namespace std::chrono_literals;
+using ::testing::HasSubstr;
+
+namespace {
+
+class Task : public greenfiber::testing::io_checked {};
+
+static_assert(!std::is_base_of_v<std::exception, cancelled_error>,
+              "cancelled_error must not be caught as a std::exception");
+
+TEST_F(Task, IsScheduledNotStartedBySpawn) {
+    bool ran = false;
+    auto t = spawn([&] { ran = true; });
+    EXPECT_EQ(t.status(), task_status::pending);
+    EXPECT_FALSE(ran);
+    t.get();
+    EXPECT_TRUE(ran);
+    EXPECT_EQ(t.status(), task_status::done);
+}
+
+TEST_F(Task, GetReturnsTheResultAndPassesArguments) {
+    auto t =
+        spawn([](int a, std::string b) { return b + std::to_string(a * 10); }, 4, std::string("x"));
+    EXPECT_EQ(t.get(), "x40");
+    EXPECT_EQ(t.result(), "x40");  // asyncio: result() can be asked again
+}
+
+TEST_F(Task, MoveOnlyResultIsTakenOnce) {
+    auto t = spawn([] { return std::make_unique<int>(7); });
+    EXPECT_EQ(*t.get(), 7);
+    EXPECT_THROW((void)t.result(), invalid_state_error);
+}
+
+TEST_F(Task, GetRethrowsTheTasksException) {
+    auto t = spawn([]() -> int { throw std::runtime_error("bad"); });
+    EXPECT_THROW(
+        {
+            try {
+                (void)t.get();
+            } catch (const std::runtime_error& e) {
+                EXPECT_STREQ(e.what(), "bad");
+                throw;
+            }
+        },
+        std::runtime_error);
+    EXPECT_EQ(t.status(), task_status::done);
+}
+
+TEST_F(Task, ResultOfAPendingTaskIsAnInvalidStateError) {
+    auto t = spawn([] { return 1; });
+    try {
+        (void)t.result();
+        FAIL() << "result() of a pending task returned";
+    } catch (const invalid_state_error& e) {
+        EXPECT_THAT(e.what(), HasSubstr("not finished"));
+    }
+    EXPECT_THROW((void)t.exception(), invalid_state_error);
+    EXPECT_EQ(t.get(), 1);
+}
+
+TEST_F(Task, CancelBeforeTheFirstRunMeansTheBodyNeverRuns) {
+    bool ran = false;
+    auto t = spawn([&] { ran = true; });
+    EXPECT_TRUE(t.cancel());
+    EXPECT_THROW(t.get(), cancelled_error);
+    EXPECT_FALSE(ran);
+    EXPECT_TRUE(t.cancelled());
+    EXPECT_THROW(t.result(), cancelled_error);
+    EXPECT_THROW((void)t.exception(), cancelled_error);
+}
+
+TEST_F(Task, CancelWhileSleepingRaisesAtTheSuspensionPoint) {
+    std::vector<std::string> seen;
+    auto t = spawn([&] {
+        try {
+            sleep(1h);
+        } catch (const cancelled_error& e) {
+            seen.push_back("caught: " + e.message());
+            throw;
+        }
+    });
+    yield_now();  // let it start and park in sleep
+    EXPECT_EQ(t.status(), task_status::running);
+    EXPECT_TRUE(t.cancel("why"));
+    EXPECT_EQ(t.cancelling(), 1);
+    EXPECT_FALSE(t.cancelled());  // only a request until the task lets it escape
+    EXPECT_THROW(t.get(), cancelled_error);
+    EXPECT_EQ(seen, std::vector<std::string>{"caught: why"});
+    EXPECT_TRUE(t.cancelled());
+    EXPECT_FALSE(t.cancel());  // already finished
+}
+
+TEST_F(Task, ATaskThatSwallowsTheCancellationAndReturnsIsNotCancelled) {
+    auto t = spawn([] {
+        try {
+            sleep(1h);
+        } catch (const cancelled_error&) {
+            return std::string("swallowed");
+        }
+        return std::string("slept");
+    });
+    yield_now();
+    t.cancel();
+    EXPECT_EQ(t.get(), "swallowed");
+    EXPECT_FALSE(t.cancelled());
+}
+
+TEST_F(Task, CancellationIsStickyUntilUncancelled) {
+    std::vector<std::string> seen;
+    auto t = spawn([&] {
+        for (int i = 0; i < 2; ++i) {
+            try {
+                sleep(1h);
+            } catch (const cancelled_error&) {
+                seen.push_back("cancelled " + std::to_string(i));
+            }
+        }
+        greenfiber::detail::task_base::current()->uncancel();
+        sleep(1ms);
+        seen.push_back("slept after uncancel");
+    });
+    yield_now();
+    t.cancel();
+    t.get();
+    EXPECT_EQ(seen,
+              (std::vector<std::string>{"cancelled 0", "cancelled 1", "slept after uncancel"}));
+}
+
+TEST_F(Task, CancelledAfterBeingWokenButBeforeResumingStillRaises) {
+    std::vector<std::string> seen;
+    greenfiber::detail::waiter* parked = nullptr;
+    auto sleeper = spawn([&] {
+        greenfiber::detail::waiter w("a test wake-up");
+        parked = &w;
+        try {
+            hub::current().park(w);
+            seen.push_back("woke normally");
+        } catch (const cancelled_error&) {
+            seen.push_back("cancelled");
+        }
+    });
+    auto other = spawn([&] {
+        yield_now();
+        hub::current().wake(*parked);  // queued to resume...
+        sleeper.cancel();              // ...but cancelled before it runs
+    });
+    other.get();
+    sleeper.get();
+    EXPECT_EQ(seen, std::vector<std::string>{"cancelled"});
+}
+
+TEST_F(Task, DroppingTheHandleDetachesTheTask) {
+    auto done = std::make_shared<bool>(false);
+    {
+        auto t = spawn([done] {
+            sleep(1ms);
+            *done = true;
+        });
+    }
+    EXPECT_FALSE(*done);
+    sleep(20ms);
+    EXPECT_TRUE(*done);
+}
+
+TEST_F(Task, DoneCallbacksRunFromTheHubEvenWhenAlreadyDone) {
+    std::vector<std::string> seen;
+    auto t = spawn([] { return 3; });
+    t.get();
+    t.add_done_callback(
+        [&](task<int>& d) { seen.push_back("callback " + std::to_string(d.result())); });
+    EXPECT_TRUE(seen.empty());  // never before add_done_callback returns
+    yield_now();
+    EXPECT_EQ(seen, std::vector<std::string>{"callback 3"});
+}
+
+TEST_F(Task, DoneCallbacksRunOnceInOrderAndCanBeRemoved) {
+    std::vector<int> seen;
+    auto t = spawn([] { sleep(1ms); });
+    t.add_done_callback([&](task<void>&) { seen.push_back(1); });
+    const auto id = t.add_done_callback([&](task<void>&) { seen.push_back(2); });
+    t.add_done_callback([&](task<void>&) { seen.push_back(3); });
+    EXPECT_EQ(t.remove_done_callback(id), 1u);
+    EXPECT_EQ(t.remove_done_callback(id), 0u);
+    t.get();
+    yield_now();
+    EXPECT_EQ(seen, (std::vector<int>{1, 3}));
+}
+
+TEST_F(Task, AnExceptionNeverRetrievedIsReportedOnceWithTheTaskName) {
+    std::vector<std::string> reports;
+    auto previous =
+        set_report_handler([&](const failure_report& r) { reports.emplace_back(r.message); });
+    {
+        auto t = spawn(spawn_options{"lost", 0}, [] { throw std::runtime_error("nobody looked"); });
+        yield_now();
+        EXPECT_TRUE(t.done());
+    }
+    {
+        auto t = spawn([] { throw std::runtime_error("handled"); });
+        EXPECT_THROW(t.get(), std::runtime_error);
+    }
+    set_report_handler(std::move(previous));
+    ASSERT_EQ(reports.size(), 1u);
+    EXPECT_THAT(reports[0], HasSubstr("task 'lost'"));
+    EXPECT_THAT(reports[0], HasSubstr("never retrieved"));
+}
+
+TEST_F(Task, ATaskCannotWaitForItself) {
+    task<void> self;
+    auto t = spawn([&] {
+        yield_now();
+        EXPECT_THROW(self.get(), greenfiber::error);
+    });
+    self = t.share();
+    t.get();
+}
+
+TEST_F(Task, NamesDefaultAndCanBeSet) {
+    auto t = spawn(spawn_options{"worker", 0}, [] {});
+    EXPECT_EQ(t.name(), "worker");
+    t.set_name("renamed");
+    EXPECT_EQ(t.name(), "renamed");
+    auto u = spawn([] {});
+    EXPECT_THAT(u.name(), HasSubstr("task-"));
+    t.get();
+    u.get();
+}
+
+TEST_F(Task, ManyTasksRunConcurrently) {
+    std::vector<task<int>> ts;
+    for (int i = 0; i < 100; ++i) {
+        ts.push_back(spawn([i] {
+            sleep(5ms);
+            return i * 10;
+        }));
+    }
+    int sum = 0;
+    for (auto& t : ts) sum += t.get();
+    EXPECT_EQ(sum, 10 * (99 * 100 / 2));
+}
+
+}  // namespace
