@@ -25,8 +25,10 @@ struct timer_state {
 }  // namespace detail
 
 void timer_handle::cancel() noexcept {
-    if (!s_ || s_->done || s_->cancelled) return;
+    if (!s_ || s_->done) return;
     s_->cancelled = true;
+    s_->done = true;  // no longer pending, though its handler still runs (and does nothing)
+    --s_->loop->pending_timers_;
     s_->timer.cancel();
 }
 
@@ -49,9 +51,10 @@ timer_handle event_loop::call_at(std::chrono::steady_clock::time_point when,
     auto s = std::make_shared<detail::timer_state>(*this, when, std::move(fn));
     ++pending_timers_;
     s->timer.async_wait([s](const boost::system::error_code& ec) {
+        if (s->done) return;  // cancelled
         s->done = true;
         --s->loop->pending_timers_;
-        if (s->cancelled || ec) return;
+        if (ec) return;
         auto fn = std::move(s->fn);
         try {
             fn();

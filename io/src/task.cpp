@@ -71,8 +71,27 @@ void task_base::body() noexcept {
     finish();
 }
 
+void task_base::add_done_listener(done_listener& l) noexcept {
+    l.prev = nullptr;
+    l.next = listeners_;
+    if (listeners_ != nullptr) listeners_->prev = &l;
+    listeners_ = &l;
+}
+
+void task_base::remove_done_listener(done_listener& l) noexcept {
+    if (l.prev == nullptr && l.next == nullptr && listeners_ != &l) return;  // not linked
+    if (l.prev != nullptr) l.prev->next = l.next;
+    if (l.next != nullptr) l.next->prev = l.prev;
+    if (listeners_ == &l) listeners_ = l.next;
+    l.prev = l.next = nullptr;
+}
+
 void task_base::finish() noexcept {
     while (waiter* w = done_waiters_.pop()) hub_->wake(*w);
+    while (done_listener* l = listeners_) {
+        remove_done_listener(*l);
+        l->fn(*l, *this);
+    }
     for (auto& cb : callbacks_) hub_->call_soon(std::move(cb.fn));
     callbacks_.clear();
     // Leave the hub's list and drop the hub's reference, last.
@@ -205,4 +224,20 @@ void task_base::destroy_all(hub&) noexcept {
 }
 
 }  // namespace detail
+
+any_task current_task() noexcept {
+    detail::task_base* t = detail::task_base::current();
+    if (t != nullptr) t->retain();
+    return any_task(t);
+}
+
+std::vector<any_task> all_tasks() {
+    std::vector<any_task> out;
+    for (detail::task_base* t : detail::task_base::all(hub::current())) {
+        t->retain();
+        out.push_back(any_task(t));
+    }
+    return out;
+}
+
 }  // namespace greenfiber

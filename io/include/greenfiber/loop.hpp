@@ -92,6 +92,7 @@ class event_loop {
 
   private:
     friend struct detail::timer_state;
+    friend class timer_handle;
     explicit event_loop(hub& h) : hub_(&h) {}
     void wait_until_done_or_stopped(detail::task_base& t);
     void enter(const char* what);

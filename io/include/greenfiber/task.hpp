@@ -36,7 +36,10 @@ struct spawn_options {
 
 template <class T>
 class task;
+class any_task;
 class event_loop;
+any_task current_task() noexcept;
+std::vector<any_task> all_tasks();
 
 namespace detail {
 
@@ -62,11 +65,25 @@ class task_base {
     int uncancel() noexcept { return cancel_requests_ > 0 ? --cancel_requests_ : 0; }
 
     void wait_done();
+
+    // A hook called synchronously, on the finishing fiber, when the task finishes. It must
+    // not switch (typically it wakes a waiter). Linked while registered; unlink before it
+    // goes away.
+    struct done_listener {
+        done_listener* next = nullptr;
+        done_listener* prev = nullptr;
+        void (*fn)(done_listener& self, task_base& t) noexcept = nullptr;
+        void* context = nullptr;
+    };
+    void add_done_listener(done_listener& l) noexcept;
+    void remove_done_listener(done_listener& l) noexcept;
     // wait_done() with the caller's waiter / with a deadline (false: it passed first).
     void wait_done_with(waiter& w);
     bool wait_done_until(std::chrono::steady_clock::time_point deadline);
     void check_result();  // throws cancelled_error or the exception (then marked retrieved)
     std::exception_ptr exception();
+    // The exception of a finished task without marking it retrieved (null if none).
+    std::exception_ptr peek_exception() const noexcept { return error_; }
     std::uint64_t add_done_callback(detail::unique_function<void()> fn);
     std::size_t remove_done_callback(std::uint64_t id) noexcept;
 
@@ -107,6 +124,7 @@ class task_base {
     std::exception_ptr error_;
     bool retrieved_ = false;
     waiter_queue done_waiters_;
+    done_listener* listeners_ = nullptr;
     struct callback {
         std::uint64_t id;
         detail::unique_function<void()> fn;
@@ -149,26 +167,78 @@ class task_impl final : public task_value<R> {
 
 }  // namespace detail
 
-// A handle to a task: a function running in its own fiber on this thread's hub, with
-// asyncio's Task API. Handles are move-only; share() makes another. Dropping every handle
-// detaches the task: the hub keeps it running to the end. An exception that nobody
-// retrieved (get(), exception()) is reported once when the task's state is destroyed.
-// Thread: thread-bound.
-template <class T>
-class task {
+// An untyped handle to a task: everything but its result. Handles are move-only; share()
+// makes another. Dropping every handle detaches the task: the hub keeps it running to
+// the end. Thread: thread-bound.
+class any_task {
   public:
-    task() noexcept = default;
-    task(task&& o) noexcept : t_(std::exchange(o.t_, nullptr)) {}
-    task& operator=(task&& o) noexcept {
-        task(std::move(o)).swap(*this);
+    any_task() noexcept = default;
+    any_task(any_task&& o) noexcept : t_(std::exchange(o.t_, nullptr)) {}
+    any_task& operator=(any_task&& o) noexcept {
+        any_task(std::move(o)).swap(*this);
         return *this;
     }
-    task(const task&) = delete;
-    task& operator=(const task&) = delete;
-    ~task() {
+    any_task(const any_task&) = delete;
+    any_task& operator=(const any_task&) = delete;
+    ~any_task() {
         if (t_ != nullptr) t_->release();
     }
-    void swap(task& o) noexcept { std::swap(t_, o.t_); }
+    void swap(any_task& o) noexcept { std::swap(t_, o.t_); }
+
+    // Another untyped handle to the same task. Switches: no.
+    any_task share_any() const noexcept {
+        if (t_ != nullptr) t_->retain();
+        return any_task(t_);
+    }
+
+    // Suspends until the task is finished; neither returns its result nor throws its
+    // exception (see task<T>::get()).
+    // Switches: yes.   Throws: cancelled_error if the *caller* is cancelled; loop_exit;
+    // greenfiber::error when a task waits for itself.
+    void wait() const { t_->wait_done(); }
+
+    // The exception of a finished task, or null if it returned normally. Marks it retrieved.
+    // Throws: invalid_state_error if it is not finished; cancelled_error if cancelled.
+    std::exception_ptr exception() const { return t_->exception(); }
+
+    // Requests cancellation: cancelled_error is raised at the task's current suspension
+    // point, or at its next one (or it never starts, if it has not). Returns false if the
+    // task is already finished. Switches: no.
+    bool cancel(std::string message = {}) const { return t_->cancel(std::move(message)); }
+    // Pending cancellation requests; uncancel() withdraws one and returns the new count.
+    int cancelling() const noexcept { return t_->cancelling(); }
+    int uncancel() const noexcept { return t_->uncancel(); }
+
+    task_status status() const noexcept { return t_->status(); }
+    bool done() const noexcept { return t_->done(); }
+    bool cancelled() const noexcept { return t_->status() == task_status::cancelled; }
+
+    const std::string& name() const noexcept { return t_->name(); }
+    void set_name(std::string n) const { t_->set_name(std::move(n)); }
+
+    explicit operator bool() const noexcept { return t_ != nullptr; }
+    friend bool operator==(const any_task& a, const any_task& b) noexcept { return a.t_ == b.t_; }
+
+    // Not API: the shared state.
+    detail::task_base* state() const noexcept { return t_; }
+
+  protected:
+    friend any_task current_task() noexcept;
+    friend std::vector<any_task> all_tasks();
+    explicit any_task(detail::task_base* t) noexcept : t_(t) {}
+    detail::task_base* t_ = nullptr;  // One reference, or null.
+};
+
+// A handle to a task whose function returns T: a function running in its own fiber on
+// this thread's hub, with asyncio's Task API. An exception that nobody retrieved (get(),
+// result(), exception()) is reported once when the task's state is destroyed.
+// Thread: thread-bound.
+template <class T>
+class task : public any_task {
+  public:
+    using value_type = T;
+
+    task() noexcept = default;
 
     // Another handle to the same task. Switches: no.
     task share() const noexcept {
@@ -206,22 +276,6 @@ class task {
         }
     }
 
-    // The exception of a finished task, or null if it returned normally. Marks it retrieved.
-    // Throws: invalid_state_error if it is not finished; cancelled_error if cancelled.
-    std::exception_ptr exception() { return t_->exception(); }
-
-    // Requests cancellation: cancelled_error is raised at the task's current suspension
-    // point, or at its next one (or it never starts, if it has not). Returns false if the
-    // task is already finished. Switches: no.
-    bool cancel(std::string message = {}) { return t_->cancel(std::move(message)); }
-    // Pending cancellation requests; uncancel() withdraws one and returns the new count.
-    int cancelling() const noexcept { return t_->cancelling(); }
-    int uncancel() noexcept { return t_->uncancel(); }
-
-    task_status status() const noexcept { return t_->status(); }
-    bool done() const noexcept { return t_->done(); }
-    bool cancelled() const noexcept { return t_->status() == task_status::cancelled; }
-
     // Calls `fn(task)` from the hub once the task is finished (also when it already is:
     // never before add_done_callback returns). Returns an id for remove_done_callback.
     template <class Fn>
@@ -234,21 +288,21 @@ class task {
         return t_->remove_done_callback(id);
     }
 
-    const std::string& name() const noexcept { return t_->name(); }
-    void set_name(std::string n) { t_->set_name(std::move(n)); }
-
-    explicit operator bool() const noexcept { return t_ != nullptr; }
-    friend bool operator==(const task& a, const task& b) noexcept { return a.t_ == b.t_; }
-
   private:
     template <class U>
     friend class task;
     friend class event_loop;
     template <class Fn, class... Args>
     friend auto spawn(spawn_options opts, Fn&& fn, Args&&... args);
-    explicit task(detail::task_base* t) noexcept : t_(t) {}
-    detail::task_base* t_ = nullptr;  // One reference, or null.
+    explicit task(detail::task_base* t) noexcept : any_task(t) {}
 };
+
+// The task running the calling code, or an empty handle outside any task.
+// Switches: no.   Thread: thread-bound.
+any_task current_task() noexcept;
+
+// Every unfinished task of this thread's hub. Switches: no.
+std::vector<any_task> all_tasks();
 
 // Creates a task running `fn(args...)` (all decay-copied) on this thread's hub. It is
 // scheduled, not started: it runs when the creating fiber next suspends.

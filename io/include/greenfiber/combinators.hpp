@@ -1,0 +1,443 @@
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <exception>
+#include <iterator>
+#include <memory>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "greenfiber/loop.hpp"
+#include "greenfiber/task.hpp"
+
+namespace greenfiber {
+
+// A wait that ran out of time (asyncio's TimeoutError): wait_for(), timeout(),
+// as_completed().
+class timeout_error : public error {
+  public:
+    using error::error;
+};
+
+// The failures of a task_group, in the order they happened (asyncio's ExceptionGroup).
+class exception_group : public error {
+  public:
+    exception_group(const std::string& what, std::vector<std::exception_ptr> errors)
+        : error(what), errors_(std::move(errors)) {}
+    const std::vector<std::exception_ptr>& errors() const noexcept { return errors_; }
+
+  private:
+    std::vector<std::exception_ptr> errors_;
+};
+
+// When wait() returns.
+enum class return_when { all_completed, first_completed, first_exception };
+
+// What gather_outcomes() gives for one task: its result, or the exception it raised
+// (cancelled_error for a cancelled task), asyncio's return_exceptions=True.
+template <class T>
+class outcome {
+  public:
+    using stored = std::conditional_t<std::is_void_v<T>, std::monostate, T>;
+    explicit outcome(stored v) : v_(std::move(v)) {}
+    explicit outcome(std::exception_ptr e) : v_(std::move(e)) {}
+    bool has_value() const noexcept { return v_.index() == 0; }
+    // The result. Throws: the task's exception if it failed.
+    stored& value() {
+        if (!has_value()) std::rethrow_exception(std::get<1>(v_));
+        return std::get<0>(v_);
+    }
+    // The exception, or null.
+    std::exception_ptr error() const noexcept { return has_value() ? nullptr : std::get<1>(v_); }
+
+  private:
+    std::variant<stored, std::exception_ptr> v_;
+};
+
+struct gather_options {
+    // On the first failure, cancel the tasks still running (asyncio leaves them running).
+    bool cancel_on_error = false;
+};
+
+namespace detail {
+
+using time_point = std::chrono::steady_clock::time_point;
+
+// Parks until `rw` holds for `ts`, or until `deadline`. Returns false on timeout.
+// Switches: yes.   Throws: cancelled_error (the caller was cancelled), loop_exit.
+bool wait_tasks(const std::vector<task_base*>& ts, return_when rw,
+                std::optional<time_point> deadline);
+
+// Waits for every task, or the first failure (an exception or a cancellation). Returns the
+// index of the failed task, or -1. Cancels the unfinished tasks when the caller is
+// cancelled (and when cancel_on_error and one failed).
+int gather_wait(const std::vector<task_base*>& ts, gather_options opts);
+
+std::exception_ptr failure_of(task_base& t);  // the exception of a finished task, retrieved
+
+template <class T>
+auto result_of(task<T>& t) {
+    if constexpr (std::is_void_v<T>) {
+        t.result();
+        return std::monostate{};
+    } else {
+        return t.result();
+    }
+}
+
+template <class T>
+outcome<T> outcome_of(task<T>& t) {
+    if (std::exception_ptr e = failure_of(*t.state())) return outcome<T>(std::move(e));
+    return outcome<T>(result_of(t));
+}
+
+}  // namespace detail
+
+// Waits for all the tasks and returns their results in argument order (void results are
+// std::monostate). The first failure (in completion order) is rethrown at once — its
+// siblings keep running unless opts.cancel_on_error. Cancelling the caller cancels every
+// unfinished task. Switches: yes.
+// Throws: the first failure; cancelled_error.
+template <class... T>
+std::tuple<typename outcome<T>::stored...> gather(gather_options opts, task<T>&... ts) {
+    const std::vector<detail::task_base*> states{ts.state()...};
+    const int failed = detail::gather_wait(states, opts);
+    if (failed >= 0)
+        std::rethrow_exception(detail::failure_of(*states[static_cast<std::size_t>(failed)]));
+    return std::tuple<typename outcome<T>::stored...>(detail::result_of(ts)...);
+}
+template <class... T>
+std::tuple<typename outcome<T>::stored...> gather(task<T>&... ts) {
+    return gather(gather_options{}, ts...);
+}
+
+// gather() over a range of tasks of one type.
+template <class T>
+std::vector<typename outcome<T>::stored> gather(std::vector<task<T>>& ts,
+                                                gather_options opts = {}) {
+    std::vector<detail::task_base*> states;
+    for (auto& t : ts) states.push_back(t.state());
+    const int failed = detail::gather_wait(states, opts);
+    if (failed >= 0)
+        std::rethrow_exception(detail::failure_of(*states[static_cast<std::size_t>(failed)]));
+    std::vector<typename outcome<T>::stored> out;
+    out.reserve(ts.size());
+    for (auto& t : ts) out.push_back(detail::result_of(t));
+    return out;
+}
+
+// Waits for all the tasks and returns each one's outcome, exceptions included
+// (asyncio's gather(return_exceptions=True)). Switches: yes.   Throws: cancelled_error.
+template <class... T>
+std::tuple<outcome<T>...> gather_outcomes(task<T>&... ts) {
+    const std::vector<detail::task_base*> states{ts.state()...};
+    (void)detail::wait_tasks(states, return_when::all_completed, std::nullopt);
+    return std::tuple<outcome<T>...>(detail::outcome_of(ts)...);
+}
+template <class T>
+std::vector<outcome<T>> gather_outcomes(std::vector<task<T>>& ts) {
+    std::vector<detail::task_base*> states;
+    for (auto& t : ts) states.push_back(t.state());
+    (void)detail::wait_tasks(states, return_when::all_completed, std::nullopt);
+    std::vector<outcome<T>> out;
+    for (auto& t : ts) out.push_back(detail::outcome_of(t));
+    return out;
+}
+
+// The two sets wait() returns, as handles to the same tasks, each in argument order.
+template <class T>
+struct wait_result {
+    std::vector<task<T>> done;
+    std::vector<task<T>> pending;
+};
+
+// Waits until `when` holds (asyncio.wait): all tasks finished, the first one finished, or
+// the first one raised (all finished if none raises). With a timeout it returns what it
+// has when the time is up; it never raises on timeout and cancels nothing.
+// Switches: yes.
+// Throws: greenfiber::error "Set of Tasks/Futures is empty." for no tasks; cancelled_error.
+template <class T>
+wait_result<T> wait(std::vector<task<T>>& ts,
+                    std::optional<std::chrono::steady_clock::duration> timeout = {},
+                    return_when when = return_when::all_completed) {
+    if (ts.empty()) throw error("greenfiber: wait(): Set of Tasks/Futures is empty.");
+    std::vector<detail::task_base*> states;
+    for (auto& t : ts) states.push_back(t.state());
+    std::optional<detail::time_point> deadline;
+    if (timeout) deadline = std::chrono::steady_clock::now() + *timeout;
+    (void)detail::wait_tasks(states, when, deadline);
+    wait_result<T> r;
+    for (auto& t : ts) (t.done() ? r.done : r.pending).push_back(t.share());
+    return r;
+}
+
+namespace detail {
+
+// The completion order of a set of tasks, recorded by done listeners.
+class completion_queue {
+  public:
+    explicit completion_queue(std::vector<task_base*> ts);
+    ~completion_queue();
+    completion_queue(const completion_queue&) = delete;
+    completion_queue& operator=(const completion_queue&) = delete;
+    // The index of the next task to finish. Throws timeout_error past `deadline`.
+    std::size_t next(std::optional<time_point> deadline);
+    std::size_t remaining() const noexcept { return remaining_; }
+
+  private:
+    struct entry {
+        task_base::done_listener l;
+        completion_queue* q;
+        std::size_t index;
+    };
+    std::vector<task_base*> tasks_;
+    std::vector<entry> entries_;
+    std::vector<std::size_t> finished_;  // indexes in completion order, not yet handed out
+    std::size_t handed_ = 0;
+    std::size_t remaining_;
+    waiter* waiting_ = nullptr;
+};
+
+}  // namespace detail
+
+// Hands out the tasks in the order they finish (asyncio.as_completed, yielding the
+// original tasks). With a timeout, next() throws timeout_error once it has passed.
+// Thread: thread-bound.
+template <class T>
+class as_completed {
+  public:
+    explicit as_completed(std::vector<task<T>>& ts,
+                          std::optional<std::chrono::steady_clock::duration> timeout = {})
+        : tasks_(share_all(ts)), q_(states(tasks_)) {
+        if (timeout) deadline_ = std::chrono::steady_clock::now() + *timeout;
+    }
+    // Whether a task is left to hand out.
+    bool has_next() const noexcept { return q_.remaining() > 0; }
+    // The next task to finish (suspending until one does).
+    // Switches: yes.   Throws: timeout_error; cancelled_error; greenfiber::error if none is left.
+    task<T> next() {
+        if (!has_next()) throw error("greenfiber: as_completed: every task was already handed out");
+        return tasks_[q_.next(deadline_)].share();
+    }
+
+    class iterator {
+      public:
+        using value_type = task<T>;
+        using difference_type = std::ptrdiff_t;
+        explicit iterator(as_completed* a) : a_(a) {}
+        task<T> operator*() const { return a_->next(); }
+        iterator& operator++() { return *this; }
+        bool operator==(std::default_sentinel_t) const { return !a_->has_next(); }
+
+      private:
+        as_completed* a_;
+    };
+    // Range-for support: each dereference waits for the next task.
+    iterator begin() { return iterator(this); }
+    std::default_sentinel_t end() { return {}; }
+
+  private:
+    static std::vector<task<T>> share_all(std::vector<task<T>>& ts) {
+        std::vector<task<T>> out;
+        for (auto& t : ts) out.push_back(t.share());
+        return out;
+    }
+    static std::vector<detail::task_base*> states(std::vector<task<T>>& ts) {
+        std::vector<detail::task_base*> out;
+        for (auto& t : ts) out.push_back(t.state());
+        return out;
+    }
+    std::vector<task<T>> tasks_;
+    detail::completion_queue q_;
+    std::optional<detail::time_point> deadline_;
+};
+
+namespace detail {
+// Waits for `t` until `deadline`; on timeout cancels it, waits for it to finish and throws
+// timeout_error. When the caller is cancelled, cancels `t`, waits for it and rethrows.
+void wait_for_or_cancel(task_base& t, time_point deadline, std::chrono::steady_clock::duration d);
+}  // namespace detail
+
+// asyncio.wait_for: the task's result if it finishes within `d`; otherwise cancels it,
+// waits for the cancellation to finish and throws timeout_error.
+// Switches: yes.   Throws: timeout_error; the task's exception; cancelled_error.
+template <class T>
+T wait_for(task<T>& t, std::chrono::steady_clock::duration d) {
+    detail::wait_for_or_cancel(*t.state(), std::chrono::steady_clock::now() + d, d);
+    return t.result();
+}
+
+// The running deadline of a timeout() block (asyncio's Timeout object).
+class timeout_scope {
+  public:
+    // When it expires.
+    std::chrono::steady_clock::time_point when() const noexcept { return when_; }
+    // Moves the deadline (earlier or later). Switches: no.
+    void reschedule(std::chrono::steady_clock::time_point when);
+    // True once the deadline passed and cancelled the block.
+    bool expired() const noexcept { return expired_; }
+
+  private:
+    template <class Fn>
+    friend auto timeout_at(std::chrono::steady_clock::time_point when, Fn&& fn);
+    timeout_scope(std::chrono::steady_clock::time_point when);
+    ~timeout_scope();
+    void arm();
+    void leave_with_cancel();  // called while cancelled_error propagates out of the block
+    void leave();              // called when the block returned
+    std::chrono::steady_clock::time_point when_;
+    any_task task_;
+    int cancelling_at_entry_ = 0;
+    bool expired_ = false;
+    timer_handle timer_;
+};
+
+// Runs `fn()` (or `fn(scope)`) in the calling task with a deadline (asyncio.timeout_at):
+// when it passes, the block is cancelled at its current suspension point and this throws
+// timeout_error. Only its own cancellation is converted: a cancel() from elsewhere still
+// leaves as cancelled_error. Returns what fn returns.
+// Switches: yes (whatever fn does).   Thread: in a task only.
+// Throws: timeout_error; what fn throws; greenfiber::error outside a task.
+template <class Fn>
+auto timeout_at(std::chrono::steady_clock::time_point when, Fn&& fn) {
+    timeout_scope scope(when);
+    try {
+        if constexpr (std::is_invocable_v<Fn&, timeout_scope&>) {
+            using R = std::invoke_result_t<Fn&, timeout_scope&>;
+            if constexpr (std::is_void_v<R>) {
+                fn(scope);
+                scope.leave();
+            } else {
+                R r = fn(scope);
+                scope.leave();
+                return r;
+            }
+        } else {
+            using R = std::invoke_result_t<Fn&>;
+            if constexpr (std::is_void_v<R>) {
+                fn();
+                scope.leave();
+            } else {
+                R r = fn();
+                scope.leave();
+                return r;
+            }
+        }
+    } catch (const cancelled_error&) {
+        scope.leave_with_cancel();
+        throw;
+    }
+}
+// The same with a duration (asyncio.timeout).
+template <class Fn>
+auto timeout(std::chrono::steady_clock::duration d, Fn&& fn) {
+    return timeout_at(std::chrono::steady_clock::now() + d, std::forward<Fn>(fn));
+}
+
+// asyncio.shield: a new task that waits for `t`. Cancelling the new task (or a combinator
+// waiting on it) does not cancel `t`. Switches: no.
+template <class T>
+[[nodiscard]] task<T> shield(task<T>& t) {
+    return spawn(spawn_options{"shield(" + t.name() + ")", 0},
+                 [inner = t.share()]() mutable { return inner.get(); });
+}
+
+// Structured concurrency (asyncio.TaskGroup): tasks spawned through the group are joined by
+// join(); the first failure (not a cancellation) cancels the other tasks and the task that
+// owns the group; join() then throws exception_group with every failure. A group that is
+// destroyed without join() cancels and joins its tasks (reporting failures: a destructor
+// does not throw). Thread: thread-bound.
+class task_group {
+  public:
+    task_group();
+    ~task_group();
+    task_group(const task_group&) = delete;
+    task_group& operator=(const task_group&) = delete;
+
+    // Spawns `fn(args...)` in the group. Switches: no.
+    // Throws: greenfiber::error once the group is joined or has failed.
+    template <class Fn, class... Args>
+    auto spawn(Fn&& fn, Args&&... args) {
+        check_open();
+        auto t = greenfiber::spawn(std::forward<Fn>(fn), std::forward<Args>(args)...);
+        add(t.share_any());
+        return t;
+    }
+
+    // Waits for every task of the group. Switches: yes.
+    // Throws: exception_group with the failures; cancelled_error when the owner was cancelled
+    // from outside (after cancelling and joining the group's tasks).
+    void join();
+
+    // Cancels every unfinished task of the group (the API asyncio's TaskGroup lacks).
+    void cancel() noexcept;
+
+    // Tasks of the group not finished yet.
+    std::size_t running() const noexcept;
+
+  private:
+    void check_open() const;
+    void add(any_task t);
+    static void on_done(detail::task_base::done_listener& l, detail::task_base& t) noexcept;
+    void join_impl(bool throwing);
+
+    struct entry {
+        detail::task_base::done_listener l;
+        task_group* g;
+        any_task t;
+    };
+    std::vector<std::unique_ptr<entry>> tasks_;
+    std::vector<std::exception_ptr> errors_;
+    any_task owner_;
+    bool joined_ = false;
+    bool cancelled_owner_ = false;
+    detail::waiter* joiner_ = nullptr;
+};
+
+// gevent's Pool(size): at most `size` tasks at once; spawn() suspends while it is full.
+// Thread: thread-bound.
+class pool {
+  public:
+    explicit pool(std::size_t size);
+    ~pool();
+    pool(const pool&) = delete;
+    pool& operator=(const pool&) = delete;
+
+    // Spawns `fn(args...)` once a slot is free. Switches: yes, while full.
+    // Throws: cancelled_error while waiting for a slot.
+    template <class Fn, class... Args>
+    auto spawn(Fn&& fn, Args&&... args) {
+        wait_slot();
+        auto t = greenfiber::spawn(std::forward<Fn>(fn), std::forward<Args>(args)...);
+        add(t.share_any());
+        return t;
+    }
+    // Waits until every task of the pool is finished. Switches: yes.
+    void join();
+    std::size_t size() const noexcept { return size_; }
+    std::size_t running() const noexcept { return running_; }
+    std::size_t free_count() const noexcept { return size_ - running_; }
+
+  private:
+    struct entry {
+        detail::task_base::done_listener l;
+        pool* p;
+        any_task t;
+    };
+    void wait_slot();
+    void add(any_task t);
+    static void on_done(detail::task_base::done_listener& l, detail::task_base& t) noexcept;
+    std::size_t size_;
+    std::size_t running_ = 0;
+    std::vector<std::unique_ptr<entry>> tasks_;
+    detail::waiter_queue slot_waiters_;
+    detail::waiter* joiner_ = nullptr;
+};
+
+}  // namespace greenfiber
