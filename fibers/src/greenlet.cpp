@@ -12,6 +12,7 @@
 #include <boost/context/detail/fcontext.hpp>
 
 #include <atomic>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -21,28 +22,11 @@
 
 #include "detail/stack_pool.hpp"
 
-// greenfiber_jump is Boost.Context's jump_fcontext under our own name, so that the inline
-// switch in users' code can call it without including Boost.Context. It must be a bare
-// jump, not a C++ wrapper: a wrapper would `ret` on another stack than the one it was
-// called on and miss the return-stack predictor on every switch (DESIGN.md).
+// greenfiber_jump (greenlet_impl.hpp) is jump_fcontext by its assembler name: the types
+// must agree.
 static_assert(sizeof(greenfiber::detail::transfer) == sizeof(boost::context::detail::transfer_t));
-#if defined(__x86_64__) && defined(__ELF__)
-asm(R"(
-    .text
-    .globl greenfiber_jump
-    .type greenfiber_jump, @function
-    .p2align 4
-greenfiber_jump:
-    jmp *jump_fcontext@GOTPCREL(%rip)
-    .size greenfiber_jump, .-greenfiber_jump
-)");
-#else
-// Portable fallback: correct, but pays the return misprediction described above.
-extern "C" greenfiber::detail::transfer greenfiber_jump(void* to, void* data) noexcept {
-    const auto t = boost::context::detail::jump_fcontext(to, data);
-    return {t.fctx, t.data};
-}
-#endif
+static_assert(offsetof(boost::context::detail::transfer_t, data) ==
+              offsetof(greenfiber::detail::transfer, data));
 
 namespace greenfiber {
 namespace detail {

@@ -27,16 +27,8 @@
 #if defined(__GNUC__)
 // The hot thread-local is read with one %fs-relative load, not __tls_get_addr.
 #define GREENFIBER_TLS_MODEL __attribute__((tls_model("initial-exec")))
-#define GREENFIBER_NOINLINE __attribute__((noinline))
-#if defined(__clang__)
-#define GREENFIBER_NOPLT
 #else
-#define GREENFIBER_NOPLT __attribute__((noplt))
-#endif
-#else
-#define GREENFIBER_NOPLT
 #define GREENFIBER_TLS_MODEL
-#define GREENFIBER_NOINLINE
 #endif
 
 namespace greenfiber::detail {
@@ -48,12 +40,14 @@ struct transfer {
 }  // namespace greenfiber::detail
 
 // Saves the calling context and jumps to `to`, passing `data`. Returns when a context
-// jumps back, with that context and its data. Backend: Boost.Context's fcontext jump,
-// re-exported under this name by greenlet.cpp.
+// jumps back, with that context and its data. This is Boost.Context's fcontext jump,
+// declared under our own C++ name with its assembler name, so that the inline switch
+// calls it directly without Boost.Context's headers reaching users' code (a port to
+// another backend changes this declaration only). Calling it straight from the inline
+// switch matters: a wrapper function would `ret` on another stack than it was called on.
 // Switches: yes (always).   Thread: the contexts must belong to the calling thread.
-// `noplt`: the call goes straight through the GOT, one indirect jump fewer per switch.
-extern "C" GREENFIBER_NOPLT greenfiber::detail::transfer greenfiber_jump(void* to,
-                                                                         void* data) noexcept;
+extern "C" greenfiber::detail::transfer greenfiber_jump(void* to, void* data) noexcept
+    __asm__("jump_fcontext");
 
 namespace greenfiber::detail {
 
