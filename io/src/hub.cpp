@@ -4,12 +4,30 @@
 
 #include <boost/asio/steady_timer.hpp>
 
+#include <time.h>
+
 #include <memory>
 #include <string>
 
 #include "greenfiber/task.hpp"
 
 namespace greenfiber {
+
+namespace {
+
+// Cheap enough to read around every resume (vDSO, no syscall); a few ms of resolution.
+std::chrono::steady_clock::time_point coarse_now() noexcept {
+#if defined(CLOCK_MONOTONIC_COARSE)
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return std::chrono::steady_clock::time_point(std::chrono::seconds(ts.tv_sec) +
+                                                 std::chrono::nanoseconds(ts.tv_nsec));
+#else
+    return std::chrono::steady_clock::now();
+#endif
+}
+
+}  // namespace
 
 namespace detail {
 
@@ -77,6 +95,57 @@ void hub::loop() {
     }
 }
 
+// Measures one resume for the watchdog. Holds a reference to what it would name.
+class hub::watch {
+  public:
+    watch(hub& h, detail::greenlet_impl* fiber) : h_(h) {
+        if (h_.watchdog_.count() == 0) return;
+        started_ = coarse_now();
+        if (fiber == nullptr) return;
+        task_ = static_cast<detail::task_base*>(fiber->local);
+        if (task_ != nullptr) {
+            task_->retain();  // a task returns to the hub: this frame never outlives it for long
+        } else {
+            // A plain greenlet may never come back through this frame: hold no reference.
+            fiber_name_ = fiber->name;
+            plain_ = true;
+        }
+    }
+    ~watch() {
+        if (h_.watchdog_.count() > 0 && started_ != std::chrono::steady_clock::time_point{}) {
+            const auto ran =
+                std::chrono::duration_cast<std::chrono::milliseconds>(coarse_now() - started_);
+            if (ran >= h_.watchdog_) report(ran);
+        }
+        if (task_ != nullptr) task_->release();
+    }
+    watch(const watch&) = delete;
+    watch& operator=(const watch&) = delete;
+
+  private:
+    void report(std::chrono::milliseconds ran) noexcept {
+        try {
+            std::string who = "a callback";
+            if (task_ != nullptr) {
+                who = "task '" + task_->name() + "' (spawned with " + task_->site() + ")";
+            } else if (plain_) {
+                who = "greenlet '" + fiber_name_ + "'";
+            }
+            h_.report({"greenfiber: watchdog: " + who + " kept the hub from its loop for " +
+                           std::to_string(ran.count()) + " ms (threshold " +
+                           std::to_string(h_.watchdog_.count()) +
+                           " ms): a blocking call in a fiber? Move it to to_thread()",
+                       nullptr, nullptr});
+        } catch (...) {
+        }
+    }
+    hub& h_;
+    std::chrono::steady_clock::time_point started_{};
+    detail::task_base* task_ = nullptr;
+    std::string fiber_name_;
+    bool plain_ = false;
+};
+
 void hub::run_ready() {
     for (std::size_t i = 0; i < budget_; ++i) {
         detail::waiter* w = ready_.pop();
@@ -84,6 +153,9 @@ void hub::run_ready() {
         w->queued = false;
         const bool w_is_callback = w->fiber == nullptr;
         try {
+            // The waiter lives in the fiber's frame: after the switch it may be gone, and the
+            // fiber's task with it. The watch holds what the report needs.
+            watch guard(*this, w->fiber);
             if (w->fiber == nullptr) {
                 w->run(*w);
                 continue;
@@ -95,9 +167,9 @@ void hub::run_ready() {
         } catch (...) {
             // A callback threw, or a plain greenlet whose parent is the hub let an exception
             // escape. The hub goes on.
-            report_failure({w_is_callback ? "greenfiber: a callback run by the hub threw"
-                                          : "greenfiber: an exception escaped a fiber into the hub",
-                            std::current_exception(), nullptr});
+            report({w_is_callback ? "greenfiber: a callback run by the hub threw"
+                                  : "greenfiber: an exception escaped a fiber into the hub",
+                    std::current_exception(), nullptr});
         }
     }
 }
@@ -120,6 +192,21 @@ void hub::call_soon(detail::unique_function<void()> fn) {
     schedule(*node);
 }
 
+report_handler hub::set_exception_handler(report_handler handler) {
+    std::swap(exception_handler_, handler);
+    return handler;
+}
+
+void hub::report(const failure_report& r) noexcept {
+    if (!exception_handler_) return report_failure(r);
+    try {
+        exception_handler_(r);
+    } catch (...) {
+        report_failure(
+            {"greenfiber: the hub's exception handler threw", std::current_exception(), nullptr});
+    }
+}
+
 void hub::no_work() {
     // Nothing is ready, the reactor has no pending operation and no other thread will post:
     // every parked fiber waits forever. Raise loop_exit where the thread's main greenlet is.
@@ -134,14 +221,32 @@ void hub::no_work() {
 }
 
 void hub::park(detail::waiter& w, void (*arm)(void*) noexcept, void* arg) {
-    park_impl(w, arm, arg, true);
+    park_impl(w, arm, arg, true, loop_);
 }
 
 void hub::park_shielded(detail::waiter& w) {
-    park_impl(w, nullptr, nullptr, false);
+    park_impl(w, nullptr, nullptr, false, loop_);
 }
 
-void hub::park_impl(detail::waiter& w, void (*arm)(void*) noexcept, void* arg, bool cancellable) {
+void hub::run_first(greenlet& target) {
+    detail::waiter w{"its turn after an eager task started"};
+    struct ctx {
+        hub* h;
+        detail::waiter* w;
+    } c{this, &w};
+    park_impl(
+        w,
+        [](void* p) noexcept {
+            auto* c = static_cast<ctx*>(p);
+            c->w->woken = true;
+            c->w->queued = true;
+            c->h->ready_.push_front(c->w);
+        },
+        &c, false, target);
+}
+
+void hub::park_impl(detail::waiter& w, void (*arm)(void*) noexcept, void* arg, bool cancellable,
+                    greenlet& to) {
     detail::thread_state& ts = detail::this_thread();
     detail::greenlet_impl* self = ts.current;
     if (self == detail::access::impl(loop_)) {
@@ -173,7 +278,7 @@ void hub::park_impl(detail::waiter& w, void (*arm)(void*) noexcept, void* arg, b
             if (root) h.root_waiter_ = nullptr;
         }
     } guard{*this, w, task, root};
-    (void)loop_.switch_to_then(
+    (void)to.switch_to_then(
         value(), arm != nullptr ? arm : [](void*) noexcept {}, arg);
     if (w.cancelled && task != nullptr) task->raise_cancel();
 }

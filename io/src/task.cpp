@@ -3,7 +3,9 @@
 #include "greenfiber/task.hpp"
 
 #include <algorithm>
+#include <sstream>
 #include <string>
+#include <thread>
 
 namespace greenfiber {
 namespace detail {
@@ -19,11 +21,13 @@ thread_local task_list tasks;
 
 }  // namespace
 
-task_base::task_base(hub& h, spawn_options opts)
+task_base::task_base(hub& h, spawn_options opts, const std::type_info& fn_type)
     : hub_(&h),
       fiber_(greenlet([this] { body(); }, h.loop_greenlet(),
                       greenlet::options{opts.name, opts.stack_size})),
-      name_(opts.name.empty() ? "task-" + std::to_string(tasks.next_id) : std::move(opts.name)) {
+      name_(opts.name.empty() ? "task-" + std::to_string(tasks.next_id) : std::move(opts.name)),
+      fn_type_(&fn_type),
+      eager_(opts.eager) {
     ++tasks.next_id;
     fiber_impl_ = access::impl(fiber_);
     fiber_impl_->local = this;
@@ -32,7 +36,7 @@ task_base::task_base(hub& h, spawn_options opts)
 
 task_base::~task_base() {
     if (error_ && !retrieved_) {
-        report_failure(
+        hub_->report(
             {"greenfiber: task '" + name_ + "': exception was never retrieved", error_, nullptr});
     }
 }
@@ -44,7 +48,24 @@ void task_base::start() {
     if (next_ != nullptr) next_->prev_ = this;
     tasks.head = this;
     start_.fiber = fiber_impl_;
-    hub_->schedule(start_);
+    if (eager_ && !hub_->in_hub()) {
+        hub_->run_first(fiber_);
+    } else {
+        hub_->schedule(start_);
+    }
+}
+
+std::string task_base::site() const {
+    return type_name(*fn_type_);
+}
+
+void task_base::check_thread(const char* what) const {
+    if (std::this_thread::get_id() == hub_->thread_id()) return;
+    std::ostringstream os;
+    os << "greenfiber: cannot " << what << " task '" << name_ << "' from thread "
+       << std::this_thread::get_id() << ": it belongs to the hub of thread " << hub_->thread_id()
+       << " (fibers never change threads; use hub::post)";
+    throw error(os.str());
 }
 
 void task_base::body() noexcept {
@@ -104,6 +125,7 @@ void task_base::finish() noexcept {
 }
 
 bool task_base::cancel(std::string message) {
+    check_thread("cancel");
     if (done()) return false;
     ++cancel_requests_;
     if (!message.empty()) cancel_message_ = std::move(message);
@@ -135,6 +157,7 @@ struct done_link {
 }  // namespace
 
 void task_base::wait_done() {
+    check_thread("wait for");
     if (done()) return;
     const std::string what = "task '" + name_ + "'";
     waiter w(what.c_str());
@@ -149,6 +172,7 @@ void task_base::wait_done_with(waiter& w) {
 }
 
 bool task_base::wait_done_until(std::chrono::steady_clock::time_point deadline) {
+    check_thread("wait for");
     if (done()) return true;
     if (current() == this) throw error("greenfiber: task '" + name_ + "' cannot wait for itself");
     const std::string what = "task '" + name_ + "'";
@@ -178,6 +202,7 @@ std::exception_ptr task_base::exception() {
 }
 
 std::uint64_t task_base::add_done_callback(detail::unique_function<void()> fn) {
+    check_thread("add a done callback to");
     const std::uint64_t id = next_callback_id_++;
     if (done()) {
         hub_->call_soon(std::move(fn));

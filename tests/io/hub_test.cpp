@@ -6,6 +6,7 @@
 #include <boost/asio/executor_work_guard.hpp>
 
 #include <chrono>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -177,6 +178,53 @@ TEST_F(Hub, AGreenletKilledWhileSleepingUnwindsAndCleansUpItsTimer) {
     EXPECT_TRUE(g.active());
     g = greenlet();  // the last handle: greenlet_exit unwinds it through its sleep
     EXPECT_EQ(seen, std::vector<std::string>{"unwound"});
+}
+
+TEST_F(Hub, TheWatchdogNamesATaskThatBlocksTheLoop) {
+    hub& h = hub::current();
+    std::vector<std::string> reports;
+    auto previous =
+        h.set_exception_handler([&](const failure_report& r) { reports.emplace_back(r.message); });
+    h.set_watchdog(20ms);
+    auto blocker = spawn(spawn_options{"blocker", 0}, [] { std::this_thread::sleep_for(60ms); });
+    auto polite = spawn(spawn_options{"polite", 0}, [] { sleep(60ms); });
+    blocker.get();
+    polite.get();
+    h.set_watchdog(100ms);
+    h.set_exception_handler(std::move(previous));
+    ASSERT_EQ(reports.size(), 1u);
+    EXPECT_THAT(reports[0], HasSubstr("task 'blocker'"));
+    EXPECT_THAT(reports[0], HasSubstr("spawned with"));
+    EXPECT_THAT(reports[0], HasSubstr("TheWatchdogNamesATaskThatBlocksTheLoop"));
+    EXPECT_THAT(reports[0], HasSubstr("to_thread"));
+}
+
+TEST_F(Hub, TheWatchdogCanBeTurnedOff) {
+    hub& h = hub::current();
+    std::vector<std::string> reports;
+    auto previous =
+        h.set_exception_handler([&](const failure_report& r) { reports.emplace_back(r.message); });
+    h.set_watchdog(0ms);
+    auto blocker = spawn([] { std::this_thread::sleep_for(30ms); });
+    blocker.get();
+    h.set_watchdog(100ms);
+    h.set_exception_handler(std::move(previous));
+    EXPECT_TRUE(reports.empty());
+}
+
+TEST_F(Hub, ItsExceptionHandlerReceivesCallbackFailuresAndTheHubGoesOn) {
+    hub& h = hub::current();
+    std::vector<std::string> reports;
+    auto previous =
+        h.set_exception_handler([&](const failure_report& r) { reports.emplace_back(r.message); });
+    bool after = false;
+    h.call_soon([] { throw std::runtime_error("callback failed"); });
+    h.call_soon([&] { after = true; });
+    yield_now();
+    h.set_exception_handler(std::move(previous));
+    EXPECT_TRUE(after);
+    ASSERT_EQ(reports.size(), 1u);
+    EXPECT_THAT(reports[0], HasSubstr("callback"));
 }
 
 }  // namespace

@@ -5,8 +5,10 @@
 
 #include <chrono>
 #include <memory>
+#include <sstream>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -252,6 +254,52 @@ TEST_F(Task, ManyTasksRunConcurrently) {
     int sum = 0;
     for (auto& t : ts) sum += t.get();
     EXPECT_EQ(sum, 10 * (99 * 100 / 2));
+}
+
+TEST_F(Task, AnEagerTaskRunsUntilItsFirstSuspensionBeforeSpawnReturns) {
+    std::vector<std::string> seen;
+    auto t = spawn(spawn_options{"eager", 0, true}, [&] {
+        seen.push_back("eager body");
+        yield_now();
+        seen.push_back("eager resumed");
+    });
+    seen.push_back("spawn returned");
+    t.get();
+    EXPECT_EQ(seen, (std::vector<std::string>{"eager body", "spawn returned", "eager resumed"}));
+}
+
+TEST_F(Task, AnEagerTaskThatNeverSuspendsIsDoneWhenSpawnReturns) {
+    auto t = spawn(spawn_options{"quick", 0, true}, [] { return 5; });
+    EXPECT_TRUE(t.done());
+    EXPECT_EQ(t.result(), 5);
+}
+
+TEST_F(Task, UsingATaskFromAnotherThreadIsAnErrorNamingBothThreads) {
+    auto t = spawn([] { return 1; });
+    std::string message;
+    std::thread other([&] {
+        try {
+            t.cancel();
+        } catch (const greenfiber::error& e) {
+            message = e.what();
+        }
+    });
+    other.join();
+    std::ostringstream mine;
+    mine << std::this_thread::get_id();
+    EXPECT_THAT(message, HasSubstr("cannot cancel task"));
+    EXPECT_THAT(message, HasSubstr("belongs to the hub of thread " + mine.str()));
+    EXPECT_EQ(t.get(), 1);
+}
+
+TEST_F(Task, CurrentTaskAndAllTasks) {
+    EXPECT_FALSE(current_task());  // main is not a task
+    auto t = spawn(spawn_options{"me", 0}, [] { return current_task().name(); });
+    const auto all = all_tasks();
+    ASSERT_EQ(all.size(), 1u);
+    EXPECT_EQ(all[0].name(), "me");
+    EXPECT_EQ(t.get(), "me");
+    EXPECT_TRUE(all_tasks().empty());
 }
 
 }  // namespace

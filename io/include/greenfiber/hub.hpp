@@ -90,6 +90,11 @@ class waiter_queue {
         }
         return w;
     }
+    void push_front(waiter* w) noexcept {
+        w->next = head_;
+        head_ = w;
+        if (tail_ == nullptr) tail_ = w;
+    }
     // Unlinks `w` if it is queued here. O(n).
     bool remove(waiter* w) noexcept;
 
@@ -169,6 +174,31 @@ class hub {
     // Switches: no.   Thread: thread-bound.
     void call_soon(detail::unique_function<void()> fn);
 
+    // Replaces this hub's handler of failures nobody can catch (an exception escaping a
+    // callback, a task's exception never retrieved, a watchdog report) and returns the
+    // previous one. Empty: the process-wide handler (set_report_handler in error.hpp).
+    // Switches: no.   Thread: thread-bound.
+    report_handler set_exception_handler(report_handler handler);
+
+    // Sends `r` to this hub's exception handler. Switches: only if the handler does.
+    void report(const failure_report& r) noexcept;
+
+    // The watchdog: a fiber or callback that keeps the hub from its loop for `threshold` or
+    // longer is reported (with its name and where it was spawned) once it yields. The usual
+    // cause is a blocking call in a fiber: move it to to_thread(). Default 100 ms; zero turns
+    // it off. Measured with the coarse monotonic clock (a few ms of resolution).
+    // Switches: no.   Thread: thread-bound.
+    void set_watchdog(std::chrono::milliseconds threshold) noexcept { watchdog_ = threshold; }
+    std::chrono::milliseconds watchdog() const noexcept { return watchdog_; }
+
+    // The thread this hub belongs to.
+    std::thread::id thread_id() const noexcept { return thread_; }
+
+    // Parks the caller and switches straight into `target`, a not-started task fiber; the
+    // caller is queued first in line, so it continues as soon as `target` suspends
+    // (spawn_options::eager). Not a cancellation point. Switches: yes.
+    void run_first(greenlet& target);
+
     // How many ready fibers run between two polls of the reactor (default 64).
     std::size_t ready_budget() const noexcept { return budget_; }
     void set_ready_budget(std::size_t n) noexcept { budget_ = n == 0 ? 1 : n; }
@@ -187,7 +217,9 @@ class hub {
     hub();
     ~hub();
     struct holder;
-    void park_impl(detail::waiter& w, void (*arm)(void*) noexcept, void* arg, bool cancellable);
+    void park_impl(detail::waiter& w, void (*arm)(void*) noexcept, void* arg, bool cancellable,
+                   greenlet& to);
+    class watch;
     void loop();
     void run_ready();
     void no_work();
@@ -199,6 +231,9 @@ class hub {
     std::size_t parked_ = 0;
     std::size_t outstanding_ = 0;            // cross-thread operations that will post back
     detail::waiter* root_waiter_ = nullptr;  // the main greenlet's wait, if it waits
+    std::chrono::milliseconds watchdog_{100};
+    report_handler exception_handler_;
+    std::thread::id thread_ = std::this_thread::get_id();
 };
 
 // Suspends the calling fiber for `d` (at least); other fibers run meanwhile.

@@ -9,6 +9,7 @@
 #include <string>
 #include <tuple>
 #include <type_traits>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
@@ -32,6 +33,9 @@ enum class task_status { pending, running, done, cancelled };
 struct spawn_options {
     std::string name;            // empty: "task-N"
     std::size_t stack_size = 0;  // 0: the default
+    // Start at once: the task runs until its first suspension before spawn() returns
+    // (asyncio's eager tasks). From a hub callback it is scheduled as usual.
+    bool eager = false;
 };
 
 template <class T>
@@ -89,6 +93,11 @@ class task_base {
 
     const std::string& name() const noexcept { return name_; }
     void set_name(std::string name) { name_ = std::move(name); }
+    // Where it was spawned from: the type of its function (a lambda's type names the
+    // function that wrote it).
+    std::string site() const;
+    // Throws greenfiber::error naming both threads unless called on the task's thread.
+    void check_thread(const char* what) const;
     hub& owner() const noexcept { return *hub_; }
 
     // Called by hub::park before parking: throws cancelled_error while a cancellation is
@@ -103,7 +112,7 @@ class task_base {
     static void destroy_all(hub& h) noexcept;
 
   protected:
-    task_base(hub& h, spawn_options opts);
+    task_base(hub& h, spawn_options opts, const std::type_info& fn_type);
     virtual ~task_base();
     virtual void invoke() = 0;  // runs the function and stores its result
     void start();
@@ -132,6 +141,8 @@ class task_base {
     std::vector<callback> callbacks_;
     std::uint64_t next_callback_id_ = 1;
     std::string name_;
+    const std::type_info* fn_type_;
+    bool eager_;
     std::uint32_t refs_ = 1;
     task_base* prev_ = nullptr;  // the hub's list of unfinished tasks
     task_base* next_ = nullptr;
@@ -148,7 +159,9 @@ template <class R, class Fn, class... Args>
 class task_impl final : public task_value<R> {
   public:
     task_impl(hub& h, spawn_options opts, Fn fn, Args... args)
-        : task_value<R>(h, std::move(opts)), fn_(std::move(fn)), args_(std::move(args)...) {
+        : task_value<R>(h, std::move(opts), typeid(Fn)),
+          fn_(std::move(fn)),
+          args_(std::move(args)...) {
         this->start();
     }
 
