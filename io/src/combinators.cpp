@@ -224,6 +224,22 @@ void timeout_scope::leave_with_cancel() {
     }
 }
 
+timeout_guard::timeout_guard(std::chrono::steady_clock::duration d) : task_(current_task()) {
+    if (!task_)
+        throw error("greenfiber: timeout_guard needs a task (it interrupts the running task)");
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
+    timer_ = event_loop::current().call_later(d, [this, ms] {
+        expired_ = true;
+        task_.state()->interrupt(std::make_exception_ptr(
+            timeout_error("greenfiber: timeout_guard: " + std::to_string(ms) + " ms passed")));
+    });
+}
+
+timeout_guard::~timeout_guard() {
+    timer_.cancel();
+    if (expired_) (void)task_.state()->withdraw_interrupt();
+}
+
 // task_group -------------------------------------------------------------------------------
 
 task_group::task_group() : owner_(current_task()) {}

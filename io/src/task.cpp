@@ -129,19 +129,30 @@ bool task_base::cancel(std::string message) {
     if (done()) return false;
     ++cancel_requests_;
     if (!message.empty()) cancel_message_ = std::move(message);
-    if (wait_ != nullptr && !wait_->cancelled) {
-        waiter& w = *wait_;
-        w.cancelled = true;
-        if (w.on_cancel != nullptr) {
-            w.on_cancel(w);
-        } else {
-            hub_->wake(w);
-        }
-    }
+    end_wait();
     return true;
 }
 
+void task_base::interrupt(std::exception_ptr e) {
+    check_thread("interrupt");
+    if (done() || !e) return;
+    interrupt_ = std::move(e);
+    end_wait();
+}
+
+void task_base::end_wait() noexcept {
+    if (wait_ == nullptr || wait_->cancelled) return;
+    waiter& w = *wait_;
+    w.cancelled = true;
+    if (w.on_cancel != nullptr) {
+        w.on_cancel(w);
+    } else {
+        hub_->wake(w);
+    }
+}
+
 void task_base::raise_cancel() {
+    if (interrupt_) std::rethrow_exception(std::exchange(interrupt_, nullptr));
     throw cancelled_error(cancel_message_);
 }
 

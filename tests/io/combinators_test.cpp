@@ -264,6 +264,38 @@ TEST_F(Timeout, NeedsATask) {
     EXPECT_THROW(timeout(1ms, [] {}), greenfiber::error);
 }
 
+TEST_F(Timeout, AGuardRaisesTimeoutErrorOnceInsideTheBlock) {
+    auto t = spawn([] {
+        std::vector<std::string> seen;
+        try {
+            timeout_guard g(10ms);
+            sleep(1h);
+            seen.push_back("slept");
+        } catch (const timeout_error& e) {
+            seen.push_back(std::string("timeout: ") + e.what());
+        }
+        sleep(1ms);  // not sticky: the task runs on
+        seen.push_back("after");
+        return seen;
+    });
+    const auto seen = t.get();
+    ASSERT_EQ(seen.size(), 2u);
+    EXPECT_THAT(seen[0], HasSubstr("timeout: greenfiber: timeout_guard: 10 ms passed"));
+    EXPECT_EQ(seen[1], "after");
+}
+
+TEST_F(Timeout, AGuardLeftInTimeNeverFires) {
+    auto t = spawn([] {
+        {
+            timeout_guard g(1h);
+            sleep(1ms);
+        }
+        sleep(2ms);
+        return 1;
+    });
+    EXPECT_EQ(t.get(), 1);
+}
+
 TEST_F(Shield, CancellingTheShieldLeavesTheInnerTaskRunning) {
     auto inner = spawn([] {
         sleep(10ms);

@@ -340,6 +340,28 @@ auto timeout(std::chrono::steady_clock::duration d, Fn&& fn) {
     return timeout_at(std::chrono::steady_clock::now() + d, std::forward<Fn>(fn));
 }
 
+// gevent's Timeout: while it lives, the deadline raises timeout_error once in the calling
+// task, at its current or next suspension point. No conversion is needed: the error
+// propagates out of the block like any other. Destroying it first disarms it (an
+// undelivered timeout is withdrawn).
+//   { timeout_guard t(50ms); slow_call(); }   // throws timeout_error if slow_call suspends past 50
+//   ms
+// Thread: in a task only, thread-bound.
+class timeout_guard {
+  public:
+    explicit timeout_guard(std::chrono::steady_clock::duration d);
+    ~timeout_guard();
+    timeout_guard(const timeout_guard&) = delete;
+    timeout_guard& operator=(const timeout_guard&) = delete;
+    // True once the deadline passed.
+    bool expired() const noexcept { return expired_; }
+
+  private:
+    any_task task_;
+    timer_handle timer_;
+    bool expired_ = false;
+};
+
 // asyncio.shield: a new task that waits for `t`. Cancelling the new task (or a combinator
 // waiting on it) does not cancel `t`. Switches: no.
 template <class T>

@@ -103,9 +103,18 @@ class task_base {
     // Called by hub::park before parking: throws cancelled_error while a cancellation is
     // requested (sticky until the task ends or uncancel() brings the count to zero).
     void check_cancel() {
-        if (cancel_requests_ > 0) raise_cancel();
+        if (interrupt_ || cancel_requests_ > 0) raise_cancel();
     }
+    // Throws the pending interrupt (once), else cancelled_error.
     [[noreturn]] void raise_cancel();
+
+    // Raises `e` once at the task's current or next suspension point (gevent's Timeout and
+    // kill(exception)); unlike cancel() it is not sticky. Switches: no.
+    void interrupt(std::exception_ptr e);
+    // Withdraws an interrupt that was not raised yet; returns whether one was pending.
+    bool withdraw_interrupt() noexcept {
+        return static_cast<bool>(std::exchange(interrupt_, nullptr));
+    }
 
     static task_base* current() noexcept;
     static std::vector<task_base*> all(hub& h);
@@ -121,6 +130,7 @@ class task_base {
     friend class greenfiber::hub;
     void body() noexcept;
     void finish() noexcept;
+    void end_wait() noexcept;  // ends the current wait early (cancel, interrupt)
 
     hub* hub_;
     greenlet fiber_;
@@ -129,6 +139,7 @@ class task_base {
     waiter* wait_ = nullptr;  // the wait the fiber is parked in; set by hub::park
     task_status status_ = task_status::pending;
     int cancel_requests_ = 0;
+    std::exception_ptr interrupt_;  // raised once at the next suspension point
     std::string cancel_message_;
     std::exception_ptr error_;
     bool retrieved_ = false;
