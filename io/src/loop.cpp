@@ -130,6 +130,9 @@ void event_loop::close() {
 namespace detail {
 
 void finish_run(std::chrono::steady_clock::duration grace) noexcept {
+    struct at_end {
+        ~at_end() { task_base::report_all_unretrieved(); }
+    } report_unretrieved;
     const auto deadline = std::chrono::steady_clock::now() + grace;
     hub& h = hub::current();
     try {

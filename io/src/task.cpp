@@ -16,6 +16,8 @@ namespace {
 struct task_list {
     task_base* head = nullptr;
     std::uint64_t next_id = 1;
+    // Finished tasks whose exception nobody retrieved yet (borrowed; removed when destroyed).
+    std::vector<task_base*> unretrieved;
 };
 thread_local task_list tasks;
 
@@ -36,8 +38,25 @@ task_base::task_base(hub& h, spawn_options opts, const std::type_info& fn_type)
 
 task_base::~task_base() {
     if (error_ && !retrieved_) {
+        std::erase(tasks.unretrieved, this);
+        report_unretrieved();
+    }
+}
+
+void task_base::report_unretrieved() noexcept {
+    retrieved_ = true;  // reported once
+    try {
         hub_->report(
             {"greenfiber: task '" + name_ + "': exception was never retrieved", error_, nullptr});
+    } catch (...) {
+    }
+}
+
+void task_base::report_all_unretrieved() noexcept {
+    std::vector<task_base*> list = std::move(tasks.unretrieved);
+    tasks.unretrieved.clear();
+    for (task_base* t : list) {
+        if (!t->retrieved_) t->report_unretrieved();
     }
 }
 
@@ -88,6 +107,11 @@ void task_base::body() noexcept {
     } catch (...) {
         error_ = std::current_exception();
         status_ = task_status::done;
+        try {
+            tasks.unretrieved.push_back(this);
+        } catch (...) {
+            // Out of memory: the report still comes when the task is destroyed.
+        }
     }
     finish();
 }

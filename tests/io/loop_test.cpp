@@ -168,6 +168,22 @@ TEST_F(Loop, RunReturnsTheMainTaskResultAndCancelsLeftoverTasks) {
     EXPECT_EQ(seen, std::vector<std::string>{"leftover cancelled: run() is finishing"});
 }
 
+TEST_F(Loop, RunReportsAnUnretrievedExceptionOnceOnTheWayOut) {
+    std::vector<std::string> reports;
+    auto previous = hub::current().set_exception_handler(
+        [&](const failure_report& r) { reports.emplace_back(r.message); });
+    task<void> kept;
+    run([&] {
+        kept = spawn(spawn_options{"failing", 0}, [] { throw std::runtime_error("lost"); });
+        yield_now();
+    });
+    EXPECT_EQ(reports.size(), 1u);  // at the end of run(), though the handle lives on
+    kept = task<void>();
+    hub::current().set_exception_handler(std::move(previous));
+    ASSERT_EQ(reports.size(), 1u);  // not again when the handle goes
+    EXPECT_THAT(reports[0], HasSubstr("task 'failing'"));
+}
+
 TEST_F(Loop, RunRethrowsTheMainTasksException) {
     EXPECT_THROW(run([]() -> int { throw std::invalid_argument("main failed"); }),
                  std::invalid_argument);

@@ -119,6 +119,9 @@ class task_base {
     static task_base* current() noexcept;
     static std::vector<task_base*> all(hub& h);
     static void destroy_all(hub& h) noexcept;
+    // Reports (once) every finished task whose exception nobody retrieved yet; run() calls it
+    // on the way out, for tasks whose handles outlive it.
+    static void report_all_unretrieved() noexcept;
 
   protected:
     task_base(hub& h, spawn_options opts, const std::type_info& fn_type);
@@ -131,6 +134,7 @@ class task_base {
     void body() noexcept;
     void finish() noexcept;
     void end_wait() noexcept;  // ends the current wait early (cancel, interrupt)
+    void report_unretrieved() noexcept;
 
     hub* hub_;
     greenlet fiber_;
