@@ -29,6 +29,21 @@ class invalid_state_error : public error {
 // cancelled_error escape.
 enum class task_status { pending, running, done, cancelled };
 
+// "pending", "running", "done" or "cancelled". Switches: no.
+constexpr const char* to_string(task_status s) noexcept {
+    switch (s) {
+        case task_status::pending:
+            return "pending";
+        case task_status::running:
+            return "running";
+        case task_status::done:
+            return "done";
+        case task_status::cancelled:
+            return "cancelled";
+    }
+    return "unknown";
+}
+
 // Options of spawn().
 struct spawn_options {
     std::string name;            // empty: "task-N"
