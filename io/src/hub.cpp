@@ -135,7 +135,7 @@ class hub::watch {
                            std::to_string(ran.count()) + " ms (threshold " +
                            std::to_string(h_.watchdog_.count()) +
                            " ms): a blocking call in a fiber? Move it to to_thread()",
-                       nullptr, nullptr});
+                       nullptr, task_ != nullptr ? &task_->fiber_ : nullptr});
         } catch (...) {
         }
     }

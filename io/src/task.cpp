@@ -132,13 +132,15 @@ void task_base::remove_done_listener(done_listener& l) noexcept {
 }
 
 void task_base::finish() noexcept {
+    // Done callbacks are queued before the waiters are woken: as in asyncio, where a
+    // waiter's wake-up is itself a done callback added after the ones already there.
+    for (auto& cb : callbacks_) hub_->call_soon(std::move(cb.fn));
+    callbacks_.clear();
     while (waiter* w = done_waiters_.pop()) hub_->wake(*w);
     while (done_listener* l = listeners_) {
         remove_done_listener(*l);
         l->fn(*l, *this);
     }
-    for (auto& cb : callbacks_) hub_->call_soon(std::move(cb.fn));
-    callbacks_.clear();
     // Leave the hub's list and drop the hub's reference, last.
     if (prev_ != nullptr) prev_->next_ = next_;
     if (next_ != nullptr) next_->prev_ = prev_;

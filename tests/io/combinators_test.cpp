@@ -154,6 +154,17 @@ TEST_F(Wait, FirstExceptionReturnsOnTheFirstFailureOrWhenAllAreDone) {
     ts[0].wait();
 }
 
+TEST_F(Wait, ATaskCanReturnTheDoneAndPendingSets) {
+    // asyncio: run_until_complete(asyncio.wait(tasks)).
+    auto waiter = spawn([] {
+        std::vector<task<int>> ts = tasks(after(1ms, 1), after(2ms, 2));
+        return wait(ts);
+    });
+    auto r = waiter.get();
+    EXPECT_EQ(r.done.size(), 2u);
+    EXPECT_TRUE(r.pending.empty());
+}
+
 TEST_F(Wait, AnEmptySetIsAnError) {
     std::vector<task<int>> none;
     try {

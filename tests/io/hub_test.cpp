@@ -183,8 +183,11 @@ TEST_F(Hub, AGreenletKilledWhileSleepingUnwindsAndCleansUpItsTimer) {
 TEST_F(Hub, TheWatchdogNamesATaskThatBlocksTheLoop) {
     hub& h = hub::current();
     std::vector<std::string> reports;
-    auto previous =
-        h.set_exception_handler([&](const failure_report& r) { reports.emplace_back(r.message); });
+    std::vector<std::string> sources;
+    auto previous = h.set_exception_handler([&](const failure_report& r) {
+        reports.emplace_back(r.message);
+        if (r.source != nullptr) sources.push_back(r.source->name());
+    });
     h.set_watchdog(20ms);
     auto blocker = spawn(spawn_options{"blocker", 0}, [] { std::this_thread::sleep_for(60ms); });
     auto polite = spawn(spawn_options{"polite", 0}, [] { sleep(60ms); });
@@ -197,6 +200,8 @@ TEST_F(Hub, TheWatchdogNamesATaskThatBlocksTheLoop) {
     EXPECT_THAT(reports[0], HasSubstr("spawned with"));
     EXPECT_THAT(reports[0], HasSubstr("TheWatchdogNamesATaskThatBlocksTheLoop"));
     EXPECT_THAT(reports[0], HasSubstr("to_thread"));
+    EXPECT_EQ(sources,
+              std::vector<std::string>{"blocker"});  // the report's source is the task's fiber
 }
 
 TEST_F(Hub, TheWatchdogCanBeTurnedOff) {

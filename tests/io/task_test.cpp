@@ -190,6 +190,15 @@ TEST_F(Task, DoneCallbacksRunFromTheHubEvenWhenAlreadyDone) {
     EXPECT_EQ(seen, std::vector<std::string>{"callback 3"});
 }
 
+TEST_F(Task, DoneCallbacksRunBeforeTheWaiterResumes) {
+    std::vector<std::string> seen;
+    auto t = spawn([] { sleep(1ms); });
+    t.add_done_callback([&](task<void>&) { seen.push_back("callback"); });
+    t.get();
+    seen.push_back("waiter");
+    EXPECT_EQ(seen, (std::vector<std::string>{"callback", "waiter"}));
+}
+
 TEST_F(Task, DoneCallbacksRunOnceInOrderAndCanBeRemoved) {
     std::vector<int> seen;
     auto t = spawn([] { sleep(1ms); });

@@ -157,6 +157,11 @@ struct wait_result {
     std::vector<task<T>> pending;
 };
 
+namespace detail {
+template <class T>
+struct copyable<wait_result<T>> : std::false_type {};  // a task may return a wait_result
+}  // namespace detail
+
 // Waits until `when` holds (asyncio.wait): all tasks finished, the first one finished, or
 // the first one raised (all finished if none raises). With a timeout it returns what it
 // has when the time is up; it never raises on timeout and cancels nothing.

@@ -178,6 +178,17 @@ class task_base {
     task_base* next_ = nullptr;
 };
 
+// Whether T can really be copied: std::is_copy_constructible is true for a vector of
+// move-only elements, whose copy then fails to compile.
+template <class T, class = void>
+struct copyable : std::is_copy_constructible<T> {};
+template <class T>
+struct copyable<T, std::void_t<typename T::value_type>>
+    : std::bool_constant<std::is_copy_constructible_v<T> &&
+                         copyable<typename T::value_type>::value> {};
+template <class T>
+inline constexpr bool copyable_v = copyable<T>::value;
+
 template <class T>
 class task_value : public task_base {
   public:
@@ -306,7 +317,7 @@ class task : public any_task {
         t_->check_result();
         if constexpr (std::is_void_v<T>) {
             return;
-        } else if constexpr (std::is_copy_constructible_v<T>) {
+        } else if constexpr (detail::copyable_v<T>) {
             return *static_cast<detail::task_value<T>*>(t_)->result;
         } else {
             auto& r = static_cast<detail::task_value<T>*>(t_)->result;
