@@ -84,7 +84,10 @@ void hub::loop() {
             if (io_.stopped()) io_.restart();
             continue;
         }
-        // Nothing ready: block in the reactor until a handler runs.
+        // Nothing ready: block in the reactor until a handler runs. The context stops
+        // whenever its work runs out, also outside run_one() (a work guard released by a
+        // fiber): restart it first, or new work would look like no work.
+        if (io_.stopped()) io_.restart();
         if (io_.run_one() == 0) {
             io_.restart();
             if (ready_.empty()) no_work();

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <csignal>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -187,6 +188,25 @@ TEST_F(Loop, RunReportsAnUnretrievedExceptionOnceOnTheWayOut) {
 TEST_F(Loop, RunRethrowsTheMainTasksException) {
     EXPECT_THROW(run([]() -> int { throw std::invalid_argument("main failed"); }),
                  std::invalid_argument);
+}
+
+TEST_F(Loop, SigintCancelsTheMainTaskOfRunWhichThenRaisesKeyboardInterrupt) {
+    std::vector<std::string> seen;
+    try {
+        run([&] {
+            try {
+                ::raise(SIGINT);
+                sleep(1h);
+            } catch (const cancelled_error&) {
+                seen.push_back("main task cancelled");
+                throw;
+            }
+        });
+        FAIL() << "run() returned";
+    } catch (const keyboard_interrupt&) {
+        seen.push_back("keyboard_interrupt");
+    }
+    EXPECT_EQ(seen, (std::vector<std::string>{"main task cancelled", "keyboard_interrupt"}));
 }
 
 TEST_F(Loop, RunInsideRunIsAnError) {

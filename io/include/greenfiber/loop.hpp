@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "greenfiber/hub.hpp"
+#include "greenfiber/signal.hpp"
 #include "greenfiber/task.hpp"
 
 namespace greenfiber {
@@ -107,9 +108,11 @@ class event_loop {
 
 // asyncio.run(): runs `fn(args...)` as the main task of this thread's loop and returns its
 // result. On the way out, every task still unfinished is cancelled and waited for (up to
-// `grace`, default 5 s; a task still running after that is reported by name).
-// Switches: yes.   Throws: what the main task throws; greenfiber::error if the loop is
-// already running (run() inside run()).
+// 5 s; a task still running after that is reported by name), and exceptions nobody
+// retrieved are reported. While it runs, SIGINT cancels the main task and run() then
+// throws keyboard_interrupt; a second SIGINT ends the process at once.
+// Switches: yes.   Throws: what the main task throws; keyboard_interrupt;
+// greenfiber::error if the loop is already running (run() inside run()).
 template <class Fn, class... Args>
 auto run(Fn&& fn, Args&&... args) {
     event_loop& loop = event_loop::current();
@@ -119,7 +122,9 @@ auto run(Fn&& fn, Args&&... args) {
     struct cleanup {
         ~cleanup() { detail::finish_run(std::chrono::seconds(5)); }
     } at_exit;
-    return loop.run_until_complete(main);
+    // Ctrl-C cancels the main task (keyboard_interrupt leaves run() after the cleanup); a
+    // second Ctrl-C ends the process at once.
+    return detail::run_interruptible(main, [&] { return loop.run_until_complete(main); });
 }
 
 }  // namespace greenfiber
