@@ -1,0 +1,273 @@
+#pragma once
+// A one-shot result that fibers can wait for: promise<T> sets it, future<T> reads it
+// (gevent's AsyncResult, split into its two ends as std::promise/std::shared_future are).
+//
+//   greenfiber::promise<int> p;
+//   auto f = p.get_future();
+//   auto t = greenfiber::spawn([f = f.share()]() mutable { return f.get() * 2; });
+//   p.set_value(21);   // wakes every fiber waiting in get(); t returns 42
+//
+// The result is set once (a value or an exception); any number of fibers may wait for it
+// and all see the same result. A promise destroyed before setting it sets broken_promise,
+// so no fiber waits forever for it. A waiting fiber that is cancelled just leaves; the
+// other waiters are not affected.
+//
+// Thread: thread-bound (fibers of one hub). From another thread, post() the set_value()
+// to the hub.
+
+#include <chrono>
+#include <concepts>
+#include <exception>
+#include <memory>
+#include <optional>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <variant>
+
+#include "greenfiber/error.hpp"
+#include "greenfiber/sync.hpp"
+#include "greenfiber/task.hpp"
+
+namespace greenfiber {
+
+// The error a future gets when its promise was destroyed without setting a result.
+class broken_promise : public error {
+  public:
+    using error::error;
+};
+
+template <class T>
+class future;
+
+namespace detail {
+
+// The state a promise and its futures share. Thread-bound.
+template <class T>
+struct future_state {
+    using stored = std::conditional_t<std::is_void_v<T>, std::monostate, T>;
+    std::optional<stored> value;
+    std::exception_ptr error;
+    wait_list waiters;  // fibers in get()/wait()
+    bool ready() const noexcept { return value.has_value() || error != nullptr; }
+};
+
+// What future<T>::get() returns: a reference to the shared value, or nothing.
+template <class T>
+struct future_ref {
+    using type = const T&;
+};
+template <>
+struct future_ref<void> {
+    using type = void;
+};
+
+// What future<T>::get_until() returns: a copy of the value (nullopt on timeout), or
+// whether it is ready.
+template <class T>
+struct future_opt {
+    using type = std::optional<T>;
+};
+template <>
+struct future_opt<void> {
+    using type = bool;
+};
+
+}  // namespace detail
+
+// The setting end of a one-shot result. Move-only.
+// Thread: thread-bound.
+template <class T>
+class promise {
+  public:
+    // A promise with a fresh, unset result. Switches: no.   Throws: std::bad_alloc.
+    promise() : s_(std::make_shared<detail::future_state<T>>()) {}
+    promise(promise&& o) noexcept = default;
+    // Breaks the result this promise held if it was not set (see ~promise).
+    promise& operator=(promise&& o) noexcept {
+        promise(std::move(o)).swap(*this);
+        return *this;
+    }
+    promise(const promise&) = delete;
+    promise& operator=(const promise&) = delete;
+
+    // If the result was never set, sets broken_promise and wakes its waiters.
+    // Switches: no.
+    ~promise() {
+        if (s_ != nullptr && !s_->ready()) {
+            s_->error = std::make_exception_ptr(broken_promise(
+                "greenfiber: the promise was destroyed before it set a result (broken "
+                "promise)"));
+            s_->waiters.signal_all();
+        }
+    }
+
+    // Exchanges the results of two promises. Switches: no.
+    void swap(promise& o) noexcept { s_.swap(o.s_); }
+
+    // A future for this result; may be called any number of times. Switches: no.
+    // Throws: greenfiber::error on a moved-from promise.
+    future<T> get_future() const { return future<T>(state("get_future")); }
+
+    // Sets the value, constructed from `args` (none for promise<void>), and wakes every
+    // waiting fiber (they run later). Switches: no.
+    // Throws: invalid_state_error if a result was already set; what T's constructor
+    // throws; greenfiber::error on a moved-from promise.
+    template <class... Args>
+    requires std::is_constructible_v<typename detail::future_state<T>::stored, Args &&...> void
+    set_value(Args&&... args) {
+        auto& s = check_unset("set_value");
+        s.value.emplace(std::forward<Args>(args)...);
+        s.waiters.signal_all();
+    }
+
+    // Sets an exception that get() will rethrow, and wakes every waiting fiber.
+    // Switches: no.   Throws: invalid_state_error if a result was already set;
+    // greenfiber::error if `e` is null or the promise is moved-from.
+    void set_exception(std::exception_ptr e) {
+        if (e == nullptr) throw error("greenfiber: promise.set_exception(): null exception_ptr");
+        auto& s = check_unset("set_exception");
+        s.error = std::move(e);
+        s.waiters.signal_all();
+    }
+    // set_exception(std::make_exception_ptr(e)).
+    template <class E>
+    requires(!std::is_same_v<std::decay_t<E>, std::exception_ptr>) void set_exception(E&& e) {
+        set_exception(std::make_exception_ptr(std::forward<E>(e)));
+    }
+
+    // Whether a result is set. Switches: no.
+    bool ready() const noexcept { return s_ != nullptr && s_->ready(); }
+
+  private:
+    const std::shared_ptr<detail::future_state<T>>& state(const char* op) const {
+        if (s_ == nullptr)
+            throw error(std::string("greenfiber: promise.") + op + "(): moved-from promise");
+        return s_;
+    }
+    detail::future_state<T>& check_unset(const char* op) {
+        auto& s = *state(op);
+        if (s.ready())
+            throw invalid_state_error(std::string("greenfiber: promise.") + op +
+                                      "(): the result is already set (invalid state)");
+        return s;
+    }
+
+    std::shared_ptr<detail::future_state<T>> s_;  // Shared with the futures.
+};
+
+// The reading end of a one-shot result: get() waits until it is set. Move-only; share()
+// gives another handle to the same result, so several fibers can wait.
+// Thread: thread-bound.
+template <class T>
+class future {
+  public:
+    using time_point = std::chrono::steady_clock::time_point;
+    using duration = std::chrono::steady_clock::duration;
+
+    // A future with no state (valid() is false). Switches: no.
+    future() noexcept = default;
+    future(future&&) noexcept = default;
+    future& operator=(future&&) noexcept = default;
+    future(const future&) = delete;
+    future& operator=(const future&) = delete;
+
+    // Another handle to the same result. Switches: no.
+    future share() const noexcept { return future(s_); }
+
+    // Whether it refers to a result (false when default-constructed or moved from).
+    // Switches: no.
+    bool valid() const noexcept { return s_ != nullptr; }
+    // Whether the result is set (gevent's ready()). Switches: no.
+    bool ready() const noexcept { return s_ != nullptr && s_->ready(); }
+    // Whether it is set to a value (gevent's successful()). Switches: no.
+    bool has_value() const noexcept { return s_ != nullptr && s_->value.has_value(); }
+    // Whether it is set to an exception. Switches: no.
+    bool has_exception() const noexcept { return s_ != nullptr && s_->error != nullptr; }
+
+    // Waits until the result is set; returns at once if it is.
+    // Switches: only when it must wait.
+    // Throws: cancelled_error; loop_exit; greenfiber::error if !valid().
+    void wait() { (void)wait_impl(nullptr); }
+    // wait() that gives up at `deadline`: returns whether the result is set.
+    // Switches: only when it must wait.   Throws: as wait().
+    bool wait_until(time_point deadline) { return wait_impl(&deadline); }
+    // wait_until(now + `timeout`).
+    bool wait_for(duration timeout) {
+        return wait_until(std::chrono::steady_clock::now() + timeout);
+    }
+
+    // Waits until the result is set, then returns (a reference to) the value, which lives
+    // as long as any handle to the result, or rethrows the exception.
+    // Switches: only when it must wait.
+    // Throws: the exception that was set (broken_promise included); cancelled_error;
+    // loop_exit; greenfiber::error if !valid().
+    typename detail::future_ref<T>::type get() {
+        wait();
+        return result();
+    }
+
+    // get() that gives up at `deadline`: a copy of the value, or std::nullopt if the
+    // deadline passed first (for future<void>: true, or false on timeout).
+    // Switches: only when it must wait.   Throws: as get().
+    typename detail::future_opt<T>::type get_until(time_point deadline) requires(
+        std::is_void_v<T> || std::copy_constructible<T>) {
+        if (!wait_until(deadline)) return {};
+        if constexpr (std::is_void_v<T>) {
+            result();
+            return true;
+        } else {
+            return result();
+        }
+    }
+    // get_until(now + `timeout`).
+    typename detail::future_opt<T>::type get_for(duration timeout) requires(
+        std::is_void_v<T> || std::copy_constructible<T>) {
+        return get_until(std::chrono::steady_clock::now() + timeout);
+    }
+
+    // The result without waiting: the value, or the exception rethrown. Switches: no.
+    // Throws: invalid_state_error "Result is not set." if it is not set; the exception.
+    typename detail::future_ref<T>::type result() const {
+        const auto& s = state("result");
+        if (!s.ready())
+            throw invalid_state_error("greenfiber: future.result(): Result is not set.");
+        if (s.error) std::rethrow_exception(s.error);
+        if constexpr (!std::is_void_v<T>) return *s.value;
+    }
+
+    // The exception that was set, or null if a value was. Switches: no.
+    // Throws: invalid_state_error "Exception is not set." if the result is not set.
+    std::exception_ptr exception() const {
+        const auto& s = state("exception");
+        if (!s.ready())
+            throw invalid_state_error("greenfiber: future.exception(): Exception is not set.");
+        return s.error;
+    }
+
+  private:
+    friend class promise<T>;
+    explicit future(std::shared_ptr<detail::future_state<T>> s) noexcept : s_(std::move(s)) {}
+
+    const detail::future_state<T>& state(const char* op) const {
+        if (s_ == nullptr)
+            throw error(std::string("greenfiber: future.") + op + "(): the future has no state");
+        return *s_;
+    }
+
+    bool wait_impl(const time_point* deadline) {
+        (void)state("wait");
+        if (s_->ready()) return true;
+        if (deadline != nullptr && detail::deadline_passed(*deadline)) return false;
+        // Keep the state alive while parked, whatever happens to this handle meanwhile.
+        std::shared_ptr<detail::future_state<T>> keep = s_;
+        detail::sync_waiter sw("a future's result");
+        // Nothing to pass on: setting the result woke every waiter.
+        (void)detail::wait_in(keep->waiters, sw, deadline);
+        return keep->ready();
+    }
+
+    std::shared_ptr<detail::future_state<T>> s_;  // Shared with the promise; null if invalid.
+};
+
+}  // namespace greenfiber
