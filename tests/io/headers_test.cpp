@@ -20,6 +20,8 @@ using greenfiber::value;
 
 // `catch (const std::exception&)` must not swallow a kill (reference §1.3).
 static_assert(!std::is_base_of_v<std::exception, greenlet_exit>);
+static_assert(!std::is_base_of_v<std::exception, greenfiber::cancelled_error>);
+static_assert(!std::is_copy_constructible_v<greenfiber::task<int>>);
 static_assert(std::is_base_of_v<std::logic_error, greenfiber::error>);
 static_assert(!std::is_copy_constructible_v<value>);
 static_assert(!std::is_copy_assignable_v<value>);

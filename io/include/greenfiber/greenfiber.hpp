@@ -1,0 +1,18 @@
+#pragma once
+// Everything greenfiber offers, in one include (the `greenfiber` dependency). Code that
+// links only `greenfiber-fibers` includes the fibers headers one by one instead.
+
+#include "greenfiber/combinators.hpp"
+#include "greenfiber/error.hpp"
+#include "greenfiber/executor.hpp"
+#include "greenfiber/future.hpp"
+#include "greenfiber/generator.hpp"
+#include "greenfiber/greenlet.hpp"
+#include "greenfiber/hub.hpp"
+#include "greenfiber/loop.hpp"
+#include "greenfiber/queue.hpp"
+#include "greenfiber/signal.hpp"
+#include "greenfiber/stack.hpp"
+#include "greenfiber/sync.hpp"
+#include "greenfiber/task.hpp"
+#include "greenfiber/value.hpp"
