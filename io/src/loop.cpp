@@ -66,23 +66,30 @@ timer_handle event_loop::call_at(std::chrono::steady_clock::time_point when,
     return timer_handle(std::move(s));
 }
 
-void event_loop::enter(const char* what) {
-    if (closed_) throw error(std::string("greenfiber: ") + what + ": the event loop is closed");
-    if (running_)
-        throw error(std::string("greenfiber: ") + what + ": the event loop is already running");
-}
+// Marks the loop running for one run_* call; the destructor leaves it idle again.
+class event_loop::running_scope {
+  public:
+    running_scope(event_loop& l, const char* what) : l_(l) {
+        if (l.closed_)
+            throw error(std::string("greenfiber: ") + what + ": the event loop is closed");
+        if (l.running_)
+            throw error(std::string("greenfiber: ") + what + ": the event loop is already running");
+        l.running_ = true;
+    }
+    ~running_scope() {
+        l_.running_ = false;
+        l_.runner_ = nullptr;
+        l_.stop_requested_ = false;
+    }
+    running_scope(const running_scope&) = delete;
+    running_scope& operator=(const running_scope&) = delete;
+
+  private:
+    event_loop& l_;
+};
 
 void event_loop::wait_until_done_or_stopped(detail::task_base& t) {
-    enter("run_until_complete");
-    running_ = true;
-    struct leave {
-        event_loop& l;
-        ~leave() {
-            l.running_ = false;
-            l.runner_ = nullptr;
-            l.stop_requested_ = false;
-        }
-    } guard{*this};
+    running_scope running(*this, "run_until_complete");
     if (!t.done() && !stop_requested_) {
         const std::string what = "task '" + t.name() + "' (run_until_complete)";
         detail::waiter w(what.c_str());
@@ -93,16 +100,7 @@ void event_loop::wait_until_done_or_stopped(detail::task_base& t) {
 }
 
 void event_loop::run_forever() {
-    enter("run_forever");
-    running_ = true;
-    struct leave {
-        event_loop& l;
-        ~leave() {
-            l.running_ = false;
-            l.runner_ = nullptr;
-            l.stop_requested_ = false;
-        }
-    } guard{*this};
+    running_scope running(*this, "run_forever");
     detail::waiter w("stop() (run_forever)");
     runner_ = &w;
     if (stop_requested_) {

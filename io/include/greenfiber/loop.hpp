@@ -96,7 +96,7 @@ class event_loop {
     friend class timer_handle;
     explicit event_loop(hub& h) : hub_(&h) {}
     void wait_until_done_or_stopped(detail::task_base& t);
-    void enter(const char* what);
+    class running_scope;
 
     hub* hub_;
     bool running_ = false;
