@@ -2,8 +2,11 @@
 
 #include "greenfiber/loop.hpp"
 
+#include "greenfiber/executor.hpp"
+
 #include <boost/asio/steady_timer.hpp>
 
+#include <algorithm>
 #include <memory>
 #include <vector>
 
@@ -128,11 +131,25 @@ void event_loop::close() {
 namespace detail {
 
 void finish_run(std::chrono::steady_clock::duration grace) noexcept {
-    struct at_end {
-        ~at_end() { task_base::report_all_unretrieved(); }
-    } report_unretrieved;
     const auto deadline = std::chrono::steady_clock::now() + grace;
     hub& h = hub::current();
+    struct at_end {
+        hub& h;
+        std::chrono::steady_clock::time_point deadline;
+        ~at_end() {
+            // asyncio.run shuts the default executor down: the rest of the grace period
+            // bounds it, and a job still running then is reported by name.
+            try {
+                shutdown_default_executor(
+                    std::max(deadline - std::chrono::steady_clock::now(),
+                             std::chrono::steady_clock::duration(std::chrono::milliseconds(100))));
+            } catch (...) {
+                h.report({"greenfiber: run(): shutting down the default executor",
+                          std::current_exception(), nullptr});
+            }
+            task_base::report_all_unretrieved();
+        }
+    } on_the_way_out{h, deadline};
     try {
         for (;;) {
             std::vector<task_base*> left = task_base::all(h);
@@ -145,18 +162,18 @@ void finish_run(std::chrono::steady_clock::duration grace) noexcept {
             for (task_base* t : left) {
                 if (!late && !t->done() && !t->wait_done_until(deadline)) late = true;
                 if (late && !t->done()) {
-                    report_failure({"greenfiber: run(): task '" + t->name() +
-                                        "' was still running when the grace period for cancelled "
-                                        "tasks ended",
-                                    nullptr, nullptr});
+                    h.report({"greenfiber: run(): task '" + t->name() +
+                                  "' was still running when the grace period for cancelled "
+                                  "tasks ended",
+                              nullptr, nullptr});
                 }
                 t->release();
             }
             if (late) return;
         }
     } catch (...) {
-        report_failure({"greenfiber: run(): cleaning up the remaining tasks failed",
-                        std::current_exception(), nullptr});
+        h.report({"greenfiber: run(): cleaning up the remaining tasks failed",
+                  std::current_exception(), nullptr});
     }
 }
 

@@ -3,12 +3,17 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <boost/asio/executor_work_guard.hpp>
+
 #include <chrono>
 #include <csignal>
+#include <memory>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "greenfiber/executor.hpp"
 #include "io_check.hpp"
 
 using namespace greenfiber;
@@ -207,6 +212,30 @@ TEST_F(Loop, SigintCancelsTheMainTaskOfRunWhichThenRaisesKeyboardInterrupt) {
         seen.push_back("keyboard_interrupt");
     }
     EXPECT_EQ(seen, (std::vector<std::string>{"main task cancelled", "keyboard_interrupt"}));
+}
+
+TEST_F(Loop, CallSoonThreadsafeRunsOnTheLoopFromAnotherThread) {
+    event_loop& loop = event_loop::current();
+    std::thread::id ran_on;
+    std::thread other([&] {
+        loop.call_soon_threadsafe([&] {
+            ran_on = std::this_thread::get_id();
+            loop.stop();
+        });
+    });
+    auto guard = boost::asio::make_work_guard(loop.owner().context());  // a post is coming
+    other.join();
+    loop.run_forever();
+    EXPECT_EQ(ran_on, std::this_thread::get_id());
+}
+
+TEST_F(Loop, RunShutsDownTheDefaultExecutor) {
+    std::shared_ptr<executor> used;
+    run([&] {
+        used = default_executor();
+        EXPECT_EQ(to_thread([] { return 2; }), 2);
+    });
+    EXPECT_NE(default_executor(), used);  // a new one: run() shut the old one down
 }
 
 TEST_F(Loop, RunInsideRunIsAnError) {

@@ -72,6 +72,13 @@ class event_loop {
     // Runs `fn()` on the hub after what is already ready (FIFO). Switches: no.
     void call_soon(detail::unique_function<void()> fn) { hub_->call_soon(std::move(fn)); }
 
+    // call_soon() from any thread: the one cross-thread entry (hub::post).
+    // Switches: no.   Thread: thread-safe.
+    template <class Fn>
+    void call_soon_threadsafe(Fn&& fn) {
+        hub_->post(std::forward<Fn>(fn));
+    }
+
     // Runs `fn()` on the hub once `delay` has passed / at `when`. Switches: no.
     timer_handle call_later(std::chrono::steady_clock::duration delay,
                             detail::unique_function<void()> fn) {
@@ -108,9 +115,11 @@ class event_loop {
 
 // asyncio.run(): runs `fn(args...)` as the main task of this thread's loop and returns its
 // result. On the way out, every task still unfinished is cancelled and waited for (up to
-// 5 s; a task still running after that is reported by name), and exceptions nobody
-// retrieved are reported. While it runs, SIGINT cancels the main task and run() then
-// throws keyboard_interrupt; a second SIGINT ends the process at once.
+// 5 s; a task still running after that is reported by name), the default executor is shut
+// down within what is left of that time (the default executor is process-wide: a later
+// use creates a new one; programs running loops on several threads give each its own
+// executor), and exceptions nobody retrieved are reported. While it runs, SIGINT cancels the main
+// task and run() then throws keyboard_interrupt; a second SIGINT ends the process at once.
 // Switches: yes.   Throws: what the main task throws; keyboard_interrupt;
 // greenfiber::error if the loop is already running (run() inside run()).
 template <class Fn, class... Args>
