@@ -72,6 +72,14 @@ hub::hub() : loop_([this] { loop(); }, greenlet::options{"hub", 0}) {
 }
 
 hub::~hub() {
+    // First cancel what is left and let it finish on a running hub (bounded): a task whose
+    // unwinding waits for another would otherwise block the thread's exit. Only what is
+    // still there after that is killed with greenlet_exit.
+    if (!detail::task_base::all(*this).empty() && !in_hub()) {
+        const auto saved = std::exchange(watchdog_, std::chrono::milliseconds(0));
+        detail::cancel_and_join_tasks(std::chrono::seconds(1));
+        watchdog_ = saved;
+    }
     detail::task_base::destroy_all(*this);
     // Dropping loop_ kills the hub's greenlet if it is suspended in its loop.
 }

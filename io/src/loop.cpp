@@ -150,6 +150,12 @@ void finish_run(std::chrono::steady_clock::duration grace) noexcept {
             task_base::report_all_unretrieved();
         }
     } on_the_way_out{h, deadline};
+    cancel_and_join_tasks(grace);
+}
+
+void cancel_and_join_tasks(std::chrono::steady_clock::duration grace) noexcept {
+    const auto deadline = std::chrono::steady_clock::now() + grace;
+    hub& h = hub::current();
     try {
         for (;;) {
             std::vector<task_base*> left = task_base::all(h);

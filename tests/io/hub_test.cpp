@@ -180,6 +180,22 @@ TEST_F(Hub, AGreenletKilledWhileSleepingUnwindsAndCleansUpItsTimer) {
     EXPECT_EQ(seen, std::vector<std::string>{"unwound"});
 }
 
+TEST_F(Hub, AtThreadExitUnfinishedTasksAreCancelledAndJoined) {
+    std::vector<std::string> seen;
+    std::thread([&] {
+        auto t = spawn([&] {
+            try {
+                sleep(1h);
+            } catch (const cancelled_error&) {
+                seen.push_back("cancelled at thread exit");
+                throw;
+            }
+        });
+        yield_now();
+    }).join();
+    EXPECT_EQ(seen, std::vector<std::string>{"cancelled at thread exit"});
+}
+
 TEST_F(Hub, TheWatchdogNamesATaskThatBlocksTheLoop) {
     hub& h = hub::current();
     std::vector<std::string> reports;

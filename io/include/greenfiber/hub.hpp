@@ -42,6 +42,9 @@ class cancelled_error {
 namespace detail {
 
 class task_base;
+// Cancels every unfinished task of this thread's hub and waits for them, at most `grace`
+// (a task still running then is reported by name). Switches: yes.
+void cancel_and_join_tasks(std::chrono::steady_clock::duration grace) noexcept;
 
 // A parked fiber's wake-up record. It lives in the frame of the wait that parks the fiber,
 // so it exists exactly as long as the fiber is parked; whoever may wake it must be unlinked
