@@ -3,6 +3,7 @@
 // links only `greenfiber-fibers` includes the fibers headers one by one instead.
 
 #include "greenfiber/combinators.hpp"
+#include "greenfiber/deadline.hpp"
 #include "greenfiber/error.hpp"
 #include "greenfiber/executor.hpp"
 #include "greenfiber/future.hpp"
@@ -12,6 +13,7 @@
 #include "greenfiber/loop.hpp"
 #include "greenfiber/queue.hpp"
 #include "greenfiber/signal.hpp"
+#include "greenfiber/socket.hpp"
 #include "greenfiber/stack.hpp"
 #include "greenfiber/sync.hpp"
 #include "greenfiber/task.hpp"

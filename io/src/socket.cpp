@@ -1,0 +1,130 @@
+// Sockets: the readiness wait, connect's system calls and the misuse errors.
+
+#include "greenfiber/socket.hpp"
+
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <sstream>
+#include <string>
+
+#include "greenfiber/task.hpp"
+
+namespace greenfiber {
+
+namespace detail {
+
+namespace {
+
+std::string who(const greenlet_impl* g) {
+    if (g == nullptr) return "nobody";
+    if (g->local != nullptr)
+        return "task '" + static_cast<const task_base*>(g->local)->name() + "'";
+    if (g->is_main) return "the main greenlet";
+    if (g->name.empty()) return "greenlet #" + std::to_string(g->id);
+    return "greenlet '" + g->name + "'";
+}
+
+// Ends a wait whose handler has not run yet: cancels the async_wait and waits out its
+// handler (shielded), so that it never runs on a dead frame.
+void settle(ready_wait& rw) {
+    if (!rw.armed || rw.done) return;
+    rw.cancel->emit(boost::asio::cancellation_type::terminal);
+    while (!rw.done) rw.h->park_shielded(rw.w);
+}
+
+}  // namespace
+
+void throw_busy(const char* what, const char* direction, const greenlet_impl* holder,
+                const greenlet_impl* self) {
+    throw error(std::string("greenfiber: ") + what + " from " + who(self) +
+                ": the socket already has a " + direction + ", " + who(holder) +
+                " (one reader and one writer at a time; give each direction one fiber, or "
+                "guard it with a greenfiber::mutex)");
+}
+
+void throw_wrong_thread(const char* what, const hub& h) {
+    std::ostringstream os;
+    os << "greenfiber: " << what << " on a socket of the hub of thread " << h.thread_id()
+       << " from thread " << std::this_thread::get_id()
+       << ": an I/O object belongs to the thread that created it (post() to its hub)";
+    throw error(os.str());
+}
+
+void await_ready(ready_wait& rw, deadline dl, boost::system::error_code& ec) {
+    rw.w.context = &rw;
+    // A cancelled task ends only its own direction's wait; the handler then wakes it.
+    rw.w.on_cancel = [](waiter& w) noexcept {
+        static_cast<ready_wait*>(w.context)->cancel->emit(boost::asio::cancellation_type::terminal);
+    };
+    auto arm = [](void* p) noexcept {
+        auto* self = static_cast<ready_wait*>(p);
+        self->armed = true;
+        self->start(*self);
+    };
+    try {
+        if (dl.is_set()) {
+            (void)rw.h->park_until(rw.w, dl.at(), arm, &rw);
+        } else {
+            rw.h->park(rw.w, arm, &rw);
+        }
+    } catch (...) {
+        settle(rw);
+        throw;
+    }
+    if (rw.done) {
+        ec = rw.result;
+        return;
+    }
+    settle(rw);  // the deadline passed first
+    ec = boost::asio::error::timed_out;
+}
+
+bool start_connect(int fd, const void* addr, std::size_t len, boost::system::error_code& ec) {
+    ec.clear();
+    if (::connect(fd, static_cast<const sockaddr*>(addr), static_cast<socklen_t>(len)) == 0) {
+        return false;
+    }
+    // EINTR: the connect goes on asynchronously (POSIX), like EINPROGRESS.
+    if (errno == EINPROGRESS || errno == EINTR || errno == EAGAIN) return true;
+    ec.assign(errno, boost::system::system_category());
+    return false;
+}
+
+void finish_connect(int fd, boost::system::error_code& ec) {
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (::getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) {
+        ec.assign(errno, boost::system::system_category());
+    } else if (err != 0) {
+        ec.assign(err, boost::system::system_category());
+    } else {
+        ec.clear();
+    }
+}
+
+}  // namespace detail
+
+void wait_readable(int fd, deadline dl) {
+    fd_watch w(fd);
+    w.wait_readable(dl);
+}
+
+void wait_writable(int fd, deadline dl) {
+    fd_watch w(fd);
+    w.wait_writable(dl);
+}
+
+namespace unix_stream {
+
+std::pair<socket, socket> pair(hub& h) {
+    socket::native_type a(h.context());
+    socket::native_type b(h.context());
+    boost::asio::local::connect_pair(a, b);
+    return {socket(h, std::move(a)), socket(h, std::move(b))};
+}
+
+}  // namespace unix_stream
+
+}  // namespace greenfiber
