@@ -17,4 +17,5 @@
 #include "greenfiber/stack.hpp"
 #include "greenfiber/sync.hpp"
 #include "greenfiber/task.hpp"
+#include "greenfiber/use_fiber.hpp"
 #include "greenfiber/value.hpp"
