@@ -1,0 +1,104 @@
+// What the network benchmark servers (echo_server, http_server) share: the command line,
+// the listener on 127.0.0.1, the accept loop that spawns one task per connection, and a
+// clean exit on SIGTERM. Shaped like the anchors' asio_common.hpp, so that the servers
+// compared by shared/anchors/net/run differ only in the library underneath.
+#pragma once
+
+#include <signal.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <string>
+#include <utility>
+
+#include <greenfiber/loop.hpp>
+#include <greenfiber/signal.hpp>
+#include <greenfiber/socket.hpp>
+#include <greenfiber/stack.hpp>
+#include <greenfiber/task.hpp>
+
+namespace bench::net {
+
+namespace gf = greenfiber;
+namespace asio = boost::asio;
+using boost::system::error_code;
+
+// The command line: PORT, then --NAME VALUE pairs for the knobs each server declares.
+// PORT 0 picks a free port and prints "listening on 127.0.0.1:N" once (for the smoke
+// tests); otherwise nothing is printed.
+struct options {
+    unsigned short port = 0;
+    std::size_t stack = 0;   // --stack BYTES: greenlet stack size (0: the library default)
+    std::size_t buffer = 0;  // --buffer BYTES: the server's read buffer
+};
+
+inline options parse(int argc, char** argv, options defaults) {
+    auto usage = [&] {
+        std::fprintf(stderr, "usage: %s PORT [--stack BYTES] [--buffer BYTES]\n", argv[0]);
+        std::exit(2);
+    };
+    auto number = [&](const char* s, long lo, long hi) {
+        char* end = nullptr;
+        const long v = std::strtol(s, &end, 10);
+        if (end == s || *end != '\0' || v < lo || v > hi) usage();
+        return v;
+    };
+    if (argc < 2 || (argc % 2) != 0) usage();
+    options o = defaults;
+    o.port = static_cast<unsigned short>(number(argv[1], 0, 65535));
+    for (int i = 2; i + 1 < argc; i += 2) {
+        if (std::strcmp(argv[i], "--stack") == 0) {
+            o.stack = static_cast<std::size_t>(number(argv[i + 1], 16384, 1 << 26));
+        } else if (std::strcmp(argv[i], "--buffer") == 0) {
+            o.buffer = static_cast<std::size_t>(number(argv[i + 1], 1, 1 << 20));
+        } else {
+            usage();
+        }
+    }
+    return o;
+}
+
+// Listens on 127.0.0.1:o.port and runs `session(socket)` in a detached task of its own
+// for each connection, until SIGTERM: that cancels the accept loop, run() then cancels and
+// joins every session, and the process exits with status 0. `session` takes the socket as
+// `gf::tcp::socket&&`, so the socket stays in the task's own state (no copy on its stack).
+template <class Session>
+int run_server(const options& o, Session session) {
+    // Stacks of the chosen size come from the pool's slabs, like the default ones.
+    if (o.stack != 0) gf::set_default_stack_size(o.stack);
+    try {
+        gf::run([&] {
+            gf::add_signal_handler(
+                SIGTERM, [main = gf::current_task().share_any()] { (void)main.cancel("SIGTERM"); });
+            const gf::tcp::endpoint ep(asio::ip::address_v4::loopback(), o.port);
+            gf::tcp::acceptor acceptor(ep, true, 4096);
+            if (o.port == 0) {
+                std::printf("listening on 127.0.0.1:%u\n", acceptor.local_endpoint().port());
+                std::fflush(stdout);
+            }
+            for (;;) {
+                error_code ec;
+                gf::tcp::socket s = acceptor.accept(ec);
+                if (ec) {
+                    // Out of descriptors, say: wait a little instead of spinning.
+                    std::fprintf(stderr, "accept: %s\n", ec.message().c_str());
+                    gf::sleep(std::chrono::milliseconds(10));
+                    continue;
+                }
+                s.native().set_option(gf::tcp::protocol::no_delay(true), ec);
+                (void)gf::spawn(session, std::move(s));
+            }
+        });
+    } catch (const gf::cancelled_error&) {
+        return 0;  // SIGTERM
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "server: %s\n", e.what());
+        return 1;
+    }
+    return 0;
+}
+
+}  // namespace bench::net
