@@ -110,7 +110,9 @@ void hub::loop() {
 class hub::watch {
   public:
     watch(hub& h, detail::greenlet_impl* fiber) : h_(h) {
-        if (h_.watchdog_.count() == 0) return;
+        // The thread's main greenlet is not watched: between two run_* calls it does what it
+        // likes, and the hub is not running then (asyncio's slow-callback check agrees).
+        if (h_.watchdog_.count() == 0 || (fiber != nullptr && fiber->is_main)) return;
         started_ = coarse_now();
         if (fiber == nullptr) return;
         task_ = static_cast<detail::task_base*>(fiber->local);
@@ -296,53 +298,68 @@ void hub::park_impl(detail::waiter& w, void (*arm)(void*) noexcept, void* arg, b
 
 namespace {
 
-// A deadline for one park: the timer's handler refers to this frame, so the frame waits for
-// the handler (shielded) before it goes away, whatever ended the wait.
-struct timed_park {
-    timed_park(hub& hb, detail::waiter& wt, std::chrono::steady_clock::time_point deadline,
+// A deadline for one park. On the heap and owned by the timer's handler once armed, so a
+// wait that ends early only cancels the timer and goes on: it never waits for the handler.
+struct park_timer {
+    park_timer(hub& hb, detail::waiter& wt, std::chrono::steady_clock::time_point deadline,
                void (*a)(void*) noexcept, void* a_arg)
         : timer(hb.context(), deadline), h(&hb), w(&wt), arm(a), arm_arg(a_arg) {}
 
+    // Runs on the hub once the fiber is parked.
     static void start(void* p) noexcept {
-        auto* self = static_cast<timed_park*>(p);
+        auto* self = static_cast<park_timer*>(p);
         if (self->arm != nullptr) self->arm(self->arm_arg);
-        self->armed = true;
-        self->timer.async_wait([self](const boost::system::error_code& ec) {
-            self->fired = true;
-            if (!ec && !self->w->woken) self->timed_out = true;
-            self->h->wake(*self->w);  // a no-op unless the fiber is parked
-        });
-    }
-
-    void drain() {
-        if (!armed || fired) return;
-        timer.cancel();
-        while (!fired) h->park_shielded(*w);
+        *self->armed = true;
+        self->timer.async_wait(
+            [owned = std::unique_ptr<park_timer>(self)](const boost::system::error_code& ec) {
+                park_timer& t = *owned;
+                if (t.w == nullptr) return;  // the wait already ended
+                *t.fired = true;
+                if (!ec && !t.w->woken) {
+                    *t.timed_out = true;
+                    t.h->wake(*t.w);  // a no-op unless the fiber is parked
+                }
+            });
     }
 
     boost::asio::steady_timer timer;
     hub* h;
-    detail::waiter* w;
+    detail::waiter* w;  // null once the waiting fiber went on
     void (*arm)(void*) noexcept;
     void* arm_arg;
-    bool armed = false;
-    bool fired = false;
-    bool timed_out = false;
+    // In the waiting fiber's frame; written only while w is set.
+    bool* armed = nullptr;
+    bool* fired = nullptr;
+    bool* timed_out = nullptr;
 };
 
 }  // namespace
 
 bool hub::park_until(detail::waiter& w, std::chrono::steady_clock::time_point deadline,
                      void (*arm)(void*) noexcept, void* arg) {
-    timed_park op(*this, w, deadline, arm, arg);
-    try {
-        park(w, &timed_park::start, &op);
-    } catch (...) {
-        op.drain();
-        throw;
-    }
-    const bool timed_out = op.timed_out;
-    op.drain();
+    bool armed = false;
+    bool fired = false;
+    bool timed_out = false;
+    auto* t = new park_timer(*this, w, deadline, arm, arg);
+    t->armed = &armed;
+    t->fired = &fired;
+    t->timed_out = &timed_out;
+    // However the park ends: before arming we own the timer; after, its handler does, and
+    // unless it already ran it must forget this frame.
+    struct detach {
+        park_timer* t;
+        const bool& armed;
+        const bool& fired;
+        ~detach() {
+            if (!armed) {
+                delete t;
+            } else if (!fired) {
+                t->w = nullptr;
+                t->timer.cancel();
+            }
+        }
+    } guard{t, armed, fired};
+    park(w, &park_timer::start, t);
     return !timed_out;
 }
 

@@ -220,6 +220,37 @@ TEST_F(Hub, TheWatchdogNamesATaskThatBlocksTheLoop) {
               std::vector<std::string>{"blocker"});  // the report's source is the task's fiber
 }
 
+TEST_F(Hub, TheWatchdogLeavesTheMainGreenletAlone) {
+    // Between two waits the main greenlet runs outside the loop: not a stall of the hub.
+    hub& h = hub::current();
+    std::vector<std::string> reports;
+    auto previous =
+        h.set_exception_handler([&](const failure_report& r) { reports.emplace_back(r.message); });
+    h.set_watchdog(20ms);
+    sleep(1ms);
+    std::this_thread::sleep_for(50ms);
+    sleep(1ms);
+    h.set_watchdog(100ms);
+    h.set_exception_handler(std::move(previous));
+    EXPECT_TRUE(reports.empty()) << reports.front();
+}
+
+TEST_F(Hub, AWaitWithADeadlineThatEndsEarlyGoesOnAtOnce) {
+    // Woken before its deadline, a timed park cancels its timer and returns without waiting
+    // for the timer's handler: a cancelled sleeper finishes in the same pass of the loop.
+    auto sleeper = spawn([] { sleep(std::chrono::hours(1)); });
+    yield_now();
+    sleeper.cancel();
+    int passes = 0;
+    while (!sleeper.done() && passes < 10) {
+        yield_now();
+        ++passes;
+    }
+    EXPECT_TRUE(sleeper.done());
+    EXPECT_LE(passes, 1);
+    EXPECT_THROW(sleeper.get(), cancelled_error);
+}
+
 TEST_F(Hub, TheWatchdogCanBeTurnedOff) {
     hub& h = hub::current();
     std::vector<std::string> reports;

@@ -79,6 +79,21 @@ TEST_F(Loop, StopBeforeRunForeverRunsWhatIsReadyOnceThenReturns) {
     EXPECT_EQ(seen, std::vector<std::string>{"soon"});
 }
 
+TEST_F(Loop, StopThenRunForeverLetsCancelledSleepersFinish) {
+    // asyncio's Ctrl-C idiom: cancel everything, stop(), run_forever() once to unwind.
+    std::vector<task<void>> sleepers;
+    for (int i = 0; i < 3; ++i) sleepers.push_back(spawn([] { sleep(std::chrono::hours(1)); }));
+    yield_now();
+    for (auto& t : sleepers) t.cancel();
+    auto& loop = event_loop::current();
+    loop.stop();
+    loop.run_forever();
+    for (auto& t : sleepers) {
+        EXPECT_TRUE(t.done());
+        EXPECT_THROW(t.get(), cancelled_error);
+    }
+}
+
 TEST_F(Loop, RunningTwiceAndClosingARunningLoopAreErrors) {
     event_loop& loop = event_loop::current();
     std::vector<std::string> errors;
