@@ -9,7 +9,7 @@ namespace greenfiber::detail {
 fiber_op::fiber_op(hub& h) noexcept
     : h_(&h), thread_(std::this_thread::get_id()), w_("an asynchronous operation (use_fiber)") {}
 
-void fiber_op::wait(void (*start)(void*) noexcept, void* arg) {
+void fiber_op::wait(void (*start)(void*) noexcept, void* arg, deadline dl) {
     w_.context = this;
     w_.on_cancel = &fiber_op::on_cancel;
     // However the wait ends, the handler stops referring to the fiber before it goes on;
@@ -26,8 +26,22 @@ void fiber_op::wait(void (*start)(void*) noexcept, void* arg) {
         }
     } guard{*this};
     work_.emplace(h_->context().get_executor());
-    h_->park(w_, start, arg);
-    while (!done_) h_->park(w_);
+    if (!dl.is_set()) {
+        h_->park(w_, start, arg);
+        while (!done_) h_->park(w_);
+        return;
+    }
+    if (h_->park_until(w_, dl.at(), start, arg) || done_) {
+        while (!done_) h_->park(w_);
+        return;
+    }
+    // The deadline passed first. An operation that can be cancelled is, and its completion
+    // (operation_aborted, or a result that raced in) is waited for: nothing it did is lost.
+    // One that cannot is abandoned.
+    timed_out_ = true;
+    if (!signal_.slot().has_handler()) return;
+    signal_.emit(boost::asio::cancellation_type::terminal);
+    while (!done_) h_->park_shielded(w_);
 }
 
 void fiber_op::on_cancel(waiter& w) noexcept {

@@ -43,8 +43,8 @@ auto async_custom(Init init) {
         [](auto handler, Init i) { i(std::move(handler)); }, use_fiber, std::move(init));
 }
 template <class Sig, class Init>
-auto async_custom(Init init, error_code& ec) {
-    use_fiber_t token = use_fiber[ec];
+auto async_custom(Init init, error_code& ec, deadline dl = {}) {
+    use_fiber_t token = use_fiber.until(dl)[ec];
     return asio::async_initiate<use_fiber_t, Sig>(
         [](auto handler, Init i) { i(std::move(handler)); }, token, std::move(init));
 }
@@ -197,6 +197,35 @@ TEST_F(UseFiber, BeastAsyncReadTimesOutAndIsCancelled) {
     EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
     client.close();
     server.get();
+}
+
+TEST_F(UseFiber, DeadlineCancelsTheOperationAndReportsTimedOut) {
+    asio::steady_timer timer(hub::current().context(), std::chrono::hours(1));
+    try {
+        timer.async_wait(use_fiber.until(20ms));
+        FAIL() << "no timeout";
+    } catch (const boost::system::system_error& e) {
+        EXPECT_EQ(e.code(), asio::error::timed_out);
+    }
+    error_code ec;
+    timer.async_wait(use_fiber.until(10ms)[ec]);
+    EXPECT_EQ(ec, asio::error::timed_out);
+    // In time: the result as usual.
+    timer.expires_after(5ms);
+    timer.async_wait(use_fiber.until(5s)[ec]);
+    EXPECT_FALSE(ec);
+    // An operation that cannot be cancelled is abandoned at the deadline.
+    std::function<void(int)> stored;
+    const int v = async_custom<void(error_code, int)>(
+        [&](auto h) {
+            auto shared = std::make_shared<decltype(h)>(std::move(h));
+            stored = [shared](int x) { std::move (*shared)(error_code{}, x); };
+        },
+        ec, 10ms);
+    EXPECT_EQ(v, 0);
+    EXPECT_EQ(ec, asio::error::timed_out);
+    stored(1);
+    stored = nullptr;
 }
 
 TEST_F(UseFiber, ExceptionFromTheInitiationReachesTheCaller) {

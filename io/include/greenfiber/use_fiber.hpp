@@ -33,11 +33,13 @@
 
 #include <boost/asio/async_result.hpp>
 #include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/error.hpp>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/system/error_code.hpp>
 #include <boost/system/system_error.hpp>
 
+#include "greenfiber/deadline.hpp"
 #include "greenfiber/hub.hpp"
 
 namespace greenfiber {
@@ -47,14 +49,23 @@ class use_fiber_t {
     constexpr use_fiber_t() noexcept = default;
     // The non-throwing form: errors are stored in `ec` (cleared on success).
     constexpr use_fiber_t operator[](boost::system::error_code& ec) const noexcept {
-        use_fiber_t t;
+        use_fiber_t t = *this;
         t.ec_ = &ec;
         return t;
     }
+    // With a deadline: when it passes, the operation is cancelled (or abandoned, if it cannot
+    // be) and the call reports timed_out. A result that arrived anyway is kept.
+    use_fiber_t until(deadline dl) const noexcept {
+        use_fiber_t t = *this;
+        t.dl_ = dl;
+        return t;
+    }
     constexpr boost::system::error_code* error_sink() const noexcept { return ec_; }
+    constexpr const deadline& time_limit() const noexcept { return dl_; }
 
   private:
     boost::system::error_code* ec_ = nullptr;
+    deadline dl_;
 };
 
 inline constexpr use_fiber_t use_fiber{};
@@ -77,9 +88,11 @@ class fiber_op {
     }
 
     // Fiber side: parks, runs `start(arg)` from the hub once parked, and returns when the
-    // operation completed. Throws: cancelled_error (the operation is cancelled or
-    // abandoned), what `start` threw, error when called from the hub itself.
-    void wait(void (*start)(void*) noexcept, void* arg);
+    // operation completed or `dl` passed (then timed_out() is true and the operation was
+    // cancelled, or abandoned if it could not be). Throws: cancelled_error (the operation is
+    // cancelled or abandoned), error when called from the hub itself.
+    void wait(void (*start)(void*) noexcept, void* arg, deadline dl);
+    bool timed_out() const noexcept { return timed_out_; }
 
     // Handler side: the result is stored (or the handler is going away uncalled). Wakes the
     // fiber on its hub's thread. Thread: any.
@@ -105,6 +118,7 @@ class fiber_op {
     std::mutex mu_;        // orders a foreign-thread complete() against the fiber leaving
     bool waiting_ = true;  // written under mu_ on the hub's thread
     bool done_ = false;    // hub's thread only
+    bool timed_out_ = false;
     std::atomic<int> refs_{1};
     boost::asio::cancellation_signal signal_;
     // While the fiber waits, the hub has work: a completion may come from another thread.
@@ -201,17 +215,24 @@ auto unpack(fiber_op_of<Args...>& op, boost::system::error_code* ec) ->
     using R = typename c::return_type;
     if (op.failed) std::rethrow_exception(op.failed);
     if (!op.result) {
+        const auto why =
+            op.timed_out() ? boost::asio::error::timed_out : boost::asio::error::operation_aborted;
         if constexpr (std::is_void_v<R> || std::is_default_constructible_v<R>) {
             if (ec != nullptr) {
-                *ec = boost::asio::error::operation_aborted;
+                *ec = why;
                 return R();
             }
         }
+        if (op.timed_out()) throw_system_error(why);
         throw_handler_dropped();
     }
     auto& t = *op.result;
     if constexpr (std::is_same_v<typename c::head, boost::system::error_code>) {
-        const boost::system::error_code e = std::get<0>(t);
+        boost::system::error_code e = std::get<0>(t);
+        // Cancelled by the deadline: say so.
+        if (op.timed_out() && e == boost::asio::error::operation_aborted) {
+            e = boost::asio::error::timed_out;
+        }
         if (ec != nullptr) {
             *ec = e;
         } else if (e) {
@@ -265,7 +286,7 @@ class boost::asio::async_result<greenfiber::use_fiber_t, void(Args...)> {
                     c->op->complete();
                 }
             },
-            &ctx);
+            &ctx, token.time_limit());
         return greenfiber::detail::unpack(*op, token.error_sink());
     }
 };
