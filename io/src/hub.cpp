@@ -337,6 +337,15 @@ struct park_timer {
 
 bool hub::park_until(detail::waiter& w, std::chrono::steady_clock::time_point deadline,
                      void (*arm)(void*) noexcept, void* arg) {
+    return park_until_impl(w, deadline, arm, arg, true);
+}
+
+bool hub::park_shielded_until(detail::waiter& w, std::chrono::steady_clock::time_point deadline) {
+    return park_until_impl(w, deadline, nullptr, nullptr, false);
+}
+
+bool hub::park_until_impl(detail::waiter& w, std::chrono::steady_clock::time_point deadline,
+                          void (*arm)(void*) noexcept, void* arg, bool cancellable) {
     bool armed = false;
     bool fired = false;
     bool timed_out = false;
@@ -359,7 +368,7 @@ bool hub::park_until(detail::waiter& w, std::chrono::steady_clock::time_point de
             }
         }
     } guard{t, armed, fired};
-    park(w, &park_timer::start, t);
+    park_impl(w, &park_timer::start, t, cancellable, loop_);
     return !timed_out;
 }
 

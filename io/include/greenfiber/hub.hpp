@@ -155,6 +155,8 @@ class hub {
     // pending for the next park()). For waiting out an operation's completion handler after
     // the operation was cancelled. Switches: yes.   Throws: loop_exit.
     void park_shielded(detail::waiter& w);
+    // park_shielded() with a deadline: returns false when it passed first.
+    bool park_shielded_until(detail::waiter& w, std::chrono::steady_clock::time_point deadline);
 
     // Makes a parked fiber ready. Idempotent: a waiter is queued at most once per park.
     // Switches: no.   Thread: thread-bound (from another thread, post() a call to it).
@@ -222,6 +224,8 @@ class hub {
     struct holder;
     void park_impl(detail::waiter& w, void (*arm)(void*) noexcept, void* arg, bool cancellable,
                    greenlet& to);
+    bool park_until_impl(detail::waiter& w, std::chrono::steady_clock::time_point deadline,
+                         void (*arm)(void*) noexcept, void* arg, bool cancellable);
     class watch;
     void loop();
     void run_ready();

@@ -1,0 +1,199 @@
+#pragma once
+
+// A connection server: accepts on a listener and runs a handler in a task of its own per
+// connection (gevent's StreamServer, asyncio's start_server).
+//
+//     tcp::acceptor listener(tcp::endpoint(address_v4::loopback(), 8080));
+//     serve(listener, [](tcp::socket s) { ... });            // until the task is cancelled
+//
+//     server<tcp::protocol> srv(std::move(listener), handler, {.max_connections = 1000});
+//     auto t = srv.start();  ...  srv.stop(2s);              // explicit graceful stop
+//
+// - Concurrency cap: with max_connections set, accepting pauses while that many handlers
+//   run (connections wait in the kernel's backlog).
+// - Accept errors: running out of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM)
+//   pauses accepting with a doubling back-off, reported once per episode; a connection
+//   aborted before it was accepted is skipped. The server neither dies nor spins.
+// - A handler that throws is reported (the hub's exception handler) with the peer's address;
+//   the server goes on. The socket is closed when the handler returns.
+// - Graceful stop: stop accepting, wait for the handlers up to a grace period, cancel those
+//   still running, wait for them to unwind.
+//
+// Thread: a server belongs to the hub of the thread that created it.
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <list>
+#include <string>
+
+#include "greenfiber/socket.hpp"
+#include "greenfiber/sync.hpp"
+#include "greenfiber/task.hpp"
+
+namespace greenfiber {
+
+struct server_options {
+    std::size_t max_connections = 0;  // handlers running at once; 0: no limit
+    std::size_t stack_size = 0;       // each handler's stack; 0: the default
+    // Back-off after an accept fails for lack of resources: starts here, doubles, caps at
+    // accept_backoff_max.
+    std::chrono::milliseconds accept_backoff{10};
+    std::chrono::milliseconds accept_backoff_max{1000};
+    // serve(): how long a cancelled serve() lets the handlers finish before cancelling them.
+    std::chrono::steady_clock::duration grace = std::chrono::seconds(5);
+    std::string name = "server";  // names the tasks ("server-conn-7") and the reports
+};
+
+namespace detail {
+
+// The protocol-independent part: bookkeeping of handlers, back-off, stop.
+class server_core {
+  public:
+    server_core(server_options opts);
+    ~server_core();
+    server_core(const server_core&) = delete;
+    server_core& operator=(const server_core&) = delete;
+
+    std::size_t active() const noexcept { return active_; }
+    std::size_t served() const noexcept { return served_; }
+    // Accepts that failed for lack of resources (each followed by a pause).
+    std::size_t accept_shortages() const noexcept { return shortages_; }
+    bool stopping() const noexcept { return stopping_; }
+    const server_options& options() const noexcept { return opts_; }
+
+  protected:
+    // Waits for a free slot (max_connections). False when stopping.
+    bool wait_for_slot();
+    // Handles a failed accept: true to go on accepting, false to stop (listener closed or
+    // stop()); throws for an error that means the listener is unusable.
+    bool on_accept_error(const boost::system::error_code& ec, const std::string& where);
+    void accepted_ok() noexcept { backoff_ = {}; }
+    // Runs `body` in a new handler task, tracked until it ends.
+    void launch(unique_function<void()> body, std::string peer);
+    // Stops accepting (close_listener) and ends the handlers: waits up to `grace`, then
+    // cancels the rest and waits for them, and for the accept loop to leave. Returns how
+    // many were cancelled. The waits are shielded: a cancelled caller (serve() being
+    // cancelled) still gives the handlers their grace, and the server is never left with
+    // handlers that refer to it.
+    std::size_t stop_handlers(std::chrono::steady_clock::duration grace);
+    // Brackets the accept loop, so that stop() from another fiber can wait for it to leave.
+    void enter_loop();
+    void leave_loop() noexcept;
+    void set_closer(unique_function<void()> close_listener) { close_ = std::move(close_listener); }
+
+  private:
+    void finished(std::list<any_task>::iterator it) noexcept;
+    void notify_stoppers() noexcept;
+
+    server_options opts_;
+    std::list<any_task> conns_;  // running handlers (the hub owns them; these are handles)
+    std::size_t active_ = 0;
+    std::size_t served_ = 0;
+    std::size_t shortages_ = 0;
+    std::size_t next_id_ = 0;
+    bool stopping_ = false;
+    std::chrono::milliseconds backoff_{0};
+    event slot_freed_;                  // set when a handler ends (wakes a paused accept loop)
+    waiter_queue stoppers_;             // fibers in stop_handlers(), woken as handlers end
+    const void* loop_fiber_ = nullptr;  // the fiber running the accept loop, if any
+    unique_function<void()> close_;
+};
+
+}  // namespace detail
+
+template <class Protocol>
+class server : public detail::server_core {
+  public:
+    using socket_type = basic_stream_socket<Protocol>;
+    using acceptor_type = basic_acceptor<Protocol>;
+    using handler_type = std::function<void(socket_type)>;
+
+    server(acceptor_type listener, handler_type handler, server_options opts = {})
+        : server_core(std::move(opts)),
+          listener_(std::move(listener)),
+          handler_(std::move(handler)) {
+        set_closer([this] {
+            boost::system::error_code ignored;
+            listener_.close(ignored);
+        });
+    }
+    // Handlers refer to the server: whatever still runs is cancelled and waited for.
+    ~server() { stop_handlers(std::chrono::steady_clock::duration::zero()); }
+
+    auto local_endpoint() const { return listener_.local_endpoint(); }
+
+    // Accepts connections until stop() (or until the calling task is cancelled: then it
+    // stops as stop(options().grace) does and rethrows cancelled_error).
+    // Switches: yes.   Throws: cancelled_error; boost::system::system_error if the
+    // listener fails for good (not open, not listening).
+    void serve_forever() {
+        enter_loop();
+        struct leave {
+            server& s;
+            ~leave() { s.leave_loop(); }
+        } guard{*this};
+        try {
+            accept_loop();
+        } catch (const cancelled_error&) {
+            stop(options().grace);
+            throw;
+        }
+    }
+
+    // serve_forever() in a task of its own.
+    [[nodiscard]] task<void> start() {
+        return spawn(spawn_options{options().name}, [this] { serve_forever(); });
+    }
+
+    // Graceful stop: closes the listener (serve_forever returns), waits up to `grace` for
+    // the handlers, cancels those still running and waits for them. Returns how many were
+    // cancelled. Switches: yes.
+    std::size_t stop(std::chrono::steady_clock::duration grace = std::chrono::seconds(5)) {
+        return stop_handlers(grace);
+    }
+
+  private:
+    void accept_loop() {
+        while (wait_for_slot()) {
+            boost::system::error_code ec;
+            socket_type s = listener_.accept(ec);
+            if (ec) {
+                if (!on_accept_error(ec, options().name)) return;
+                continue;
+            }
+            accepted_ok();
+            std::string peer;
+            try {
+                peer = to_string(s.remote_endpoint());
+            } catch (const boost::system::system_error&) {
+                peer = "a peer that already left";
+            }
+            launch([this, sock = std::move(s)]() mutable { handler_(std::move(sock)); },
+                   std::move(peer));
+        }
+    }
+
+    template <class Endpoint>
+    static std::string to_string(const Endpoint& ep) {
+        if constexpr (requires { ep.address(); }) {
+            return ep.address().to_string() + ":" + std::to_string(ep.port());
+        } else {
+            return ep.path().empty() ? std::string("an unnamed peer") : std::string(ep.path());
+        }
+    }
+
+    acceptor_type listener_;
+    handler_type handler_;
+};
+
+// Serves `listener` with `handler` until the calling task is cancelled (then: graceful stop
+// with options.grace, and cancelled_error). Switches: yes.
+// The server takes the listener.
+template <class Protocol, class Handler>
+void serve(basic_acceptor<Protocol> listener, Handler&& handler, server_options opts = {}) {
+    server<Protocol> srv(std::move(listener), std::forward<Handler>(handler), std::move(opts));
+    srv.serve_forever();
+}
+
+}  // namespace greenfiber
