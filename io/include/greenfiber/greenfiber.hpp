@@ -1,6 +1,7 @@
 #pragma once
-// Everything greenfiber offers, in one include (the `greenfiber` dependency). Code that
-// links only `greenfiber-fibers` includes the fibers headers one by one instead.
+// Everything greenfiber offers, in one include (the `greenfiber` dependency), except
+// greenfiber/http.hpp, which pulls in Beast's HTTP headers: include it where it is used.
+// Code that links only `greenfiber-fibers` includes the fibers headers one by one instead.
 
 #include "greenfiber/combinators.hpp"
 #include "greenfiber/deadline.hpp"

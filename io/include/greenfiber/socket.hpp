@@ -162,22 +162,46 @@ class io_object {
     std::chrono::steady_clock::duration timeout_{0};
 };
 
-// Binds a deadline to a stream for Asio's composed read/write.
+}  // namespace detail
+
+// A stream whose every call shares one deadline: hands a deadline to code that calls
+// read_some/write_some itself, such as Asio's composed operations and Beast's synchronous
+// HTTP functions (which take the stream by lvalue reference):
+//     auto in = with_deadline(sock, 5s);
+//     http::read(in, buffer, req);
+// Models SyncReadStream and SyncWriteStream. Borrows the stream.
 template <class Stream>
-struct deadline_bound {
-    Stream& s;
-    deadline dl;
+class deadline_stream {
+  public:
+    deadline_stream(Stream& s, deadline dl) noexcept : s_(s), dl_(dl) {}
+
+    template <class MB>
+    std::size_t read_some(const MB& b) {
+        return s_.read_some(b, dl_);
+    }
     template <class MB>
     std::size_t read_some(const MB& b, boost::system::error_code& ec) {
-        return s.read_some(b, dl, ec);
+        return s_.read_some(b, dl_, ec);
+    }
+    template <class CB>
+    std::size_t write_some(const CB& b) {
+        return s_.write_some(b, dl_);
     }
     template <class CB>
     std::size_t write_some(const CB& b, boost::system::error_code& ec) {
-        return s.write_some(b, dl, ec);
+        return s_.write_some(b, dl_, ec);
     }
+    Stream& next_layer() noexcept { return s_; }
+
+  private:
+    Stream& s_;
+    deadline dl_;
 };
 
-}  // namespace detail
+template <class Stream>
+deadline_stream<Stream> with_deadline(Stream& s, deadline dl) noexcept {
+    return deadline_stream<Stream>(s, dl);
+}
 
 // A connected stream socket (TCP or Unix). Models SyncReadStream and SyncWriteStream.
 template <class Protocol>
@@ -277,7 +301,7 @@ class basic_stream_socket
     template <class MB>
     std::size_t read(const MB& b, deadline dl, boost::system::error_code& ec) {
         detail::direction_guard guard(this->read_, "read", "reader");
-        detail::deadline_bound<basic_stream_socket> s{*this, this->effective(dl)};
+        deadline_stream<basic_stream_socket> s(*this, this->effective(dl));
         return boost::asio::read(s, b, ec);
     }
 
@@ -297,7 +321,7 @@ class basic_stream_socket
     template <class CB>
     std::size_t write(const CB& b, deadline dl, boost::system::error_code& ec) {
         detail::direction_guard guard(this->write_, "write", "writer");
-        detail::deadline_bound<basic_stream_socket> s{*this, this->effective(dl)};
+        deadline_stream<basic_stream_socket> s(*this, this->effective(dl));
         return boost::asio::write(s, b, ec);
     }
 
