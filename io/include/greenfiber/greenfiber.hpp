@@ -18,6 +18,7 @@
 #include "greenfiber/signal.hpp"
 #include "greenfiber/socket.hpp"
 #include "greenfiber/stack.hpp"
+#include "greenfiber/stream.hpp"
 #include "greenfiber/sync.hpp"
 #include "greenfiber/task.hpp"
 #include "greenfiber/use_fiber.hpp"
