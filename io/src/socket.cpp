@@ -26,12 +26,12 @@ std::string who(const greenlet_impl* g) {
     return "greenlet '" + g->name + "'";
 }
 
-// Ends a wait whose handler has not run yet: cancels the async_wait and waits out its
-// handler (shielded), so that it never runs on a dead frame.
-void settle(ready_wait& rw) {
-    if (!rw.armed || rw.done) return;
-    rw.cancel->emit(boost::asio::cancellation_type::terminal);
-    while (!rw.done) rw.h->park_shielded(rw.w);
+// Ends an operation whose handler has not run yet: cancels it and waits out its handler
+// (shielded), so that it never runs on a dead frame.
+void settle(io_wait& op) {
+    if (!op.armed || op.done) return;
+    op.cancel->emit(boost::asio::cancellation_type::terminal);
+    while (!op.done) op.h->park_shielded(op.w);
 }
 
 }  // namespace
@@ -52,33 +52,52 @@ void throw_wrong_thread(const char* what, const hub& h) {
     throw error(os.str());
 }
 
-void await_ready(ready_wait& rw, deadline dl, boost::system::error_code& ec) {
-    rw.w.context = &rw;
-    // A cancelled task ends only its own direction's wait; the handler then wakes it.
-    rw.w.on_cancel = [](waiter& w) noexcept {
-        static_cast<ready_wait*>(w.context)->cancel->emit(boost::asio::cancellation_type::terminal);
+std::size_t await_io(io_wait& op, deadline dl, boost::system::error_code& ec) {
+    op.w.context = &op;
+    // A cancelled task ends only its own direction's operation; the handler then wakes it.
+    op.w.on_cancel = [](waiter& w) noexcept {
+        static_cast<io_wait*>(w.context)->cancel->emit(boost::asio::cancellation_type::terminal);
     };
     auto arm = [](void* p) noexcept {
-        auto* self = static_cast<ready_wait*>(p);
+        auto* self = static_cast<io_wait*>(p);
         self->armed = true;
         self->start(*self);
     };
     try {
         if (dl.is_set()) {
-            (void)rw.h->park_until(rw.w, dl.at(), arm, &rw);
+            (void)op.h->park_until(op.w, dl.at(), arm, &op);
         } else {
-            rw.h->park(rw.w, arm, &rw);
+            op.h->park(op.w, arm, &op);
         }
-    } catch (...) {
-        settle(rw);
+    } catch (const greenlet_exit&) {
+        settle(op);
         throw;
+    } catch (...) {
+        settle(op);
+        if (op.bytes == 0) throw;
+        // The transfer happened before the cancellation could stop it: report it, and raise
+        // the cancellation at the next suspension point instead. A cancel() request is
+        // still pending (it is sticky); an interrupt is re-armed.
+        if (auto* t = task_base::current()) {
+            try {
+                throw;
+            } catch (const cancelled_error&) {
+            } catch (...) {
+                t->interrupt(std::current_exception());
+            }
+        }
+        ec = op.result;
+        return op.bytes;
     }
-    if (rw.done) {
-        ec = rw.result;
-        return;
+    if (!op.done) {
+        settle(op);  // the deadline passed first
+        if (op.bytes == 0) {
+            ec = boost::asio::error::timed_out;
+            return 0;
+        }
     }
-    settle(rw);  // the deadline passed first
-    ec = boost::asio::error::timed_out;
+    ec = op.result;
+    return op.bytes;
 }
 
 bool start_connect(int fd, const void* addr, std::size_t len, boost::system::error_code& ec) {

@@ -17,6 +17,7 @@
 #include <boost/asio/streambuf.hpp>
 
 #include "greenfiber/combinators.hpp"
+#include "greenfiber/sync.hpp"
 #include "greenfiber/task.hpp"
 #include "io_check.hpp"
 
@@ -212,6 +213,30 @@ TEST_F(Socket, CancellingATaskCancelsOnlyItsOperation) {
     // The socket goes on: a new reader gets the data.
     p.server.write(asio::buffer("ok", 2));
     EXPECT_EQ(read_exactly(p.client, 2), "ok");
+}
+
+TEST_F(Socket, BytesReadBeforeACancellationLandsAreReturnedNotLost) {
+    tcp_pair p;
+    std::size_t first = 0;
+    std::size_t second = 0;
+    event go;
+    auto reader = spawn([&] {
+        std::array<char, 8> buf{};
+        first = p.client.read_some(asio::buffer(buf));  // a short read: the next one waits
+        go.wait();
+        second = p.client.read_some(asio::buffer(buf));
+        sleep(std::chrono::hours(1));  // the cancellation lands here
+    });
+    p.server.write(asio::buffer("a", 1));
+    sleep(10ms);
+    p.server.write(asio::buffer("bcd", 3));
+    sleep(10ms);  // in the kernel, and seen by the reactor, before the second read starts
+    go.set();
+    yield_now();  // the reader starts its read, which completes at once, and parks...
+    asio::post(hub::current().context(), [&] { reader.cancel(); });  // ...then this lands
+    EXPECT_THROW(reader.get(), cancelled_error);
+    EXPECT_EQ(first, 1u);
+    EXPECT_EQ(second, 3u);
 }
 
 TEST_F(Socket, TimeoutScopeCancelsAPendingRead) {

@@ -44,7 +44,7 @@
 #include <boost/system/system_error.hpp>
 
 #include "greenfiber/deadline.hpp"
-#include "greenfiber/detail/ready_wait.hpp"
+#include "greenfiber/detail/io_wait.hpp"
 #include "greenfiber/hub.hpp"
 
 namespace greenfiber {
@@ -106,16 +106,21 @@ class io_object {
         throw_if(ec, "cancel");
     }
 
+    // Socket options and addresses, as Asio's. Switches: no.   Throws: system_error.
     template <class Option>
     void set_option(const Option& o) {
+        check_thread("set_option");
         obj_.set_option(o);
     }
     template <class Option>
     void get_option(Option& o) const {
+        check_thread("get_option");
         obj_.get_option(o);
     }
-
-    auto local_endpoint() const { return obj_.local_endpoint(); }
+    auto local_endpoint() const {
+        check_thread("local_endpoint");
+        return obj_.local_endpoint();
+    }
 
     // A default deadline for every blocking call that is given none, counted from the call
     // (gevent's socket timeout). Zero: none. Useful where the caller cannot pass one, as in
@@ -133,6 +138,23 @@ class io_object {
     deadline effective(deadline d) const noexcept {
         if (d.is_set() || timeout_.count() == 0) return d;
         return deadline(deadline::clock::now() + timeout_);
+    }
+
+    // A transfer: the non-blocking call `sync(ec)` first when `eager`; when it would block
+    // (or when not eager), Asio's asynchronous form `async(handler)`, parked on. Asio's form
+    // waits on the reactor without re-arming the descriptor (a readiness wait would cost an
+    // epoll_ctl per wait) and skips its own first attempt after a read that drained the
+    // socket. Returns the bytes transferred.
+    template <class Sync, class Async>
+    std::size_t transfer(io_direction& d, const char* what, const char* role, bool eager,
+                         deadline dl, boost::system::error_code& ec, Sync&& sync, Async&& async) {
+        check_thread(what);
+        direction_guard guard(d, what, role);
+        if (eager) {
+            const std::size_t n = sync(ec);
+            if (!would_block(ec)) return n;
+        }
+        return async_io(*h_, d, what, effective(dl), ec, std::forward<Async>(async));
     }
 
     // Runs `attempt(ec)` (a non-blocking call) until it does not would-block, waiting for
@@ -261,9 +283,16 @@ class basic_stream_socket
     }
     template <class MB>
     std::size_t read_some(const MB& b, deadline dl, boost::system::error_code& ec) {
-        return this->perform(
-            this->read_, asio_socket::wait_read, "read_some", dl, ec,
-            [&](boost::system::error_code& e) { return this->obj_.read_some(b, e); });
+        const std::size_t size = boost::asio::buffer_size(b);
+        const std::size_t n = this->transfer(
+            this->read_, "read_some", "reader", read_eager_, dl, ec,
+            [&](boost::system::error_code& e) { return this->obj_.read_some(b, e); },
+            [&](auto&& handler) { this->obj_.async_read_some(b, std::move(handler)); });
+        // Try the system call first next time only when this read filled the buffers: more
+        // is probably waiting. After a short read (request/response traffic) the next data
+        // is usually not there yet, and the failed call would be wasted.
+        if (!ec) read_eager_ = n == size;
+        return n;
     }
 
     // Writes at least one byte (or none for empty buffers).
@@ -280,9 +309,10 @@ class basic_stream_socket
     }
     template <class CB>
     std::size_t write_some(const CB& b, deadline dl, boost::system::error_code& ec) {
-        return this->perform(
-            this->write_, asio_socket::wait_write, "write_some", dl, ec,
-            [&](boost::system::error_code& e) { return this->obj_.write_some(b, e); });
+        return this->transfer(
+            this->write_, "write_some", "writer", true, dl, ec,
+            [&](boost::system::error_code& e) { return this->obj_.write_some(b, e); },
+            [&](auto&& handler) { this->obj_.async_write_some(b, std::move(handler)); });
     }
 
     // Fills the buffers exactly; on error returns how much was read. `dl` bounds the whole
@@ -300,6 +330,7 @@ class basic_stream_socket
     }
     template <class MB>
     std::size_t read(const MB& b, deadline dl, boost::system::error_code& ec) {
+        this->check_thread("read");
         detail::direction_guard guard(this->read_, "read", "reader");
         deadline_stream<basic_stream_socket> s(*this, this->effective(dl));
         return boost::asio::read(s, b, ec);
@@ -320,6 +351,7 @@ class basic_stream_socket
     }
     template <class CB>
     std::size_t write(const CB& b, deadline dl, boost::system::error_code& ec) {
+        this->check_thread("write");
         detail::direction_guard guard(this->write_, "write", "writer");
         deadline_stream<basic_stream_socket> s(*this, this->effective(dl));
         return boost::asio::write(s, b, ec);
@@ -335,8 +367,18 @@ class basic_stream_socket
         this->obj_.shutdown(what, ec);
     }
 
-    endpoint_type remote_endpoint() const { return this->obj_.remote_endpoint(); }
-    std::size_t available() const { return this->obj_.available(); }
+    // Switches: no.   Throws: system_error.
+    endpoint_type remote_endpoint() const {
+        this->check_thread("remote_endpoint");
+        return this->obj_.remote_endpoint();
+    }
+    std::size_t available() const {
+        this->check_thread("available");
+        return this->obj_.available();
+    }
+
+  private:
+    bool read_eager_ = true;  // try the read system call before waiting (see read_some)
 };
 
 // A listening socket.

@@ -7,6 +7,9 @@
 #include <boost/asio/cancellation_signal.hpp>
 #include <boost/system/error_code.hpp>
 
+#include <cstddef>
+#include <type_traits>
+
 #include "greenfiber/deadline.hpp"
 #include "greenfiber/hub.hpp"
 
@@ -50,48 +53,62 @@ class direction_guard {
     greenlet_impl* prev_;
 };
 
-// A readiness wait in progress. Lives in the waiting fiber's frame; await_ready() does not
-// return before the async_wait's handler has run, so the handler never sees a dead frame.
-struct ready_wait {
-    ready_wait(hub& hb, io_direction& d, const char* what) noexcept
+// An Asio operation on an I/O object in progress (a readiness wait or a transfer). Lives in
+// the waiting fiber's frame; await_io() does not return before the operation's handler has
+// run, so the handler never sees a dead frame.
+struct io_wait {
+    io_wait(hub& hb, io_direction& d, const char* what) noexcept
         : w(what), h(&hb), cancel(&d.cancel) {}
 
     waiter w;
     hub* h;
     boost::asio::cancellation_signal* cancel;
-    void (*start)(ready_wait&) noexcept = nullptr;  // begins the async_wait
-    void* object = nullptr;                         // for start
-    int type = 0;                                   // for start: the Asio wait_type
+    void (*start)(io_wait&) noexcept = nullptr;  // begins the operation
+    void* object = nullptr;                      // for start
     boost::system::error_code result;
+    std::size_t bytes = 0;
     bool armed = false;
     bool done = false;
 
-    void complete(const boost::system::error_code& ec) noexcept {
+    void complete(const boost::system::error_code& ec, std::size_t n) noexcept {
         result = ec;
+        bytes = n;
         done = true;
         h->wake(w);
     }
+    // The completion handler: two pointers, so Asio's recycled operation memory fits it.
+    auto handler() noexcept {
+        return boost::asio::bind_cancellation_slot(
+            cancel->slot(),
+            [this](const boost::system::error_code& e, std::size_t n = 0) { complete(e, n); });
+    }
 };
 
-// Parks until `rw` completes (ec = its result), `dl` passes (ec = timed_out) or the task
-// is cancelled (throws cancelled_error). Switches: yes.
-void await_ready(ready_wait& rw, deadline dl, boost::system::error_code& ec);
+// Parks until `op` completes (ec = its result; returns its byte count) or `dl` passes
+// (ec = timed_out; returns 0). A cancelled task throws cancelled_error, unless bytes were
+// already transferred: then they are returned and the cancellation is raised at the next
+// suspension point (a transfer is never lost). Switches: yes.
+std::size_t await_io(io_wait& op, deadline dl, boost::system::error_code& ec);
+
+// Runs `start(handler)` (an Asio asynchronous operation) from the hub once the fiber is
+// parked, and waits for it as await_io() does.
+template <class Start>
+std::size_t async_io(hub& h, io_direction& d, const char* what, deadline dl,
+                     boost::system::error_code& ec, Start&& start) {
+    io_wait op(h, d, what);
+    op.object = &start;
+    op.start = [](io_wait& self) noexcept {
+        (*static_cast<std::remove_reference_t<Start>*>(self.object))(self.handler());
+    };
+    return await_io(op, dl, ec);
+}
 
 // Waits until `object` (an Asio socket, acceptor or descriptor) is ready for `type`.
 template <class Object>
 void wait_ready(hub& h, Object& object, typename Object::wait_type type, io_direction& d,
                 const char* what, deadline dl, boost::system::error_code& ec) {
-    ready_wait rw(h, d, what);
-    rw.object = &object;
-    rw.type = static_cast<int>(type);
-    rw.start = [](ready_wait& self) noexcept {
-        static_cast<Object*>(self.object)
-            ->async_wait(static_cast<typename Object::wait_type>(self.type),
-                         boost::asio::bind_cancellation_slot(
-                             self.cancel->slot(),
-                             [&self](const boost::system::error_code& e) { self.complete(e); }));
-    };
-    await_ready(rw, dl, ec);
+    (void)async_io(h, d, what, dl, ec,
+                   [&](auto&& handler) { object.async_wait(type, std::move(handler)); });
 }
 
 }  // namespace greenfiber::detail
