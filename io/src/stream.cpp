@@ -3,6 +3,8 @@
 
 #include "greenfiber/stream.hpp"
 
+#include "greenfiber/net.hpp"
+
 #include <algorithm>
 #include <cstring>
 #include <thread>
@@ -551,6 +553,16 @@ void stream_writer::abort() {
     drop_unsent();
     boost::system::error_code ignored;
     ops_->close(stream_, ignored);
+}
+
+stream_connection::stream_connection(tcp::socket s, std::size_t limit)
+    : socket(std::make_unique<tcp::socket>(std::move(s))),
+      reader(*socket, limit),
+      writer(*socket) {}
+
+stream_connection open_connection(std::string_view host, std::string_view service, deadline dl,
+                                  std::size_t limit) {
+    return stream_connection(create_connection(host, service, dl), limit);
 }
 
 }  // namespace greenfiber

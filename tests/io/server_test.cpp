@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "greenfiber/net.hpp"
+#include "greenfiber/stream.hpp"
 #include "greenfiber/task.hpp"
 #include "io_check.hpp"
 
@@ -299,6 +300,25 @@ TEST_F(Net, ErrorsNameTheHostAndService) {
     error_code ec;
     (void)create_connection("127.0.0.1", std::to_string(closed.port()), {}, ec);
     EXPECT_EQ(ec, asio::error::connection_refused);
+}
+
+TEST_F(Net, OpenConnectionGivesABufferedReaderAndWriter) {
+    server<tcp::protocol> srv(loopback_listener(), echo_until_eof);
+    auto loop = srv.start();
+    {
+        stream_connection conn =
+            open_connection("localhost", std::to_string(srv.local_endpoint().port()), 5s);
+        conn.writer.write("first line\nsecond");
+        conn.writer.write(" line\n");
+        conn.writer.drain();
+        EXPECT_EQ(conn.reader.readline(), "first line\n");
+        EXPECT_EQ(conn.reader.readline(), "second line\n");
+        conn.writer.write_eof();
+        EXPECT_EQ(conn.reader.read(), "");
+        EXPECT_TRUE(conn.reader.at_eof());
+    }
+    srv.stop();
+    loop.get();
 }
 
 TEST_F(Net, UdpResolution) {

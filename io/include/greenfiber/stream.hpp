@@ -387,4 +387,22 @@ class stream_writer {
     detail::wait_list drainers_;        // fibers waiting for the drainer to finish
 };
 
+// A connection with its buffered reader and writer (what asyncio's open_connection returns).
+// Owns the socket; members are destroyed writer first, so undrained bytes are reported
+// while the socket is still there. Movable: the socket stays where it is.
+struct stream_connection {
+    std::unique_ptr<tcp::socket> socket;
+    stream_reader reader;
+    stream_writer writer;
+
+    explicit stream_connection(tcp::socket s, std::size_t limit = stream_reader::default_limit);
+};
+
+// asyncio's open_connection(): resolves `host`, connects (create_connection in net.hpp)
+// and wraps the socket. `dl` bounds resolution and connection.
+// Switches: yes.   Throws: boost::system::system_error naming host and service;
+//                  cancelled_error.
+stream_connection open_connection(std::string_view host, std::string_view service, deadline dl = {},
+                                  std::size_t limit = stream_reader::default_limit);
+
 }  // namespace greenfiber
