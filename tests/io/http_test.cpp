@@ -15,6 +15,7 @@
 
 #include "greenfiber/task.hpp"
 #include "io_check.hpp"
+#include "net_support.hpp"
 
 using namespace greenfiber;
 using namespace std::chrono_literals;
@@ -162,9 +163,7 @@ TEST_F(Http, AClientThatSendsNothingIsClosedAfterTheIdleTimeout) {
 }
 
 TEST_F(Http, AHandlerThatThrowsGets500AndIsReported) {
-    std::vector<std::string> reports;
-    auto previous = hub::current().set_exception_handler(
-        [&](const failure_report& r) { reports.emplace_back(r.message); });
+    greenfiber::testing::reports r;
     {
         running_server srv([](const http::request&) -> http::response {
             throw std::runtime_error("handler bug");
@@ -172,9 +171,8 @@ TEST_F(Http, AHandlerThatThrowsGets500AndIsReported) {
         http::client session;
         EXPECT_EQ(session.get(srv.url("/x")).result(), http::status::internal_server_error);
     }
-    hub::current().set_exception_handler(std::move(previous));
-    ASSERT_EQ(reports.size(), 1u);
-    EXPECT_THAT(reports[0], HasSubstr("GET /x"));
+    ASSERT_EQ(r.messages.size(), 1u);
+    EXPECT_THAT(r.messages[0], HasSubstr("GET /x"));
 }
 
 TEST_F(Http, BeastSynchronousApiWorksOnGreenfiberSockets) {

@@ -16,6 +16,7 @@
 #include "greenfiber/stream.hpp"
 #include "greenfiber/task.hpp"
 #include "io_check.hpp"
+#include "net_support.hpp"
 
 using namespace greenfiber;
 using namespace std::chrono_literals;
@@ -28,9 +29,9 @@ namespace {
 class Server : public greenfiber::testing::io_checked {};
 class Net : public greenfiber::testing::io_checked {};
 
-tcp::acceptor loopback_listener() {
-    return tcp::acceptor(tcp::endpoint(asio::ip::address_v4::loopback(), 0));
-}
+using greenfiber::testing::loopback_listener;
+using greenfiber::testing::open_fds;
+using greenfiber::testing::reports;
 
 void echo_until_eof(tcp::socket s) {
     std::array<char, 256> buf{};
@@ -50,25 +51,6 @@ std::string round_trip(const tcp::endpoint& ep, const std::string& msg) {
     c.read(asio::buffer(got));
     return got;
 }
-
-int open_fds() {
-    int n = 0;
-    for (int fd = 0; fd < 4096; ++fd) {
-        if (::fcntl(fd, F_GETFD) != -1) ++n;
-    }
-    return n;
-}
-
-// Collects what the hub reports while alive.
-struct reports {
-    std::vector<std::string> messages;
-    report_handler previous;
-    reports() {
-        previous = hub::current().set_exception_handler(
-            [this](const failure_report& r) { messages.emplace_back(r.message); });
-    }
-    ~reports() { hub::current().set_exception_handler(std::move(previous)); }
-};
 
 TEST_F(Server, ServesConcurrentClientsAndStopsGracefully) {
     server<tcp::protocol> srv(loopback_listener(), echo_until_eof);

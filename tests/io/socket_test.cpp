@@ -20,6 +20,7 @@
 #include "greenfiber/sync.hpp"
 #include "greenfiber/task.hpp"
 #include "io_check.hpp"
+#include "net_support.hpp"
 
 using namespace greenfiber;
 using namespace std::chrono_literals;
@@ -34,19 +35,9 @@ class Udp : public greenfiber::testing::io_checked {};
 class UnixSocket : public greenfiber::testing::io_checked {};
 class FdWatch : public greenfiber::testing::io_checked {};
 
-const tcp::endpoint loopback_any{asio::ip::address_v4::loopback(), 0};
-
-// A connected TCP pair over loopback.
-struct tcp_pair {
-    tcp::acceptor listener{loopback_any};
-    tcp::socket client;
-    tcp::socket server;
-    tcp_pair() {
-        auto t = spawn([this] { return listener.accept(); });
-        client.connect(listener.local_endpoint());
-        server = t.get();
-    }
-};
+using greenfiber::testing::loopback_any;
+using greenfiber::testing::open_fds;
+using greenfiber::testing::tcp_pair;
 
 std::string read_exactly(tcp::socket& s, std::size_t n) {
     std::string out(n, '\0');
@@ -321,7 +312,7 @@ TEST_F(Socket, WriteDeadlineOnASlowReaderReportsHowMuchWasWritten) {
 TEST_F(Socket, ConnectToAClosedPortIsRefused) {
     tcp::endpoint ep;
     {
-        tcp::acceptor a(loopback_any);
+        tcp::acceptor a(loopback_any());
         ep = a.local_endpoint();
     }
     tcp::socket s;
@@ -332,7 +323,7 @@ TEST_F(Socket, ConnectToAClosedPortIsRefused) {
 }
 
 TEST_F(Socket, AcceptTimesOutAndCloseWakesIt) {
-    tcp::acceptor a(loopback_any);
+    tcp::acceptor a(loopback_any());
     error_code ec;
     (void)a.accept(10ms, ec);
     EXPECT_EQ(ec, asio::error::timed_out);
@@ -377,15 +368,8 @@ TEST_F(Socket, UseFromAnotherThreadIsAnError) {
 }
 
 TEST_F(Socket, ManyConnectionsOpenAndCloseWithoutLeakingDescriptors) {
-    auto count_fds = [] {
-        int n = 0;
-        for (int fd = 0; fd < 4096; ++fd) {
-            if (::fcntl(fd, F_GETFD) != -1) ++n;
-        }
-        return n;
-    };
-    tcp::acceptor a(loopback_any);
-    const int before = count_fds();
+    tcp::acceptor a(loopback_any());
+    const int before = open_fds();
     auto server = spawn([&] {
         for (int i = 0; i < 2000; ++i) {
             tcp::socket s = a.accept();
@@ -400,7 +384,7 @@ TEST_F(Socket, ManyConnectionsOpenAndCloseWithoutLeakingDescriptors) {
         c.write(asio::buffer("z", 1));
     }
     server.get();
-    EXPECT_EQ(count_fds(), before);
+    EXPECT_EQ(open_fds(), before);
 }
 
 // ---------------------------------------------------------------- UDP

@@ -16,6 +16,7 @@
 #include "greenfiber/combinators.hpp"
 #include "greenfiber/task.hpp"
 #include "io_check.hpp"
+#include "net_support.hpp"
 
 using namespace greenfiber;
 using namespace std::chrono_literals;
@@ -39,25 +40,16 @@ static_assert(!readable_stream<udp::socket>);
 static_assert(std::is_nothrow_move_constructible_v<stream_reader>);
 static_assert(std::is_nothrow_move_constructible_v<stream_writer>);
 
-const tcp::endpoint loopback_any{asio::ip::address_v4::loopback(), 0};
+using greenfiber::testing::tcp_pair;
 
-// A connected TCP pair over loopback: `a` and `b` are the two ends.
-struct tcp_pair {
-    tcp::acceptor listener{loopback_any};
-    tcp::socket a;
-    tcp::socket b;
-    tcp_pair() {
-        auto t = spawn([this] { return listener.accept(); });
-        a.connect(listener.local_endpoint());
-        b = t.get();
-    }
-    // A small send buffer on `a` (64 KiB, which Linux doubles), so that a peer that does
-    // not read pushes back on a writer on `a` after a few hundred KiB: the receiver's window
-    // stays at its initial size while nothing is read, and the sender's buffer would
-    // otherwise grow to tcp_wmem's maximum. Not smaller: with buffers of a segment or two,
-    // loopback crawls at one segment per delayed ACK.
-    void shrink_a_to_b() { a.set_option(asio::socket_base::send_buffer_size(64 * 1024)); }
-};
+// A small send buffer on `a` (64 KiB, which Linux doubles), so that a peer that does not read
+// pushes back on a writer on `a` after a few hundred KiB: the receiver's window stays at its
+// initial size while nothing is read, and the sender's buffer would otherwise grow to
+// tcp_wmem's maximum. Not smaller: with buffers of a segment or two, loopback crawls at one
+// segment per delayed ACK.
+void shrink_a_to_b(tcp_pair& p) {
+    p.a.set_option(asio::socket_base::send_buffer_size(64 * 1024));
+}
 
 // A connected Unix stream pair.
 struct unix_pair {
@@ -243,7 +235,7 @@ TYPED_TEST(StreamPair, EchoThroughAReaderAndAWriter) {
 
 TYPED_TEST(StreamPair, SlowReaderBlocksDrainWithBoundedMemory) {
     TypeParam p;
-    if constexpr (std::is_same_v<TypeParam, tcp_pair>) p.shrink_a_to_b();
+    if constexpr (std::is_same_v<TypeParam, tcp_pair>) shrink_a_to_b(p);
     constexpr std::size_t chunk = 64 * 1024;
     constexpr std::size_t chunks = 128;  // 8 MiB: far more than the kernel buffers hold
     const std::string data = pattern(chunk * chunks);
@@ -323,7 +315,7 @@ TEST_F(Stream, ReaduntilOverrunNeverCountsAPossibleSeparatorStartAsConsumed) {
 
 TEST_F(Stream, ReadlineNeverBuffersMoreThanTheLimit) {
     tcp_pair p;
-    p.shrink_a_to_b();
+    shrink_a_to_b(p);
     stream_reader in(p.b, 1024);
     // The peer sends 16 MiB without an end of line; it must stay blocked in the kernel,
     // not move into the reader's memory.
@@ -548,7 +540,7 @@ TEST_F(Stream, WriteBuffersUntilDrain) {
 
 TEST_F(Stream, DrainTimeoutKeepsTheUnsentBytesForTheNextDrain) {
     tcp_pair p;
-    p.shrink_a_to_b();
+    shrink_a_to_b(p);
     stream_writer out(p.a);
     const std::string data = pattern(4 << 20);
     out.write(data);
@@ -575,7 +567,7 @@ TEST_F(Stream, DrainTimeoutKeepsTheUnsentBytesForTheNextDrain) {
 
 TEST_F(Stream, CancellingADrainKeepsTheUnsentBytes) {
     tcp_pair p;
-    p.shrink_a_to_b();
+    shrink_a_to_b(p);
     stream_writer out(p.a);
     const std::string data = pattern(4 << 20);
     out.write(data);
@@ -675,7 +667,7 @@ TEST_F(Stream, CloseFlushesThenClosesAndWakesAReaderOfTheSameSocket) {
 
 TEST_F(Stream, ConcurrentDrainsEachReturnOnceTheirBytesAreOut) {
     tcp_pair p;
-    p.shrink_a_to_b();
+    shrink_a_to_b(p);
     stream_writer out(p.a);
     const std::string first(1 << 20, 'a');
     const std::string second(1 << 20, 'b');
@@ -707,7 +699,7 @@ TEST_F(Stream, ConcurrentDrainsEachReturnOnceTheirBytesAreOut) {
 
 TEST_F(Stream, AbortDropsTheBufferAndWakesADrainer) {
     tcp_pair p;
-    p.shrink_a_to_b();
+    shrink_a_to_b(p);
     stream_writer out(p.a);
     out.write(std::string(4 << 20, 'q'));
     auto drainer = spawn([&] {
