@@ -13,7 +13,7 @@
 //
 // This sample does without the network: fetch() waits 100 ms with greenfiber::sleep (where
 // a greenfiber socket read would wait, suspending only its task) and answers 200. (The HTTP
-// form waits for greenfiber's socket layer.) Six URLs, three consumers, a queue of at most
+// form is 002_queue_http.) Six URLs, three consumers, a queue of at most
 // two: the program measures itself and prints a verdict, about 2 fetch times instead of 6.
 //
 // The output is the same on every run because the queue is FIFO for items and for waiting

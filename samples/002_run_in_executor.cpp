@@ -12,7 +12,7 @@
 //
 // This sample does without the network: requests_get() is a stand-in that blocks its thread
 // for 200 ms (std::this_thread::sleep_for, where requests.get would wait for the server)
-// and answers with the URL it was given. (The HTTP form waits for greenfiber's socket layer.)
+// and answers with the URL it was given. (The HTTP form is 002_run_in_executor_http.)
 // The program measures itself and prints verdicts instead of times:
 // - step 1: three calls on the default executor overlap (about 1 delay, not 3), and a
 //   ticker task keeps running on the loop while they block their pool threads;

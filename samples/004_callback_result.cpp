@@ -9,8 +9,8 @@
 // - in 5), there is no callback: after the run, `'Task Result:', task.result()` is printed.
 //
 // This sample does without the network: request() waits 100 ms, standing for the server's
-// answer, and returns the status code 200. (The HTTP form of these examples waits for
-// greenfiber's socket layer.) greenfiber's run_until_complete() returns before the task's
+// answer, and returns the status code 200. (The HTTP form of these examples is
+// 004_callback_result_http.) greenfiber's run_until_complete() returns before the task's
 // done callbacks run (asyncio runs them first), so 4) lets them run with yield_now().
 
 #include <chrono>

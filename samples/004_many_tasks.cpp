@@ -16,8 +16,8 @@
 //   socket read would wait): about 1 delay.
 // The program measures both runs and prints a verdict for each. In the blocking run the
 // hub's watchdog reports each request that kept the loop waiting (reference §3.1: the
-// blocking case, detected by the stall watchdog). (The HTTP form of these examples waits
-// for greenfiber's socket layer.)
+// blocking case, detected by the stall watchdog). (The HTTP form of these examples is
+// 004_many_tasks_http; 000_requests_vs_aiohttp makes real blocking requests.)
 
 #include <chrono>
 #include <exception>
