@@ -46,7 +46,7 @@ constexpr const char* to_string(task_status s) noexcept {
 
 // Options of spawn().
 struct spawn_options {
-    std::string name;            // empty: "task-N"
+    std::string name{};          // empty: "task-N" (an initializer, so {.stack_size = n} is clean)
     std::size_t stack_size = 0;  // 0: the default
     // Start at once: the task runs until its first suspension before spawn() returns
     // (asyncio's eager tasks). From a hub callback it is scheduled as usual.
