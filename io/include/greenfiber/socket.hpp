@@ -143,8 +143,8 @@ class io_object {
     // A transfer: the non-blocking call `sync(ec)` first when `eager`; when it would block
     // (or when not eager), Asio's asynchronous form `async(handler)`, parked on. Asio's form
     // waits on the reactor without re-arming the descriptor (a readiness wait would cost an
-    // epoll_ctl per wait) and skips its own first attempt after a read that drained the
-    // socket. Returns the bytes transferred.
+    // epoll_ctl per wait); it does try the call once itself when it starts (Asio 1.26 skips
+    // that only after end of stream). Returns the bytes transferred.
     template <class Sync, class Async>
     std::size_t transfer(io_direction& d, const char* what, const char* role, bool eager,
                          deadline dl, boost::system::error_code& ec, Sync&& sync, Async&& async) {
