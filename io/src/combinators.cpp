@@ -127,7 +127,7 @@ completion_queue::completion_queue(std::vector<task_base*> ts)
         entries_[i].l.fn = [](task_base::done_listener& l, task_base&) noexcept {
             auto* e = static_cast<entry*>(l.context);
             e->q->finished_.push_back(e->index);
-            if (e->q->waiting_ != nullptr) hub::current().wake(*e->q->waiting_);
+            e->q->waiting_.signal_all();
         };
         tasks_[i]->add_done_listener(entries_[i].l);
     }
@@ -138,17 +138,10 @@ completion_queue::~completion_queue() {
 }
 
 std::size_t completion_queue::next(std::optional<time_point> deadline) {
-    hub& h = hub::current();
-    waiter w("the next task to finish (as_completed)");
-    struct reset {
-        waiter*& p;
-        ~reset() { p = nullptr; }
-    } guard{waiting_};
     while (handed_ == finished_.size()) {
-        waiting_ = &w;
-        if (!deadline) {
-            h.park(w);
-        } else if (!h.park_until(w, *deadline) && handed_ == finished_.size()) {
+        sync_waiter sw("the next task to finish (as_completed)");
+        if (!park_in(waiting_, sw, deadline ? &*deadline : nullptr) &&
+            handed_ == finished_.size()) {
             throw timeout_error("greenfiber: as_completed: the timeout passed with " +
                                 std::to_string(remaining_) + " task(s) unfinished");
         }
@@ -288,13 +281,13 @@ void task_group::on_done(detail::task_base::done_listener& l, detail::task_base&
         g->errors_.push_back(t.exception());
         if (first) {
             for (auto& other : g->tasks_) other->t.cancel("a task in the group failed");
-            if (g->owner_ && !g->owner_.done() && g->joiner_ == nullptr) {
+            if (g->owner_ && !g->owner_.done() && g->joiners_.empty()) {
                 g->cancelled_owner_ = true;
                 g->owner_.cancel("a task in the group failed");
             }
         }
     }
-    if (g->joiner_ != nullptr) hub::current().wake(*g->joiner_);
+    g->joiners_.signal_all();
 }
 
 std::size_t task_group::running() const noexcept {
@@ -312,21 +305,11 @@ void task_group::join() {
 
 void task_group::join_impl(bool throwing) {
     joined_ = true;
-    hub& h = hub::current();
-    detail::waiter w("the tasks of a task_group (join)");
     bool outside_cancel = false;
-    struct reset {
-        detail::waiter*& p;
-        ~reset() { p = nullptr; }
-    } guard{joiner_};
     while (running() > 0) {
-        joiner_ = &w;
+        detail::sync_waiter sw("the tasks of a task_group (join)");
         try {
-            if (outside_cancel) {
-                h.park_shielded(w);
-            } else {
-                h.park(w);
-            }
+            (void)detail::park_in(joiners_, sw, nullptr, outside_cancel);
         } catch (const cancelled_error&) {
             if (cancelled_owner_) {
                 // Our own cancellation of the owner: absorb it and keep joining.
@@ -364,27 +347,38 @@ pool::~pool() {
     for (auto& e : tasks_) e->t.state()->remove_done_listener(e->l);
 }
 
-void pool::wait_slot() {
-    if (running_ < size_) return;
-    hub& h = hub::current();
-    detail::waiter w("a free slot in a pool");
-    slot_waiters_.push(&w);
-    struct unlink {
-        detail::waiter_queue& q;
-        detail::waiter& w;
-        ~unlink() { q.remove(&w); }
-    } guard{slot_waiters_, w};
-    while (running_ >= size_) h.park(w);
+std::unique_ptr<pool::entry> pool::wait_slot() {
+    auto e = std::make_unique<entry>();
+    tasks_.reserve(tasks_.size() + 1);  // add() cannot fail once the task exists
+    if (busy_ < size_ && slot_waiters_.empty()) {
+        ++busy_;
+        return e;
+    }
+    detail::sync_waiter sw("a free slot in a pool");
+    try {
+        (void)detail::wait_in(slot_waiters_, sw, nullptr);
+    } catch (...) {
+        if (sw.granted) release_slot();  // given a slot, then cancelled: pass it on
+        throw;
+    }
+    return e;  // release_slot() handed its slot over: busy_ already counts it
 }
 
-void pool::add(any_task t) {
-    auto e = std::make_unique<entry>();
+void pool::release_slot() noexcept {
+    if (slot_waiters_.signal_front(true) == nullptr) --busy_;
+}
+
+void pool::add(std::unique_ptr<entry> e, any_task t) noexcept {
     e->p = this;
     e->l.context = e.get();
     e->l.fn = &pool::on_done;
     detail::task_base* state = t.state();
     e->t = std::move(t);
     ++running_;
+    if (state->done()) {
+        on_done(e->l, *state);
+        return;
+    }
     state->add_done_listener(e->l);
     tasks_.push_back(std::move(e));
 }
@@ -393,22 +387,23 @@ void pool::on_done(detail::task_base::done_listener& l, detail::task_base&) noex
     auto* e = static_cast<entry*>(l.context);
     pool* p = e->p;
     --p->running_;
-    if (detail::waiter* w = p->slot_waiters_.pop()) hub::current().wake(*w);
-    if (p->joiner_ != nullptr && p->running_ == 0) hub::current().wake(*p->joiner_);
+    p->release_slot();
+    if (p->running_ == 0) p->joiners_.signal_all();
+    // The finished task's entry goes (its listener is already unlinked): a long-lived pool
+    // holds only what runs.
+    auto it = std::find_if(p->tasks_.begin(), p->tasks_.end(),
+                           [e](const auto& x) { return x.get() == e; });
+    if (it != p->tasks_.end()) {
+        std::swap(*it, p->tasks_.back());
+        p->tasks_.pop_back();
+    }
 }
 
 void pool::join() {
-    hub& h = hub::current();
-    detail::waiter w("the tasks of a pool (join)");
-    struct reset {
-        detail::waiter*& p;
-        ~reset() { p = nullptr; }
-    } guard{joiner_};
     while (running_ > 0) {
-        joiner_ = &w;
-        h.park(w);
+        detail::sync_waiter sw("the tasks of a pool (join)");
+        (void)detail::park_in(joiners_, sw);
     }
-    std::erase_if(tasks_, [](const auto& e) { return e->t.done(); });
 }
 
 }  // namespace greenfiber

@@ -6,6 +6,9 @@
 
 #include <time.h>
 
+#include <cstdio>
+#include <cstdlib>
+
 #include <memory>
 #include <string>
 
@@ -31,20 +34,29 @@ std::chrono::steady_clock::time_point coarse_now() noexcept {
 
 namespace detail {
 
-bool waiter_queue::remove(waiter* w) noexcept {
+void ready_queue::remove(waiter& w) noexcept {
+    if (!w.queued_) return;
     waiter* prev = nullptr;
-    for (waiter* it = head_; it != nullptr; prev = it, it = it->next) {
-        if (it != w) continue;
+    for (waiter* it = head_; it != nullptr; prev = it, it = it->next_) {
+        if (it != &w) continue;
         if (prev != nullptr) {
-            prev->next = it->next;
+            prev->next_ = it->next_;
         } else {
-            head_ = it->next;
+            head_ = it->next_;
         }
         if (tail_ == it) tail_ = prev;
-        it->next = nullptr;
-        return true;
+        it->next_ = nullptr;
+        it->queued_ = false;
+        --size_;
+        return;
     }
-    return false;
+}
+
+void ready_queue::twice(const waiter& w) noexcept {
+    std::fprintf(stderr,
+                 "greenfiber: internal error: a waiter (%s) was queued in the ready queue twice\n",
+                 w.what);
+    std::abort();
 }
 
 }  // namespace detail
@@ -55,13 +67,24 @@ struct hub::holder {
     ~holder() { delete h; }
 };
 
+namespace {
+constinit thread_local hub* this_hub = nullptr;  // Borrowed from hub::holder.
+}  // namespace
+
 hub& hub::current() {
     // The fibers layer's thread state must outlive the hub: touch it first, so that its
     // thread_local is constructed first and destroyed last.
     (void)detail::this_thread();
     static thread_local holder h;
-    if (h.h == nullptr) h.h = new hub;
+    if (h.h == nullptr) {
+        h.h = new hub;
+        this_hub = h.h;
+    }
     return *h.h;
+}
+
+hub* detail::hub_if_any() noexcept {
+    return this_hub;
 }
 
 hub::hub() : loop_([this] { loop(); }, greenlet::options{"hub", 0}) {
@@ -81,6 +104,7 @@ hub::~hub() {
         watchdog_ = saved;
     }
     detail::task_base::destroy_all(*this);
+    this_hub = nullptr;
     // Dropping loop_ kills the hub's greenlet if it is suspended in its loop.
 }
 
@@ -161,9 +185,8 @@ class hub::watch {
 
 void hub::run_ready() {
     for (std::size_t i = 0; i < budget_; ++i) {
-        detail::waiter* w = ready_.pop();
+        detail::waiter* w = ready_.pop_front();
         if (w == nullptr) return;
-        w->queued = false;
         const bool w_is_callback = w->fiber == nullptr;
         try {
             // The waiter lives in the fiber's frame: after the switch it may be gone, and the
@@ -252,8 +275,7 @@ void hub::run_first(greenlet& target) {
         [](void* p) noexcept {
             auto* c = static_cast<ctx*>(p);
             c->w->woken = true;
-            c->w->queued = true;
-            c->h->ready_.push_front(c->w);
+            c->h->ready_.push_front(*c->w);
         },
         &c, false, target);
 }
@@ -271,7 +293,6 @@ void hub::park_impl(detail::waiter& w, void (*arm)(void*) noexcept, void* arg, b
     w.fiber = self;
     w.woken = false;
     w.cancelled = false;
-    w.queued = false;
     if (task != nullptr) task->wait_ = &w;
     const bool root = self->is_main;
     if (root) root_waiter_ = &w;
@@ -283,10 +304,7 @@ void hub::park_impl(detail::waiter& w, void (*arm)(void*) noexcept, void* arg, b
         bool root;
         ~unpark() {
             --h.parked_;
-            if (w.queued) {
-                h.ready_.remove(&w);
-                w.queued = false;
-            }
+            h.ready_.remove(w);
             if (task != nullptr) task->wait_ = nullptr;
             if (root) h.root_waiter_ = nullptr;
         }
@@ -349,6 +367,11 @@ bool hub::park_until_impl(detail::waiter& w, std::chrono::steady_clock::time_poi
     bool armed = false;
     bool fired = false;
     bool timed_out = false;
+    ++timed_parks_;
+    struct count {
+        std::size_t& n;
+        ~count() { --n; }
+    } counted{timed_parks_};
     auto* t = new park_timer(*this, w, deadline, arm, arg);
     t->armed = &armed;
     t->fired = &fired;

@@ -43,10 +43,24 @@ std::chrono::steady_clock::time_point timer_handle::when() const noexcept {
     return s_ ? s_->timer.expiry() : std::chrono::steady_clock::time_point{};
 }
 
+namespace {
+constinit thread_local event_loop* this_loop = nullptr;  // Borrowed from current()'s holder.
+}  // namespace
+
 event_loop& event_loop::current() {
-    static thread_local std::unique_ptr<event_loop> loop;
-    if (!loop) loop.reset(new event_loop(hub::current()));
-    return *loop;
+    static thread_local struct holder {
+        std::unique_ptr<event_loop> loop;
+        ~holder() { this_loop = nullptr; }
+    } h;
+    if (!h.loop) {
+        h.loop.reset(new event_loop(hub::current()));
+        this_loop = h.loop.get();
+    }
+    return *h.loop;
+}
+
+std::size_t detail::loop_pending_timers_if_any() noexcept {
+    return this_loop != nullptr ? this_loop->pending_timers() : 0;
 }
 
 timer_handle event_loop::call_at(std::chrono::steady_clock::time_point when,
@@ -95,9 +109,9 @@ void event_loop::wait_until_done_or_stopped(detail::task_base& t) {
     running_scope running(*this, "run_until_complete");
     if (!t.done() && !stop_requested_) {
         const std::string what = "task '" + t.name() + "' (run_until_complete)";
-        detail::waiter w(what.c_str());
-        runner_ = &w;
-        t.wait_done_with(w);
+        detail::sync_waiter sw(what.c_str());
+        runner_ = &sw.w;
+        t.wait_done_with(sw);
     }
     if (!t.done()) throw error("greenfiber: Event loop stopped before the task completed");
 }

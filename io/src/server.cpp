@@ -48,8 +48,7 @@ void server_core::leave_loop() noexcept {
 }
 
 void server_core::notify_stoppers() noexcept {
-    hub& h = hub::current();
-    while (waiter* w = stoppers_.pop()) h.wake(*w);
+    stoppers_.signal_all();
 }
 
 bool server_core::wait_for_slot() {
@@ -118,38 +117,39 @@ void server_core::finished(std::list<any_task>::iterator it) noexcept {
     conns_.erase(it);
     --active_;
     slot_freed_.set();
-    if (active_ == 0) notify_stoppers();
+    notify_stoppers();  // they check their own condition
 }
 
 std::size_t server_core::stop_handlers(std::chrono::steady_clock::duration grace) {
     stopping_ = true;
     if (close_) close_();
     slot_freed_.set();  // a paused accept loop sees stopping_
-    hub& h = hub::current();
-    waiter w("a server's handlers to finish (stop)");
     // Parks once, linked where handlers and the accept loop find it when they end.
     auto park = [&](const std::chrono::steady_clock::time_point* until) {
-        stoppers_.push(&w);
-        struct unlink {
-            waiter_queue& q;
-            waiter& w;
-            ~unlink() { q.remove(&w); }
-        } guard{stoppers_, w};
-        return until != nullptr ? h.park_shielded_until(w, *until) : (h.park_shielded(w), true);
+        sync_waiter sw("a server's handlers to finish (stop)");
+        return park_in(stoppers_, sw, until, true);
     };
-    if (active_ > 0 && grace > std::chrono::steady_clock::duration::zero()) {
+    // stop() called from one of this server's own handlers: it does not wait for itself
+    // (it could never finish while waiting), nor cancel itself.
+    const task_base* self = task_base::current();
+    const std::size_t own =
+        self != nullptr && std::any_of(conns_.begin(), conns_.end(),
+                                       [&](const any_task& t) { return t.state() == self; })
+            ? 1
+            : 0;
+    if (active_ > own && grace > std::chrono::steady_clock::duration::zero()) {
         const auto until = std::chrono::steady_clock::now() + grace;
-        while (active_ > 0 && park(&until)) {
+        while (active_ > own && park(&until)) {
         }
     }
     std::size_t n = 0;
     for (any_task& t : conns_) {
-        if (t && !t.done()) {
+        if (t && !t.done() && t.state() != self) {
             t.cancel();
             ++n;
         }
     }
-    while (active_ > 0) (void)park(nullptr);
+    while (active_ > own) (void)park(nullptr);
     while (loop_fiber_ != nullptr && loop_fiber_ != tls->current) (void)park(nullptr);
     return n;
 }

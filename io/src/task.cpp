@@ -12,12 +12,13 @@ namespace detail {
 
 namespace {
 
-// The hub's list of unfinished tasks, per thread (tasks never change threads).
+// The thread's tasks (tasks never change threads). Both lists borrow their elements: a
+// task leaves the live list when it finishes and the unretrieved list when its exception
+// is retrieved, reported or it is destroyed, whichever comes first.
 struct task_list {
-    task_base* head = nullptr;
+    intrusive_list<task_base, live_tasks_tag> live;  // unfinished, oldest first
+    intrusive_list<task_base, unretrieved_tag> unretrieved;
     std::uint64_t next_id = 1;
-    // Finished tasks whose exception nobody retrieved yet (borrowed; removed when destroyed).
-    std::vector<task_base*> unretrieved;
 };
 thread_local task_list tasks;
 
@@ -37,14 +38,18 @@ task_base::task_base(hub& h, spawn_options opts, const std::type_info& fn_type)
 }
 
 task_base::~task_base() {
-    if (error_ && !retrieved_) {
-        std::erase(tasks.unretrieved, this);
-        report_unretrieved();
-    }
+    tasks.live.remove(*this);
+    tasks.unretrieved.remove(*this);
+    if (error_ && !retrieved_) report_unretrieved();
+}
+
+void task_base::mark_retrieved() noexcept {
+    retrieved_ = true;
+    tasks.unretrieved.remove(*this);
 }
 
 void task_base::report_unretrieved() noexcept {
-    retrieved_ = true;  // reported once
+    mark_retrieved();  // reported once
     try {
         hub_->report(
             {"greenfiber: task '" + name_ + "': exception was never retrieved", error_, nullptr});
@@ -53,19 +58,26 @@ void task_base::report_unretrieved() noexcept {
 }
 
 void task_base::report_all_unretrieved() noexcept {
-    std::vector<task_base*> list = std::move(tasks.unretrieved);
-    tasks.unretrieved.clear();
-    for (task_base* t : list) {
-        if (!t->retrieved_) t->report_unretrieved();
+    // Each report unlinks its task; a report handler may retrieve or drop others.
+    while (task_base* t = tasks.unretrieved.front()) {
+        t->retain();  // the handler may drop the last handle
+        t->report_unretrieved();
+        t->release();
     }
+}
+
+std::size_t task_base::live_count() noexcept {
+    return tasks.live.size();
+}
+
+std::size_t task_base::unretrieved_count() noexcept {
+    return tasks.unretrieved.size();
 }
 
 void task_base::start() {
     // The hub's reference: it owns the task until the task finishes.
     retain();
-    next_ = tasks.head;
-    if (next_ != nullptr) next_->prev_ = this;
-    tasks.head = this;
+    tasks.live.push_back(*this);
     start_.fiber = fiber_impl_;
     if (eager_ && !hub_->in_hub()) {
         hub_->run_first(fiber_);
@@ -107,11 +119,7 @@ void task_base::body() noexcept {
     } catch (...) {
         error_ = std::current_exception();
         status_ = task_status::done;
-        try {
-            tasks.unretrieved.push_back(this);
-        } catch (...) {
-            // Out of memory: the report still comes when the task is destroyed.
-        }
+        tasks.unretrieved.push_back(*this);
     }
     finish();
 }
@@ -136,16 +144,13 @@ void task_base::finish() noexcept {
     // waiter's wake-up is itself a done callback added after the ones already there.
     for (auto& cb : callbacks_) hub_->call_soon(std::move(cb.fn));
     callbacks_.clear();
-    while (waiter* w = done_waiters_.pop()) hub_->wake(*w);
+    done_waiters_.signal_all();
     while (done_listener* l = listeners_) {
         remove_done_listener(*l);
         l->fn(*l, *this);
     }
     // Leave the hub's list and drop the hub's reference, last.
-    if (prev_ != nullptr) prev_->next_ = next_;
-    if (next_ != nullptr) next_->prev_ = prev_;
-    if (tasks.head == this) tasks.head = next_;
-    prev_ = next_ = nullptr;
+    tasks.live.remove(*this);
     fiber_impl_->local = nullptr;
     release();
 }
@@ -182,30 +187,20 @@ void task_base::raise_cancel() {
     throw cancelled_error(cancel_message_);
 }
 
-namespace {
-// Links `w` into a task's done waiters for the duration of a wait.
-struct done_link {
-    done_link(waiter_queue& q, waiter& w) : q_(q), w_(w) { q_.push(&w_); }
-    // Still linked when something else (stop(), a deadline, a cancellation) ended the wait.
-    ~done_link() { q_.remove(&w_); }
-    waiter_queue& q_;
-    waiter& w_;
-};
-}  // namespace
-
 void task_base::wait_done() {
     check_thread("wait for");
     if (done()) return;
     const std::string what = "task '" + name_ + "'";
-    waiter w(what.c_str());
-    wait_done_with(w);
+    sync_waiter sw(what.c_str());
+    if (current() == this) throw error("greenfiber: task '" + name_ + "' cannot wait for itself");
+    (void)wait_in(done_waiters_, sw, nullptr);
 }
 
-void task_base::wait_done_with(waiter& w) {
+void task_base::wait_done_with(sync_waiter& sw) {
     if (done()) return;
     if (current() == this) throw error("greenfiber: task '" + name_ + "' cannot wait for itself");
-    done_link link(done_waiters_, w);
-    hub_->park(w);
+    // Any wake-up ends this wait (run_until_complete's stop() wakes `sw.w` directly).
+    park_in(done_waiters_, sw);
 }
 
 bool task_base::wait_done_until(std::chrono::steady_clock::time_point deadline) {
@@ -213,9 +208,9 @@ bool task_base::wait_done_until(std::chrono::steady_clock::time_point deadline) 
     if (done()) return true;
     if (current() == this) throw error("greenfiber: task '" + name_ + "' cannot wait for itself");
     const std::string what = "task '" + name_ + "'";
-    waiter w(what.c_str());
-    done_link link(done_waiters_, w);
-    return hub_->park_until(w, deadline) || done();
+    sync_waiter sw(what.c_str());
+    (void)wait_in(done_waiters_, sw, &deadline);
+    return done();
 }
 
 void task_base::check_result() {
@@ -224,7 +219,7 @@ void task_base::check_result() {
                                   "' has no result yet (it is not finished)");
     if (status_ == task_status::cancelled) throw cancelled_error(cancel_message_);
     if (error_) {
-        retrieved_ = true;
+        mark_retrieved();
         std::rethrow_exception(error_);
     }
 }
@@ -234,7 +229,7 @@ std::exception_ptr task_base::exception() {
         throw invalid_state_error("greenfiber: task '" + name_ +
                                   "' has no exception yet (it is not finished)");
     if (status_ == task_status::cancelled) throw cancelled_error(cancel_message_);
-    retrieved_ = true;
+    mark_retrieved();
     return error_;
 }
 
@@ -262,14 +257,15 @@ task_base* task_base::current() noexcept {
 
 std::vector<task_base*> task_base::all(hub&) {
     std::vector<task_base*> out;
-    for (task_base* t = tasks.head; t != nullptr; t = t->next_) out.push_back(t);
+    out.reserve(tasks.live.size());
+    tasks.live.for_each([&](task_base& t) { out.push_back(&t); });
     return out;
 }
 
 void task_base::destroy_all(hub&) noexcept {
     // Kill every unfinished task's fiber (greenlet_exit unwinds it and it finishes as
     // cancelled); a task that never started just ends.
-    while (task_base* t = tasks.head) {
+    while (task_base* t = tasks.live.front()) {
         t->retain();
         if (t->status_ == task_status::pending) {
             t->status_ = task_status::cancelled;
@@ -277,7 +273,7 @@ void task_base::destroy_all(hub&) noexcept {
         } else {
             greenlet f = std::move(t->fiber_);
         }
-        if (tasks.head == t) {
+        if (tasks.live.front() == t) {
             // It refused to finish: unlink it so that the loop ends (reported by the kill).
             t->finish();
         }

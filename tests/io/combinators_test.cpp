@@ -9,6 +9,8 @@
 #include <string>
 #include <vector>
 
+#include "greenfiber/sync.hpp"
+
 #include "io_check.hpp"
 
 using namespace greenfiber;
@@ -432,6 +434,104 @@ TEST_F(Pool, SpawnSuspendsWhileThePoolIsFull) {
     });
     EXPECT_EQ(t.get(), 0u);
     EXPECT_EQ(peak, 2);
+}
+
+// Regression: a freed slot went to a waiter by waking it; a spawn() arriving before that
+// waiter ran took the slot, and the waiter, already off the list, waited forever.
+TEST_F(Pool, AFreedSlotGoesToTheWaiterNotToALaterSpawn) {
+    auto t = spawn([] {
+        pool p(1);
+        std::vector<int> order;
+        event release;
+        (void)p.spawn([&] { release.wait(); });  // holds the only slot
+        auto b = spawn([&] { (void)p.spawn([&] { order.push_back(1); }); });
+        yield_now();  // b waits for the slot
+        release.set();
+        yield_now();  // the first task ends and frees its slot; b is woken but runs after us
+        (void)p.spawn([&] { order.push_back(2); });
+        b.get();
+        p.join();
+        return order;
+    });
+    EXPECT_EQ(t.get(), (std::vector<int>{1, 2}));
+}
+
+// Regression: a waiter woken with a slot and cancelled before it ran took the wake-up with
+// it; the next waiter waited forever.
+TEST_F(Pool, AWaiterCancelledAfterItWasGivenASlotPassesItOn) {
+    auto t = spawn([] {
+        pool p(1);
+        event release;
+        (void)p.spawn([&] { release.wait(); });
+        auto b = spawn([&] { (void)p.spawn([] {}); });
+        auto c = spawn([&] {
+            (void)p.spawn([] {});
+            return 3;
+        });
+        yield_now();  // b and c wait, in that order
+        release.set();
+        yield_now();  // the first task ends: its slot goes to b, which has not run yet
+        b.cancel();
+        b.wait();
+        EXPECT_TRUE(b.cancelled());
+        const int r = c.get();
+        p.join();
+        EXPECT_EQ(p.free_count(), 1u);
+        return r;
+    });
+    EXPECT_EQ(t.get(), 3);
+}
+
+TEST_F(Pool, EveryFiberInJoinIsWoken) {
+    auto t = spawn([] {
+        pool p(2);
+        (void)p.spawn([] { sleep(2ms); });
+        (void)p.spawn([] { sleep(3ms); });
+        auto j1 = spawn([&] { p.join(); });
+        auto j2 = spawn([&] { p.join(); });
+        j1.get();
+        j2.get();
+        return p.running();
+    });
+    EXPECT_EQ(t.get(), 0u);
+}
+
+TEST_F(Pool, ACancelledJoinerLeavesNoTrace) {
+    auto t = spawn([] {
+        pool p(1);
+        (void)p.spawn([] { sleep(3ms); });
+        auto j = spawn([&] { p.join(); });
+        yield_now();
+        j.cancel();
+        j.wait();
+        p.join();
+        return j.cancelled();
+    });
+    EXPECT_TRUE(t.get());
+}
+
+TEST_F(TaskGroup, EveryFiberInJoinIsWoken) {
+    auto t = spawn([] {
+        task_group g;
+        (void)g.spawn([] { sleep(2ms); });
+        (void)g.spawn([] { sleep(3ms); });
+        auto j = spawn([&] { g.join(); });
+        g.join();
+        j.get();
+        return g.running();
+    });
+    EXPECT_EQ(t.get(), 0u);
+}
+
+TEST_F(AsCompleted, TwoFibersTakingFromOneQueueAreBothServed) {
+    auto t = spawn([] {
+        auto ts = tasks(after(2ms, 1), after(4ms, 2));
+        auto ac = as_completed(ts);
+        auto other = spawn([&] { return ac.next().get(); });
+        const int mine = ac.next().get();
+        return mine + other.get();
+    });
+    EXPECT_EQ(t.get(), 3);
 }
 
 }  // namespace

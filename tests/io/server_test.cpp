@@ -309,4 +309,38 @@ TEST_F(Net, UdpResolution) {
     EXPECT_EQ(eps.front().port(), 53);
 }
 
+// Regression: stop() from one of the server's own handlers waited for that handler to end,
+// which it never could.
+TEST_F(Server, StopFromOneOfItsOwnHandlersReturns) {
+    server<tcp::protocol>* self = nullptr;
+    std::size_t cancelled_by_stop = 99;
+    server<tcp::protocol> srv(loopback_listener(), [&](tcp::socket s) {
+        std::array<char, 4> buf{};
+        s.read(asio::buffer(buf));                 // "stop"
+        cancelled_by_stop = self->stop(10ms);      // neither waits for nor cancels itself
+        s.write(asio::buffer(std::string("ok")));  // still usable: not cancelled
+    });
+    self = &srv;
+    const auto ep = srv.local_endpoint();
+    auto loop = srv.start();
+    auto idle = spawn([ep] {  // a second connection that never sends: stop() cancels it
+        tcp::socket c;
+        c.connect(ep);
+        std::array<char, 1> b{};
+        error_code ec;
+        (void)c.read_some(asio::buffer(b), ec);
+    });
+    tcp::socket c;
+    c.connect(ep);
+    while (srv.active() < 2) sleep(1ms);
+    c.write(asio::buffer(std::string("stop")));
+    std::array<char, 2> reply{};
+    c.read(asio::buffer(reply));
+    EXPECT_EQ(std::string(reply.data(), 2), "ok");
+    loop.get();
+    idle.get();
+    EXPECT_EQ(cancelled_by_stop, 1u);
+    EXPECT_EQ(srv.active(), 0u);
+}
+
 }  // namespace

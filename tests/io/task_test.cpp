@@ -12,6 +12,9 @@
 #include <type_traits>
 #include <vector>
 
+#include "greenfiber/detail/debug.hpp"
+#include "greenfiber/loop.hpp"
+
 #include "io_check.hpp"
 
 using namespace greenfiber;
@@ -309,6 +312,105 @@ TEST_F(Task, CurrentTaskAndAllTasks) {
     EXPECT_EQ(all[0].name(), "me");
     EXPECT_EQ(t.get(), "me");
     EXPECT_TRUE(all_tasks().empty());
+}
+
+// Regression: a failed task whose exception was retrieved stayed in the thread's list of
+// unretrieved errors after it was freed, and run()'s exit read it (use-after-free).
+TEST_F(Task, ARetrievedFailureLeavesTheUnretrievedListAtOnce) {
+    const int got = run([] {
+        auto t = spawn([]() -> int { throw std::runtime_error("boom"); });
+        try {
+            (void)t.get();
+        } catch (const std::runtime_error&) {
+        }
+        EXPECT_EQ(detail::debug_thread_lists().unretrieved, 0u);
+        return 7;
+    });  // run()'s exit walks the list: it must hold no freed task
+    EXPECT_EQ(got, 7);
+    EXPECT_EQ(detail::debug_thread_lists().unretrieved, 0u);
+}
+
+TEST_F(Task, AnUnretrievedFailureIsListedUntilItIsRetrieved) {
+    auto t = spawn([]() -> int { throw std::runtime_error("boom"); });
+    t.wait();
+    EXPECT_EQ(detail::debug_thread_lists().unretrieved, 1u);
+    EXPECT_NE(t.exception(), nullptr);
+    EXPECT_EQ(detail::debug_thread_lists().unretrieved, 0u);
+}
+
+// Regression: a task waiting in get() on another task and then cancelled was queued in the
+// hub's ready queue while still linked in the awaited task's waiter list (one link for
+// both): later wake-ups were lost and this ordinary shutdown ended in loop_exit.
+TEST_F(Task, CancellingAWaiterAndWhatItWaitsForShutsDownCleanly) {
+    run([] {
+        auto t = spawn([] { sleep(1h); });
+        auto x = spawn([t = t.share()]() mutable { t.get(); });
+        auto y = spawn([] { sleep(1h); });
+        yield_now();  // all three park
+        t.cancel();
+        x.cancel();
+        y.cancel();
+        for (any_task* a :
+             {static_cast<any_task*>(&t), static_cast<any_task*>(&x), static_cast<any_task*>(&y)}) {
+            a->wait();
+            EXPECT_TRUE(a->cancelled()) << a->name();
+        }
+    });
+}
+
+TEST_F(Task, ACancelledWaiterDoesNotStealTheWakeUpOfTheNextOne) {
+    auto gate = spawn([] { sleep(5ms); });
+    auto first = spawn([g = gate.share()]() mutable { g.get(); });
+    auto second = spawn([g = gate.share()]() mutable {
+        g.get();
+        return 2;
+    });
+    int callbacks = 0;
+    (void)gate.add_done_callback([&](auto&) { ++callbacks; });
+    yield_now();
+    first.cancel();
+    EXPECT_EQ(second.get(), 2);
+    EXPECT_TRUE(gate.done());
+    first.wait();
+    EXPECT_TRUE(first.cancelled());
+    yield_now();  // the done callback runs from the hub
+    EXPECT_EQ(callbacks, 1);
+}
+
+TEST_F(Task, CancellingTheMiddleWaiterLosesNoOtherWakeUp) {
+    auto t = spawn([] {
+        sleep(5ms);
+        return 5;
+    });
+    auto get_it = [&] { return spawn([t = t.share()]() mutable { return t.get(); }); };
+    auto a = get_it();
+    auto w = get_it();
+    auto b = get_it();
+    yield_now();  // a, w and b wait for t, in that order
+    w.cancel();
+    EXPECT_EQ(a.get(), 5);
+    EXPECT_EQ(b.get(), 5);
+    w.wait();
+    EXPECT_TRUE(w.cancelled());
+}
+
+TEST_F(Task, AGetAfterACaughtCancellationWaitsForTheTaskAgain) {
+    auto slow = spawn([] {
+        sleep(10ms);
+        return 1;
+    });
+    auto waiter = spawn([s = slow.share()]() mutable {
+        // Catches the cancellation and waits again: the second get() must wait for real.
+        try {
+            return s.get();
+        } catch (const cancelled_error&) {
+            current_task().uncancel();
+            return s.get() + 10;
+        }
+    });
+    yield_now();
+    waiter.cancel();
+    EXPECT_EQ(waiter.get(), 11);
 }
 
 }  // namespace

@@ -206,7 +206,7 @@ class completion_queue {
     std::vector<std::size_t> finished_;  // indexes in completion order, not yet handed out
     std::size_t handed_ = 0;
     std::size_t remaining_;
-    waiter* waiting_ = nullptr;
+    wait_list waiting_;  // fibers in next(), signalled at every completion
 };
 
 }  // namespace detail
@@ -424,11 +424,14 @@ class task_group {
     any_task owner_;
     bool joined_ = false;
     bool cancelled_owner_ = false;
-    detail::waiter* joiner_ = nullptr;
+    detail::wait_list joiners_;  // fibers in join(), signalled whenever a task finishes
 };
 
 // gevent's Pool(size): at most `size` tasks at once; spawn() suspends while it is full.
-// Thread: thread-bound.
+// A freed slot goes straight to the fiber that waited longest (FIFO; a later spawn()
+// never takes it first), and a waiter cancelled after it was given a slot passes the slot
+// on. Several fibers may spawn into and join one pool. Must outlive the fibers waiting
+// in it. Thread: thread-bound.
 class pool {
   public:
     explicit pool(std::size_t size);
@@ -437,34 +440,47 @@ class pool {
     pool& operator=(const pool&) = delete;
 
     // Spawns `fn(args...)` once a slot is free. Switches: yes, while full.
-    // Throws: cancelled_error while waiting for a slot.
+    // Throws: cancelled_error while waiting for a slot (then it holds no slot).
     template <class Fn, class... Args>
     auto spawn(Fn&& fn, Args&&... args) {
-        wait_slot();
-        auto t = greenfiber::spawn(std::forward<Fn>(fn), std::forward<Args>(args)...);
-        add(t.share_any());
-        return t;
+        auto e = wait_slot();
+        try {
+            auto t = greenfiber::spawn(std::forward<Fn>(fn), std::forward<Args>(args)...);
+            add(std::move(e), t.share_any());
+            return t;
+        } catch (...) {
+            release_slot();
+            throw;
+        }
     }
     // Waits until every task of the pool is finished. Switches: yes.
+    // Throws: cancelled_error; loop_exit.
     void join();
     std::size_t size() const noexcept { return size_; }
+    // Tasks of the pool not finished yet.
     std::size_t running() const noexcept { return running_; }
-    std::size_t free_count() const noexcept { return size_ - running_; }
+    // Slots neither running a task nor promised to a waiting spawn().
+    std::size_t free_count() const noexcept { return size_ - busy_; }
 
   private:
     struct entry {
         detail::task_base::done_listener l;
-        pool* p;
+        pool* p = nullptr;
         any_task t;
     };
-    void wait_slot();
-    void add(any_task t);
+    // Takes a slot, waiting for one while none is free; returns the (unlinked) entry that
+    // will track the task.
+    std::unique_ptr<entry> wait_slot();
+    void release_slot() noexcept;
+    void add(std::unique_ptr<entry> e, any_task t) noexcept;
     static void on_done(detail::task_base::done_listener& l, detail::task_base& t) noexcept;
     std::size_t size_;
-    std::size_t running_ = 0;
+    std::size_t busy_ = 0;     // slots taken: running tasks plus slots granted to waiters
+    std::size_t running_ = 0;  // unfinished tasks
+    // Unfinished tasks' entries, each owned here until its task finishes.
     std::vector<std::unique_ptr<entry>> tasks_;
-    detail::waiter_queue slot_waiters_;
-    detail::waiter* joiner_ = nullptr;
+    detail::wait_list slot_waiters_;  // spawn() waiting for a slot
+    detail::wait_list joiners_;       // fibers in join()
 };
 
 }  // namespace greenfiber

@@ -39,22 +39,33 @@ class cancelled_error {
     std::string message_;
 };
 
+class hub;
+
 namespace detail {
 
 class task_base;
+// This thread's hub if it has one (never creates it). Switches: no.
+hub* hub_if_any() noexcept;
 // Cancels every unfinished task of this thread's hub and waits for them, at most `grace`
 // (a task still running then is reported by name). Switches: yes.
 void cancel_and_join_tasks(std::chrono::steady_clock::duration grace) noexcept;
 
+class ready_queue;
+
 // A parked fiber's wake-up record. It lives in the frame of the wait that parks the fiber,
 // so it exists exactly as long as the fiber is parked; whoever may wake it must be unlinked
 // (or have completed) before that wait returns.
+//
+// Its one link belongs to the hub's ready queue and nothing else can use it (it is private
+// to ready_queue). A wait that must also be found in another list (a lock's waiters, a
+// task's done waiters) links a separate record that holds this one (sync_waiter in
+// detail/wait_list.hpp), so "queued in the ready queue" and "linked in a wait list" are
+// two links of two types and a cancellation can never put one record in two lists.
 struct waiter {
     explicit waiter(const char* what_) noexcept : what(what_) {}
     waiter(const waiter&) = delete;
     waiter& operator=(const waiter&) = delete;
 
-    waiter* next = nullptr;          // ready-queue link; owned by the hub while queued
     greenlet_impl* fiber = nullptr;  // Borrowed: the parked fiber (set by hub::park)
     const char* what;                // what it waits for, for loop_exit and reports
     // Called by task::cancel() while the fiber is parked here: must make the wait end soon
@@ -64,46 +75,67 @@ struct waiter {
     // When `fiber` is null the entry is a callback: the hub calls run(*this) on its own
     // stack instead of switching (call_soon and done callbacks).
     void (*run)(waiter& w) = nullptr;
-    bool queued = false;  // in the ready queue
     // Set by wake(); cleared only when the fiber parks. A waiter that is not parked is
     // therefore "woken", and a stray wake() of it does nothing.
     bool woken = true;
     bool cancelled = false;  // ended by a cancellation request
+
+    // True while it is in the hub's ready queue.
+    bool queued() const noexcept { return queued_; }
+
+  private:
+    friend class ready_queue;
+    waiter* next_ = nullptr;  // Owned by the ready queue while queued_.
+    bool queued_ = false;
 };
 
-// An intrusive FIFO of waiters.
-class waiter_queue {
+// The hub's FIFO of ready waiters, linked through the waiter's private link. Push checks
+// that the waiter is not queued already: a record is in this queue at most once.
+// Thread-bound.
+class ready_queue {
   public:
     bool empty() const noexcept { return head_ == nullptr; }
-    void push(waiter* w) noexcept {
-        w->next = nullptr;
+    std::size_t size() const noexcept { return size_; }
+    void push_back(waiter& w) noexcept {
+        if (w.queued_) twice(w);
+        w.queued_ = true;
+        w.next_ = nullptr;
         if (tail_ != nullptr) {
-            tail_->next = w;
+            tail_->next_ = &w;
         } else {
-            head_ = w;
+            head_ = &w;
         }
-        tail_ = w;
+        tail_ = &w;
+        ++size_;
     }
-    waiter* pop() noexcept {
+    void push_front(waiter& w) noexcept {
+        if (w.queued_) twice(w);
+        w.queued_ = true;
+        w.next_ = head_;
+        head_ = &w;
+        if (tail_ == nullptr) tail_ = &w;
+        ++size_;
+    }
+    waiter* pop_front() noexcept {
         waiter* w = head_;
         if (w != nullptr) {
-            head_ = w->next;
+            head_ = w->next_;
             if (head_ == nullptr) tail_ = nullptr;
-            w->next = nullptr;
+            w->next_ = nullptr;
+            w->queued_ = false;
+            --size_;
         }
         return w;
     }
-    void push_front(waiter* w) noexcept {
-        w->next = head_;
-        head_ = w;
-        if (tail_ == nullptr) tail_ = w;
-    }
-    // Unlinks `w` if it is queued here. O(n).
-    bool remove(waiter* w) noexcept;
+    // Unlinks `w` if it is queued here. O(n): only a wait that ends while queued (a fiber
+    // killed after it was woken) needs it.
+    void remove(waiter& w) noexcept;
 
   private:
+    [[noreturn]] static void twice(const waiter& w) noexcept;
     waiter* head_ = nullptr;
     waiter* tail_ = nullptr;
+    std::size_t size_ = 0;
 };
 
 }  // namespace detail
@@ -163,8 +195,7 @@ class hub {
     void wake(detail::waiter& w) noexcept {
         if (w.woken) return;
         w.woken = true;
-        w.queued = true;
-        ready_.push(&w);
+        ready_.push_back(w);
     }
 
     // Queues an entry that is not parked: a task's first run, a callback node.
@@ -216,6 +247,9 @@ class hub {
 
     // Fibers parked in park() right now (for leak checks and loop_exit messages).
     std::size_t parked() const noexcept { return parked_; }
+    // Parks with a deadline in progress, and entries in the ready queue (for leak checks).
+    std::size_t timed_parks() const noexcept { return timed_parks_; }
+    std::size_t ready_count() const noexcept { return ready_.size(); }
 
   private:
     friend class detail::task_base;
@@ -233,9 +267,10 @@ class hub {
 
     boost::asio::io_context io_{1};
     greenlet loop_;
-    detail::waiter_queue ready_;
+    detail::ready_queue ready_;
     std::size_t budget_ = 64;
     std::size_t parked_ = 0;
+    std::size_t timed_parks_ = 0;
     std::size_t outstanding_ = 0;            // cross-thread operations that will post back
     detail::waiter* root_waiter_ = nullptr;  // the main greenlet's wait, if it waits
     std::chrono::milliseconds watchdog_{100};

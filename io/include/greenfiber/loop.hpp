@@ -17,6 +17,9 @@ namespace detail {
 struct timer_state;
 // Cancels and joins every unfinished task of this thread's hub, waiting at most `grace`.
 void finish_run(std::chrono::steady_clock::duration grace) noexcept;
+// Pending call_later/call_at timers of this thread's event loop, 0 if it has none (never
+// creates it). Switches: no.
+std::size_t loop_pending_timers_if_any() noexcept;
 }  // namespace detail
 
 // A callback scheduled by call_later() or call_at(). Cancelling it before it runs means

@@ -95,7 +95,7 @@ class server_core {
     bool stopping_ = false;
     std::chrono::milliseconds backoff_{0};
     event slot_freed_;                  // set when a handler ends (wakes a paused accept loop)
-    waiter_queue stoppers_;             // fibers in stop_handlers(), woken as handlers end
+    wait_list stoppers_;                // fibers in stop_handlers(), signalled as handlers end
     const void* loop_fiber_ = nullptr;  // the fiber running the accept loop, if any
     unique_function<void()> close_;
 };

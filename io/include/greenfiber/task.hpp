@@ -13,6 +13,8 @@
 #include <utility>
 #include <vector>
 
+#include "greenfiber/detail/intrusive_list.hpp"
+#include "greenfiber/detail/wait_list.hpp"
 #include "greenfiber/hub.hpp"
 
 namespace greenfiber {
@@ -62,10 +64,15 @@ std::vector<any_task> all_tasks();
 
 namespace detail {
 
+// Tags of the two per-thread lists a task can be in: the unfinished tasks (while it is
+// pending or running) and the finished tasks whose exception nobody retrieved yet.
+struct live_tasks_tag;
+struct unretrieved_tag;
+
 // The shared state of a task. Thread-bound: used only on its hub's thread.
 // Reference-counted: every task<T> handle, plus the hub while the task is unfinished
 // (the hub owns running tasks; dropping every handle detaches the task).
-class task_base {
+class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved_tag> {
   public:
     task_base(const task_base&) = delete;
     task_base& operator=(const task_base&) = delete;
@@ -96,8 +103,10 @@ class task_base {
     };
     void add_done_listener(done_listener& l) noexcept;
     void remove_done_listener(done_listener& l) noexcept;
-    // wait_done() with the caller's waiter / with a deadline (false: it passed first).
-    void wait_done_with(waiter& w);
+    // Parks once in the done waiters with the caller's wait record: returns when the task
+    // finished or anything else woke `sw.w`. Switches: yes.
+    void wait_done_with(sync_waiter& sw);
+    // wait_done() with a deadline: false when it passed first. Switches: yes.
     bool wait_done_until(std::chrono::steady_clock::time_point deadline);
     void check_result();  // throws cancelled_error or the exception (then marked retrieved)
     std::exception_ptr exception();
@@ -137,6 +146,9 @@ class task_base {
     // Reports (once) every finished task whose exception nobody retrieved yet; run() calls it
     // on the way out, for tasks whose handles outlive it.
     static void report_all_unretrieved() noexcept;
+    // Counts of this thread's lists, for leak checks (detail/debug.hpp).
+    static std::size_t live_count() noexcept;
+    static std::size_t unretrieved_count() noexcept;
 
   protected:
     task_base(hub& h, spawn_options opts, const std::type_info& fn_type);
@@ -150,6 +162,7 @@ class task_base {
     void finish() noexcept;
     void end_wait() noexcept;  // ends the current wait early (cancel, interrupt)
     void report_unretrieved() noexcept;
+    void mark_retrieved() noexcept;
 
     hub* hub_;
     greenlet fiber_;
@@ -162,7 +175,7 @@ class task_base {
     std::string cancel_message_;
     std::exception_ptr error_;
     bool retrieved_ = false;
-    waiter_queue done_waiters_;
+    wait_list done_waiters_;  // fibers in wait_done*(), signalled when it finishes
     done_listener* listeners_ = nullptr;
     struct callback {
         std::uint64_t id;
@@ -174,8 +187,6 @@ class task_base {
     const std::type_info* fn_type_;
     bool eager_;
     std::uint32_t refs_ = 1;
-    task_base* prev_ = nullptr;  // the hub's list of unfinished tasks
-    task_base* next_ = nullptr;
 };
 
 // Whether T can really be copied: std::is_copy_constructible is true for a vector of
