@@ -188,6 +188,13 @@ void hub::run_ready() {
         detail::waiter* w = ready_.pop_front();
         if (w == nullptr) return;
         const bool w_is_callback = w->fiber == nullptr;
+        // A task's first run: if its fiber cannot start (no stack), the task fails with that
+        // error instead of staying pending. The hub's reference keeps it alive meanwhile.
+        detail::task_base* starting = nullptr;
+        if (!w_is_callback && w->fiber->local != nullptr) {
+            auto* t = static_cast<detail::task_base*>(w->fiber->local);
+            if (w == &t->start_) starting = t;
+        }
         try {
             // The waiter lives in the fiber's frame: after the switch it may be gone, and the
             // fiber's task with it. The watch holds what the report needs.
@@ -201,6 +208,10 @@ void hub::run_ready() {
         } catch (const greenlet_exit&) {
             throw;  // the hub itself is being killed
         } catch (...) {
+            if (starting != nullptr && starting->status() == task_status::pending) {
+                starting->fail_start(std::current_exception());
+                continue;
+            }
             // A callback threw, or a plain greenlet whose parent is the hub let an exception
             // escape. The hub goes on.
             report({w_is_callback ? "greenfiber: a callback run by the hub threw"

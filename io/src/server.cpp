@@ -34,6 +34,38 @@ server_core::server_core(server_options opts) : opts_(std::move(opts)) {}
 
 server_core::~server_core() = default;
 
+void server_core::kill_handlers(std::exception_ptr why) noexcept {
+    stopping_ = true;
+    if (close_) close_();
+    const task_base* self = task_base::current();
+    auto* loop_task =
+        loop_fiber_ != nullptr && loop_fiber_ != tls->current
+            ? static_cast<task_base*>(static_cast<const greenlet_impl*>(loop_fiber_)->local)
+            : nullptr;
+    if (active_ == 0 && loop_task == nullptr && !why) return;
+    try {
+        hub::current().report({"greenfiber: server '" + opts_.name + "' was destroyed while " +
+                                   std::to_string(active_) + " handler(s) still ran" +
+                                   (why ? ", and waiting for them failed" : " (during unwinding)") +
+                                   ": killing them",
+                               why, nullptr});
+    } catch (...) {
+    }
+    // Each kill unwinds a handler, which erases its entry: take them one at a time.
+    for (bool again = true; again;) {
+        again = false;
+        for (any_task& t : conns_) {
+            if (t && !t.done() && t.state() != self) {
+                any_task keep = t.share_any();
+                keep.state()->kill();
+                again = true;
+                break;
+            }
+        }
+    }
+    if (loop_task != nullptr) loop_task->kill();
+}
+
 void server_core::enter_loop() {
     if (loop_fiber_ != nullptr) {
         throw error("greenfiber: server '" + opts_.name + "' is already serving");

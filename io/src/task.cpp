@@ -80,10 +80,27 @@ void task_base::start() {
     tasks.live.push_back(*this);
     start_.fiber = fiber_impl_;
     if (eager_ && !hub_->in_hub()) {
-        hub_->run_first(fiber_);
+        try {
+            hub_->run_first(fiber_);
+        } catch (...) {
+            // The fiber could not start (no stack): the task fails, as it would when
+            // scheduled. Anything else cannot come from run_first before the switch.
+            if (status_ == task_status::pending) {
+                fail_start(std::current_exception());
+            } else {
+                throw;
+            }
+        }
     } else {
         hub_->schedule(start_);
     }
+}
+
+void task_base::fail_start(std::exception_ptr e) noexcept {
+    status_ = task_status::done;
+    error_ = std::move(e);
+    tasks.unretrieved.push_back(*this);
+    finish();
 }
 
 std::string task_base::site() const {
@@ -265,20 +282,25 @@ std::vector<task_base*> task_base::all(hub&) {
 void task_base::destroy_all(hub&) noexcept {
     // Kill every unfinished task's fiber (greenlet_exit unwinds it and it finishes as
     // cancelled); a task that never started just ends.
-    while (task_base* t = tasks.live.front()) {
-        t->retain();
-        if (t->status_ == task_status::pending) {
-            t->status_ = task_status::cancelled;
-            t->finish();
-        } else {
-            greenlet f = std::move(t->fiber_);
-        }
-        if (tasks.live.front() == t) {
-            // It refused to finish: unlink it so that the loop ends (reported by the kill).
-            t->finish();
-        }
-        t->release();
+    while (task_base* t = tasks.live.front()) t->kill();
+}
+
+void task_base::kill() noexcept {
+    if (done()) return;
+    retain();
+    if (status_ == task_status::pending) {
+        status_ = task_status::cancelled;
+        finish();
+    } else if (current() != this) {
+        greenlet f = std::move(fiber_);
     }
+    if (!done() && list_hook<live_tasks_tag>::linked()) {
+        // It refused to finish (reported by the kill; its fiber stays suspended): it ends as
+        // cancelled, so that nobody waits for it.
+        status_ = task_status::cancelled;
+        finish();
+    }
+    release();
 }
 
 }  // namespace detail

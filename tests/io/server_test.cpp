@@ -10,6 +10,7 @@
 #include <array>
 #include <chrono>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "greenfiber/net.hpp"
@@ -341,6 +342,41 @@ TEST_F(Server, StopFromOneOfItsOwnHandlersReturns) {
     idle.get();
     EXPECT_EQ(cancelled_by_stop, 1u);
     EXPECT_EQ(srv.active(), 0u);
+}
+
+// Regression: at thread exit a server whose handler ignores cancellation outlived the
+// cancel grace; the hub then killed the fiber waiting in ~server, and greenlet_exit left
+// that noexcept destructor: std::terminate.
+TEST_F(Server, DestroyedAtThreadExitWhileAHandlerIgnoresCancellation) {
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    EXPECT_EXIT(
+        {
+            set_report_handler([](const failure_report&) {});  // the kill is reported
+            std::thread th([] {
+                auto owner = spawn([] {
+                    server<tcp::protocol> srv(loopback_listener(), [](tcp::socket) {
+                        for (;;) {
+                            try {
+                                sleep(1h);
+                            } catch (const cancelled_error&) {
+                                current_task().uncancel();  // stubborn: keeps waiting
+                            }
+                        }
+                    });
+                    const auto ep = srv.local_endpoint();
+                    auto client = spawn([ep] {
+                        tcp::socket c;
+                        c.connect(ep);
+                        sleep(1h);
+                    });
+                    srv.serve_forever();
+                });
+                sleep(50ms);  // the client connects; then the thread leaves everything running
+            });
+            th.join();
+            std::exit(0);
+        },
+        ::testing::ExitedWithCode(0), "");
 }
 
 }  // namespace

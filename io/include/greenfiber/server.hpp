@@ -23,6 +23,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <exception>
 #include <functional>
 #include <list>
 #include <string>
@@ -78,6 +79,10 @@ class server_core {
     // handlers that refer to it.
     std::size_t stop_handlers(std::chrono::steady_clock::duration grace);
     // Brackets the accept loop, so that stop() from another fiber can wait for it to leave.
+    // Stops accepting and kills every handler still running, and the accept loop's task if
+    // another task runs it (their fibers unwind now); reports it, with `why` (the error
+    // that ended the destructor's wait, or null). Switches: yes.
+    void kill_handlers(std::exception_ptr why) noexcept;
     void enter_loop();
     void leave_loop() noexcept;
     void set_closer(unique_function<void()> close_listener) { close_ = std::move(close_listener); }
@@ -118,8 +123,21 @@ class server : public detail::server_core {
             listener_.close(ignored);
         });
     }
-    // Handlers refer to the server: whatever still runs is cancelled and waited for.
-    ~server() { stop_handlers(std::chrono::steady_clock::duration::zero()); }
+    // Handlers refer to the server: whatever still runs is cancelled and waited for. A
+    // destructor must not suspend while an exception unwinds it (a kill there would call
+    // std::terminate), so then, or if the wait fails (loop_exit), the handlers still
+    // running are killed at once instead, and that is reported.
+    ~server() {
+        if (std::uncaught_exceptions() > 0) {
+            kill_handlers(nullptr);
+            return;
+        }
+        try {
+            stop_handlers(std::chrono::steady_clock::duration::zero());
+        } catch (...) {
+            kill_handlers(std::current_exception());
+        }
+    }
 
     auto local_endpoint() const { return listener_.local_endpoint(); }
 

@@ -143,6 +143,9 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
     static task_base* current() noexcept;
     static std::vector<task_base*> all(hub& h);
     static void destroy_all(hub& h) noexcept;
+    // Ends the task now: a pending one is cancelled, a started one is killed with
+    // greenlet_exit (unless it is the caller). Switches: yes, into the task's fiber.
+    void kill() noexcept;
     // Reports (once) every finished task whose exception nobody retrieved yet; run() calls it
     // on the way out, for tasks whose handles outlive it.
     static void report_all_unretrieved() noexcept;
@@ -159,6 +162,8 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
   private:
     friend class greenfiber::hub;
     void body() noexcept;
+    // Its fiber could not start (e.g. no stack could be mapped): it ends done with `e`.
+    void fail_start(std::exception_ptr e) noexcept;
     void finish() noexcept;
     void end_wait() noexcept;  // ends the current wait early (cancel, interrupt)
     void report_unretrieved() noexcept;
