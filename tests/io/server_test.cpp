@@ -344,10 +344,10 @@ TEST_F(Server, StopFromOneOfItsOwnHandlersReturns) {
     EXPECT_EQ(srv.active(), 0u);
 }
 
-// Regression: at thread exit a server whose handler ignores cancellation outlived the
-// cancel grace; the hub then killed the fiber waiting in ~server, and greenlet_exit left
-// that noexcept destructor: std::terminate.
-TEST_F(Server, DestroyedAtThreadExitWhileAHandlerIgnoresCancellation) {
+// Regression: a server going out of scope waits in its destructor for a handler that
+// ignores cancellation; at thread exit, after the cancel grace, the hub killed that fiber
+// and greenlet_exit left the noexcept destructor: std::terminate.
+TEST_F(Server, DestroyedWhileAHandlerIgnoresCancellationSurvivesThreadExit) {
     GTEST_FLAG_SET(death_test_style, "threadsafe");
     EXPECT_EXIT(
         {
@@ -364,14 +364,16 @@ TEST_F(Server, DestroyedAtThreadExitWhileAHandlerIgnoresCancellation) {
                         }
                     });
                     const auto ep = srv.local_endpoint();
+                    auto loop = srv.start();
                     auto client = spawn([ep] {
                         tcp::socket c;
                         c.connect(ep);
                         sleep(1h);
                     });
-                    srv.serve_forever();
-                });
-                sleep(50ms);  // the client connects; then the thread leaves everything running
+                    while (srv.active() == 0) sleep(1ms);
+                }  // ~server: waits for the stubborn handler
+                );
+                sleep(50ms);  // then the thread leaves with the owner still in ~server
             });
             th.join();
             std::exit(0);
