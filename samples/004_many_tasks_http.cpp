@@ -85,8 +85,7 @@ int demo() {
     // for task in tasks: print('Task Result:', task.result())
     for (auto& task : tasks) std::cout << "Task Result: " << task.result() << "\n";
     std::cout << requests << " requests: "
-              << (delays < (1.0 + requests) / 2 ? "concurrent (about 1 delay, not 5)"
-                                                : "NOT concurrent")
+              << (delays < requests - 0.5 ? "concurrent (about 1 delay, not 5)" : "NOT concurrent")
               << "\n";
     std::cout << "connections the server accepted: " << srv.served() << "\n";
 

@@ -2,15 +2,16 @@
 
 #include "greenfiber/hub.hpp"
 
-#include <boost/asio/steady_timer.hpp>
-
 #include <time.h>
 
+#include <charconv>
 #include <cstdio>
 #include <cstdlib>
-
+#include <cstring>
 #include <memory>
 #include <string>
+
+#include <boost/asio/steady_timer.hpp>
 
 #include "greenfiber/task.hpp"
 
@@ -92,6 +93,14 @@ hub::hub() : loop_([this] { loop(); }, greenlet::options{"hub", 0}) {
     greenlet root = greenlet::current();
     for (greenlet p = root.parent(); p; p = p.parent()) root = p.share();
     loop_.set_parent(root);
+    // The starting watchdog threshold may come from the environment (see set_watchdog): a
+    // whole number of milliseconds, 0 for off. Anything else leaves the default.
+    if (const char* env = std::getenv("GREENFIBER_WATCHDOG_MS"); env != nullptr) {
+        const char* end = env + std::strlen(env);
+        std::uint32_t ms = 0;  // over 49 days does not parse: the default stays
+        const auto [at, ec] = std::from_chars(env, end, ms);
+        if (ec == std::errc() && at == end && at != env) watchdog_ = std::chrono::milliseconds(ms);
+    }
 }
 
 hub::~hub() {

@@ -6,6 +6,8 @@
 #include <boost/asio/executor_work_guard.hpp>
 
 #include <chrono>
+#include <cstdlib>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -204,12 +206,15 @@ TEST_F(Hub, TheWatchdogNamesATaskThatBlocksTheLoop) {
         reports.emplace_back(r.message);
         if (r.source != nullptr) sources.push_back(r.source->name());
     });
-    h.set_watchdog(20ms);
-    auto blocker = spawn(spawn_options{"blocker", 0}, [] { std::this_thread::sleep_for(60ms); });
-    auto polite = spawn(spawn_options{"polite", 0}, [] { sleep(60ms); });
+    // The threshold and the block are far apart, and far above what a loaded machine adds
+    // to a resume that only parks (the polite task's), so no other report slips in.
+    const auto previous_threshold = h.watchdog();
+    h.set_watchdog(250ms);
+    auto polite = spawn(spawn_options{"polite", 0}, [] { sleep(750ms); });
+    auto blocker = spawn(spawn_options{"blocker", 0}, [] { std::this_thread::sleep_for(750ms); });
     blocker.get();
     polite.get();
-    h.set_watchdog(100ms);
+    h.set_watchdog(previous_threshold);
     h.set_exception_handler(std::move(previous));
     ASSERT_EQ(reports.size(), 1u);
     EXPECT_THAT(reports[0], HasSubstr("task 'blocker'"));
@@ -226,13 +231,59 @@ TEST_F(Hub, TheWatchdogLeavesTheMainGreenletAlone) {
     std::vector<std::string> reports;
     auto previous =
         h.set_exception_handler([&](const failure_report& r) { reports.emplace_back(r.message); });
-    h.set_watchdog(20ms);
+    const auto previous_threshold = h.watchdog();
+    h.set_watchdog(250ms);
     sleep(1ms);
-    std::this_thread::sleep_for(50ms);
+    std::this_thread::sleep_for(750ms);
     sleep(1ms);
-    h.set_watchdog(100ms);
+    h.set_watchdog(previous_threshold);
     h.set_exception_handler(std::move(previous));
     EXPECT_TRUE(reports.empty()) << reports.front();
+}
+
+// Sets GREENFIBER_WATCHDOG_MS to `value` (unset if empty) and returns the threshold a hub
+// created afterwards, on a new thread, starts with. Restores the variable.
+std::chrono::milliseconds threshold_of_a_new_hub(std::optional<std::string> value) {
+    const char* old = std::getenv("GREENFIBER_WATCHDOG_MS");
+    const std::optional<std::string> saved =
+        old != nullptr ? std::optional<std::string>(old) : std::nullopt;
+    if (value) {
+        ::setenv("GREENFIBER_WATCHDOG_MS", value->c_str(), 1);
+    } else {
+        ::unsetenv("GREENFIBER_WATCHDOG_MS");
+    }
+    std::chrono::milliseconds seen{-1};
+    std::thread([&] { seen = hub::current().watchdog(); }).join();
+    if (saved) {
+        ::setenv("GREENFIBER_WATCHDOG_MS", saved->c_str(), 1);
+    } else {
+        ::unsetenv("GREENFIBER_WATCHDOG_MS");
+    }
+    return seen;
+}
+
+TEST_F(Hub, TheWatchdogStartsWithTheThresholdInTheEnvironment) {
+    EXPECT_EQ(threshold_of_a_new_hub("250"), 250ms);
+    EXPECT_EQ(threshold_of_a_new_hub("0"), 0ms);  // off
+    EXPECT_EQ(threshold_of_a_new_hub(std::nullopt), 100ms);
+    // Anything but a whole number of milliseconds that fits leaves the default.
+    for (const char* bad : {"", "-5", "abc", "12x", " 12", "1.5", "99999999999999999999"}) {
+        EXPECT_EQ(threshold_of_a_new_hub(bad), 100ms) << "GREENFIBER_WATCHDOG_MS=\"" << bad << '"';
+    }
+    // Read once, when the hub is created: the variable changes nothing later.
+    hub& h = hub::current();
+    const auto before = h.watchdog();
+    const char* old = std::getenv("GREENFIBER_WATCHDOG_MS");
+    const std::optional<std::string> saved =
+        old != nullptr ? std::optional<std::string>(old) : std::nullopt;
+    ::setenv("GREENFIBER_WATCHDOG_MS", "7", 1);
+    sleep(1ms);
+    EXPECT_EQ(h.watchdog(), before);
+    if (saved) {
+        ::setenv("GREENFIBER_WATCHDOG_MS", saved->c_str(), 1);
+    } else {
+        ::unsetenv("GREENFIBER_WATCHDOG_MS");
+    }
 }
 
 TEST_F(Hub, AWaitWithADeadlineThatEndsEarlyGoesOnAtOnce) {
@@ -256,10 +307,11 @@ TEST_F(Hub, TheWatchdogCanBeTurnedOff) {
     std::vector<std::string> reports;
     auto previous =
         h.set_exception_handler([&](const failure_report& r) { reports.emplace_back(r.message); });
+    const auto previous_threshold = h.watchdog();
     h.set_watchdog(0ms);
     auto blocker = spawn([] { std::this_thread::sleep_for(30ms); });
     blocker.get();
-    h.set_watchdog(100ms);
+    h.set_watchdog(previous_threshold);
     h.set_exception_handler(std::move(previous));
     EXPECT_TRUE(reports.empty());
 }

@@ -2,13 +2,15 @@
 """Runs asan_proof in one mode and checks the sanitizer's verdict.
 
 Usage: expect_asan.py <asan_proof> clean <mode>
-       expect_asan.py <asan_proof> report <mode> <text>...
+       expect_asan.py <asan_proof> report <mode> <pattern>...
 
 clean:  the program must exit 0 and write nothing to stderr (no sanitizer report).
-report: the program must fail with an AddressSanitizer report on stderr that contains
-        every <text> (should_fail alone would also accept an unrelated crash).
+report: the program must fail with an AddressSanitizer report on stderr in which every
+        <pattern> (a Python regular expression) is found (should_fail alone would also
+        accept an unrelated crash).
 """
 
+import re
 import subprocess
 import sys
 
@@ -45,9 +47,9 @@ def main() -> int:
         if "ERROR: AddressSanitizer" not in stderr:
             print(f"FAIL: {mode}: no AddressSanitizer report on stderr")
             return 1
-        for text in sys.argv[4:]:
-            if text not in stderr:
-                print(f"FAIL: {mode}: the AddressSanitizer report does not contain {text!r}")
+        for pattern in sys.argv[4:]:
+            if not re.search(pattern, stderr):
+                print(f"FAIL: {mode}: the AddressSanitizer report does not match {pattern!r}")
                 return 1
     print(f"OK: {mode}")
     return 0

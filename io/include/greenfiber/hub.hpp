@@ -223,6 +223,10 @@ class hub {
     // longer is reported (with its name and where it was spawned) once it yields. The usual
     // cause is a blocking call in a fiber: move it to to_thread(). Default 100 ms; zero turns
     // it off. Measured with the coarse monotonic clock (a few ms of resolution).
+    // A hub starts with the threshold in the environment variable GREENFIBER_WATCHDOG_MS
+    // when it holds a whole number of milliseconds (0: off), read once as the hub is
+    // created; the test harness sets it so that a loaded machine is not reported as a
+    // stall. Code that relies on a threshold sets it here explicitly.
     // Switches: no.   Thread: thread-bound.
     void set_watchdog(std::chrono::milliseconds threshold) noexcept { watchdog_ = threshold; }
     std::chrono::milliseconds watchdog() const noexcept { return watchdog_; }
