@@ -126,7 +126,7 @@ void task_base::body() noexcept {
     status_ = task_status::running;
     try {
         invoke();
-        status_ = task_status::done;
+        status_ = must_cancel_ ? task_status::cancelled : task_status::done;
     } catch (const cancelled_error& e) {
         status_ = task_status::cancelled;
         if (cancel_message_.empty()) cancel_message_ = e.message();
@@ -177,6 +177,7 @@ bool task_base::cancel(std::string message) {
     if (done()) return false;
     ++cancel_requests_;
     if (!message.empty()) cancel_message_ = std::move(message);
+    if (wait_ == nullptr) must_cancel_ = true;  // raised at its next suspension, if any
     end_wait();
     return true;
 }
@@ -201,6 +202,7 @@ void task_base::end_wait() noexcept {
 
 void task_base::raise_cancel() {
     if (interrupt_) std::rethrow_exception(std::exchange(interrupt_, nullptr));
+    must_cancel_ = false;
     throw cancelled_error(cancel_message_);
 }
 

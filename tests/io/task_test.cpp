@@ -434,4 +434,45 @@ TEST_F(Task, ATaskWhoseStackCannotBeMappedFailsWithTheError) {
     }
 }
 
+// asyncio's _must_cancel: a cancellation requested while the task runs, never raised
+// because the task returned without suspending, still ends it cancelled.
+TEST_F(Task, CancelledWhileRunningAndReturningWithoutSuspendingEndsCancelled) {
+    auto t = spawn([] {
+        current_task().cancel("from inside");
+        return 5;
+    });
+    t.wait();
+    EXPECT_TRUE(t.cancelled());
+    try {
+        (void)t.get();
+        ADD_FAILURE() << "get() returned";
+    } catch (const cancelled_error& e) {
+        EXPECT_EQ(e.message(), "from inside");
+    }
+}
+
+TEST_F(Task, ACancellationCaughtAtASuspensionLetsTheTaskReturnItsResult) {
+    auto t = spawn([] {
+        current_task().cancel();
+        try {
+            yield_now();
+        } catch (const cancelled_error&) {
+            current_task().uncancel();
+            return 7;  // asyncio: the task is not cancelled; it returns 7
+        }
+        return 0;
+    });
+    EXPECT_EQ(t.get(), 7);
+    EXPECT_FALSE(t.cancelled());
+}
+
+TEST_F(Task, AnUncancelledRequestThatWasNeverRaisedIsWithdrawn) {
+    auto t = spawn([] {
+        current_task().cancel();
+        EXPECT_EQ(current_task().uncancel(), 0);
+        return 3;
+    });
+    EXPECT_EQ(t.get(), 3);
+}
+
 }  // namespace

@@ -88,7 +88,10 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
     }
     bool cancel(std::string message);
     int cancelling() const noexcept { return cancel_requests_; }
-    int uncancel() noexcept { return cancel_requests_ > 0 ? --cancel_requests_ : 0; }
+    int uncancel() noexcept {
+        if (cancel_requests_ > 0 && --cancel_requests_ == 0) must_cancel_ = false;
+        return cancel_requests_;
+    }
 
     void wait_done();
 
@@ -176,6 +179,10 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
     waiter* wait_ = nullptr;  // the wait the fiber is parked in; set by hub::park
     task_status status_ = task_status::pending;
     int cancel_requests_ = 0;
+    // A cancellation requested while the fiber could not take it (running, pending, or in
+    // a shielded wait) and not raised yet: if the function then returns normally, the task
+    // ends cancelled (asyncio's _must_cancel).
+    bool must_cancel_ = false;
     std::exception_ptr interrupt_;  // raised once at the next suspension point
     std::string cancel_message_;
     std::exception_ptr error_;
@@ -272,10 +279,13 @@ class any_task {
     std::exception_ptr exception() const { return t_->exception(); }
 
     // Requests cancellation: cancelled_error is raised at the task's current suspension
-    // point, or at its next one (or it never starts, if it has not). Returns false if the
+    // point, or at its next one (or it never starts, if it has not). A task that returns
+    // without suspending again ends cancelled, as in asyncio; one that catches the
+    // cancelled_error and returns normally ends done with its result. Returns false if the
     // task is already finished. Switches: no.
     bool cancel(std::string message = {}) const { return t_->cancel(std::move(message)); }
-    // Pending cancellation requests; uncancel() withdraws one and returns the new count.
+    // Pending cancellation requests; uncancel() withdraws one and returns the new count
+    // (at zero, a request not raised yet is withdrawn too, as in Python 3.13).
     int cancelling() const noexcept { return t_->cancelling(); }
     int uncancel() const noexcept { return t_->uncancel(); }
 
