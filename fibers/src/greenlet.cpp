@@ -415,11 +415,34 @@ void destroy(greenlet_impl* g) noexcept {
     release_thread(owner);
 }
 
+// Why an exception must not be raised in `g` (suspended) now, or null if it may. An
+// exception raised at the switch of a greenlet that is unwinding (a destructor switched
+// away during unwinding; its saved uncaught count says so) or inside a no_kill_scope would
+// escape a noexcept destructor: std::terminate.
+const char* unkillable(const greenlet_impl* g) noexcept {
+    if (g->eh.uncaught != 0) return "while unwinding an exception (a destructor switched away)";
+    if (g->no_kill != 0) return "inside a no_kill_scope";
+    return nullptr;
+}
+
+std::string stack_words(const greenlet_impl* g) {
+    return "its " + std::to_string(g->stack_size) + "-byte stack stays allocated";
+}
+
 // Precondition: g is suspended, on this thread, and has no handle left.
 void kill_dropped(greenlet_impl* g) noexcept {
     thread_state& ts = *tls;
     g->refs.store(1, std::memory_order_relaxed);  // resurrected for the kill
     greenlet h = access::adopt(g);
+    if (const char* why = unkillable(g)) {
+        report("greenfiber: cannot kill " + describe(g) + ": it is suspended " + why +
+                   ", where greenlet_exit would call std::terminate; it stays suspended and " +
+                   stack_words(g) + " until a handle to it (this report's source) resumes it",
+               nullptr, g);
+        // As for a greenlet that survives its kill (below): a reported leak, not a loop.
+        if (g->refs.load(std::memory_order_relaxed) == 1) retain(g);
+        return;
+    }
     // During the kill the dropper is the parent, so the kill returns here (greenlet's rule).
     greenlet_impl* const saved_parent = g->parent;
     retain(ts.current);
@@ -437,8 +460,10 @@ void kill_dropped(greenlet_impl* g) noexcept {
     // Still alive and nobody kept a handle during the kill (that would be a resurrection).
     if (g->state != gstate::dead && g->refs.load(std::memory_order_relaxed) == 1) {
         report("greenfiber: greenlet_exit did not kill " + describe(g) +
-                   ": it caught the exit and switched away; it stays suspended and its " +
-                   std::to_string(g->stack_size) + "-byte stack stays allocated",
+                   (g->eh.uncaught != 0
+                        ? ": a destructor switched away while the exit was unwinding it"
+                        : ": it caught the exit and switched away") +
+                   "; it stays suspended and " + stack_words(g),
                nullptr, g);
         // Unless the report handler shared it, nobody can reach it again: keep one
         // reference so that it is not killed in a loop (a reported leak).
@@ -528,6 +553,13 @@ value greenlet::throw_in(std::exception_ptr e) {
     detail::thread_state& ts = detail::checked(p_, "throw into");
     if (!e)
         throw error("greenfiber: throw_in with a null exception_ptr into " + detail::describe(p_));
+    if (p_->ctx != nullptr) {
+        if (const char* why = detail::unkillable(p_)) {
+            throw error("greenfiber: cannot throw into " + detail::describe(p_) +
+                        ": it is suspended " + why +
+                        ", where an exception would call std::terminate (greenlet.hpp)");
+        }
+    }
     return detail::deliver(ts, p_, detail::message{nullptr, &e});
 }
 

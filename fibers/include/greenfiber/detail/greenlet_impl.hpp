@@ -105,6 +105,7 @@ struct greenlet_impl {
     run_base* run = nullptr;  // Owned; null once finished or when created without one.
     void* asan_fake = nullptr;
     void* local = nullptr;  // Borrowed: the upper layer's record of this greenlet (io/: its task).
+    std::uint32_t no_kill = 0;  // open no_kill_scopes on this greenlet's stack
     std::uint64_t id;
     std::string name;
 };
