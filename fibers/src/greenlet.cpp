@@ -146,6 +146,10 @@ thread_state* init_thread_state() {
     return t;
 }
 
+std::string describe_greenlet(const greenlet_impl* g) {
+    return describe(g);
+}
+
 void stack_overflow(greenlet_impl* g) noexcept {
     std::fprintf(stderr,
                  "greenfiber: stack overflow in %s: the canary at the limit of its %zu-byte stack "
@@ -203,16 +207,22 @@ void entry(bctx::transfer_t t) noexcept {
     die(self, failure ? message{nullptr, &failure} : message{&result, nullptr});
 }
 
-// Gives a not-started greenlet its stack and initial context.
-void start(greenlet_impl* g) {
-    const stack_block s = allocate_stack(g->stack_size);
+// Gives a not-started greenlet its stack. On failure it is left as it was.
+void take_stack(greenlet_impl* g) {
+    const stack_block s = allocate_stack(g->stack_size, g);
     g->stack_lo = s.lo;
     g->stack_size = s.size;
     g->stack_guarded = s.guarded;
     g->canary = reinterpret_cast<const std::uintptr_t*>(s.lo);
     set_stack_owner(s, g);
-    g->ctx =
-        bctx::make_fcontext(s.lo + s.size - stack_header_size, s.size - stack_header_size, &entry);
+}
+
+// Gives a not-started greenlet its initial context (and its stack, unless it has one).
+void start(greenlet_impl* g) {
+    if (g->stack_lo == nullptr) take_stack(g);
+    char* lo = static_cast<char*>(g->stack_lo);
+    g->ctx = bctx::make_fcontext(lo + g->stack_size - stack_header_size,
+                                 g->stack_size - stack_header_size, &entry);
     g->state = gstate::alive;
 }
 
@@ -229,6 +239,7 @@ void free_stack(greenlet_impl* g) noexcept {
 void kill_unstarted(greenlet_impl* g) noexcept {
     g->state = gstate::dead;
     delete std::exchange(g->run, nullptr);
+    free_stack(g);  // allocated eagerly (options::eager_stack)
 }
 
 // Delivers `m` to `target` following greenlet's rules: to the first greenlet up the
@@ -540,6 +551,14 @@ greenlet::greenlet(detail::run_base* run, const greenlet* parent, options opts) 
     g->name = std::move(opts.name);
     detail::live_count.fetch_add(1, std::memory_order_relaxed);
     p_ = g;
+    if (opts.eager_stack) {
+        try {
+            detail::take_stack(g);
+        } catch (...) {
+            detail::release(std::exchange(p_, nullptr));  // not started: simply freed
+            throw;
+        }
+    }
 }
 
 greenlet greenlet::current() {

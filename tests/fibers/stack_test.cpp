@@ -2,6 +2,7 @@
 
 #include <greenfiber/stack.hpp>
 
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <gmock/gmock.h>
@@ -9,6 +10,9 @@
 
 #include <cerrno>
 #include <cstddef>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -248,6 +252,120 @@ TEST_F(StackOverflowDeathTest, OverflowNamesTheGreenletAndItsStackSize) {
             (void)g.switch_to();
         },
         "stack overflow in greenlet 'deep'.*65536");
+}
+
+// ---------------------------------------------------------------------------------------
+// Stacks that cannot be mapped
+
+// Larger than the whole user address space: mmap fails whatever the limits.
+constexpr std::size_t unmappable = std::size_t(1) << 47;
+
+TEST_F(StackPool, UnmappableStackFailsTheFirstSwitchWithATypedErrorNamingGreenletAndSize) {
+    const stack_stats before = stack_statistics();
+    bool ran = false;
+    greenlet g([&] { ran = true; }, named("huge", unmappable));
+    try {
+        (void)g.switch_to();
+        ADD_FAILURE() << "no exception";
+    } catch (const greenfiber::stack_error& e) {
+        EXPECT_EQ(e.code().value(), ENOMEM);
+        EXPECT_THAT(e.what(), HasSubstr("greenlet 'huge'"));
+        EXPECT_THAT(e.what(), HasSubstr(std::to_string(unmappable) + "-byte stack"));
+        EXPECT_THAT(e.what(), HasSubstr("address space"));
+    }
+    // Still not started, nothing allocated; it can be retried, killed and dropped.
+    EXPECT_FALSE(g.started());
+    EXPECT_FALSE(ran);
+    EXPECT_EQ(stack_statistics().in_use, before.in_use);
+    EXPECT_THROW((void)g.switch_to(), std::system_error);
+    value killed = g.throw_in();
+    EXPECT_TRUE(killed.is<greenfiber::greenlet_exit>());
+    EXPECT_TRUE(g.dead());
+    EXPECT_FALSE(ran);
+}
+
+TEST_F(StackPool, UnmappableStackOfAChildGoesToItsParentWhichCanCatchIt) {
+    greenlet outer([] {
+        greenlet inner([] {}, named("inner", unmappable));
+        try {
+            (void)inner.switch_to();
+        } catch (const std::system_error& e) {
+            return std::string(e.what());
+        }
+        return std::string("(nothing thrown)");
+    });
+    EXPECT_THAT(outer.switch_to().get<std::string>(), HasSubstr("greenlet 'inner'"));
+}
+
+TEST_F(StackPool, EagerStackIsAllocatedByTheConstructorWhichThrowsWhenItCannot) {
+    const stack_stats before = stack_statistics();
+    const std::size_t live = greenfiber::live_greenlets();
+    greenlet::options huge = named("eager-huge", unmappable);
+    huge.eager_stack = true;
+    bool ran = false;
+    try {
+        greenlet g([&] { ran = true; }, huge);
+        ADD_FAILURE() << "no exception";
+    } catch (const greenfiber::stack_error& e) {
+        EXPECT_EQ(e.stack_size(), unmappable);
+        EXPECT_THAT(e.what(), HasSubstr("greenlet 'eager-huge'"));
+    }
+    EXPECT_FALSE(ran);
+    EXPECT_EQ(greenfiber::live_greenlets(), live);
+    EXPECT_EQ(stack_statistics().in_use, before.in_use);
+
+    greenlet::options ok = named("eager", 100000);
+    ok.eager_stack = true;
+    greenlet g(
+        [](int x) {
+            value v = to_parent(x);
+            return x + v.get<int>();
+        },
+        ok);
+    EXPECT_FALSE(g.started());
+    EXPECT_EQ(g.stack_size(), round_up_to_page(100000));
+    EXPECT_EQ(stack_statistics().in_use, before.in_use + 1);
+    EXPECT_EQ(g.switch_to(1).get<int>(), 1);  // runs on the stack allocated above
+    EXPECT_EQ(stack_statistics().in_use, before.in_use + 1);
+    EXPECT_EQ(g.switch_to(2).get<int>(), 3);
+    EXPECT_EQ(stack_statistics().in_use, before.in_use);
+
+    // Never started: killing it or dropping it gives the stack back.
+    greenlet killed([] {}, ok);
+    greenlet dropped([] {}, ok);
+    EXPECT_EQ(stack_statistics().in_use, before.in_use + 2);
+    EXPECT_TRUE(killed.throw_in().is<greenfiber::greenlet_exit>());
+    EXPECT_EQ(stack_statistics().in_use, before.in_use + 1);
+    dropped = greenlet();
+    EXPECT_EQ(stack_statistics().in_use, before.in_use);
+}
+
+// The address-space limit (RLIMIT_AS) is named, in a child process that lowers it.
+TEST_F(StackOverflowDeathTest, StackBeyondRlimitAsFailsNamingTheLimit) {
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    EXPECT_EXIT(
+        {
+            std::ifstream statm("/proc/self/statm");
+            std::size_t pages = 0;
+            statm >> pages;
+            // Room for small allocations, not for a 64 MiB stack.
+            const rlim_t limit = static_cast<rlim_t>(pages * page + 16 * 1024 * 1024);
+            struct rlimit rl {};
+            getrlimit(RLIMIT_AS, &rl);
+            rl.rlim_cur = limit;
+            if (setrlimit(RLIMIT_AS, &rl) != 0) std::_Exit(2);
+            greenlet g([] {}, named("limited", 64 * 1024 * 1024));
+            std::string what = "(nothing thrown)";
+            try {
+                (void)g.switch_to();
+            } catch (const greenfiber::stack_error& e) {
+                what = e.what();
+            }
+            std::fprintf(stderr, "%s\n", what.c_str());
+            std::fflush(stderr);
+            std::_Exit(!g.started() ? 0 : 1);
+        },
+        ::testing::ExitedWithCode(0), "67108864-byte stack of greenlet 'limited'.*RLIMIT_AS");
 }
 
 }  // namespace

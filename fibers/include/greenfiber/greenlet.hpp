@@ -66,6 +66,9 @@ class greenlet {
     struct options {
         std::string name;            // shown in errors, reports and overflow messages
         std::size_t stack_size = 0;  // 0: default_stack_size() (stack.hpp)
+        // Allocate the stack in the constructor, so that a failure (stack_error, stack.hpp)
+        // is thrown there rather than at the first switch. Default: at the first switch.
+        bool eager_stack = false;
     };
 
     // An empty handle.
@@ -74,7 +77,7 @@ class greenlet {
     // A new, not yet started greenlet that will run `fn`, whose parent is the current
     // greenlet. `fn` takes either nothing, a `value`, or one argument of a type T (the first
     // switch must then pass a T); it returns nothing, a `value` or any movable type.
-    // Switches: no.   Throws: std::bad_alloc.
+    // Switches: no.   Throws: std::bad_alloc; stack_error with options::eager_stack.
     template <class Fn, class = std::enable_if_t<!std::is_same_v<std::decay_t<Fn>, greenlet> &&
                                                  !std::is_same_v<std::decay_t<Fn>, options>>>
     explicit greenlet(Fn&& fn, options opts = {})
@@ -127,7 +130,8 @@ class greenlet {
     // Switches: yes.   Thread: only from this greenlet's thread.
     // Throws: greenfiber::error if this greenlet belongs to another thread or the handle is
     //         empty; an exception that a child lets escape, or that is thrown into the
-    //         caller (throw_in()) while it is suspended.
+    //         caller (throw_in()) while it is suspended; stack_error (stack.hpp) if a start
+    //         finds no memory for the stack (the greenlet stays not started).
     [[nodiscard]] value switch_to(value v = {}) { return detail::switch_value(p_, v); }
 
     // Switches to the parent of the calling greenlet, like `current().parent().switch_to(v)`
@@ -194,9 +198,12 @@ class greenlet {
     std::string describe() const;
     // A greenlet's state in greenlet's repr words, e.g. "suspended active started".
     std::string state_string() const;
-    // The usable stack size in bytes (0 for a main greenlet and before the first start).
+    // The usable stack size in bytes (0 for a main greenlet and before its stack is
+    // allocated: at the first start, or at construction with options::eager_stack).
     std::size_t stack_size() const noexcept {
-        return p_->is_main || p_->state == detail::gstate::not_started ? 0 : p_->stack_size;
+        return p_->is_main || (p_->state == detail::gstate::not_started && p_->stack_lo == nullptr)
+                   ? 0
+                   : p_->stack_size;
     }
     // The id of the thread this greenlet belongs to.
     std::thread::id thread_id() const noexcept;
