@@ -146,6 +146,17 @@ thread_state* init_thread_state() {
     return t;
 }
 
+void stack_pointer_overflow(greenlet_impl* g, void* sp) noexcept {
+    const auto below = g->sp_limit - reinterpret_cast<std::uintptr_t>(sp);
+    std::fprintf(stderr,
+                 "greenfiber: stack overflow in %s: it switched out with its stack pointer %zu "
+                 "bytes below the bottom of its %zu-byte stack%s. Give it a larger stack "
+                 "(greenlet::options::stack_size).\n",
+                 describe(g).c_str(), static_cast<std::size_t>(below), g->stack_size,
+                 g->stack_guarded ? "" : " (which has no guard page: the guard budget is spent)");
+    std::abort();
+}
+
 std::string describe_greenlet(const greenlet_impl* g) {
     return describe(g);
 }
@@ -214,6 +225,7 @@ void take_stack(greenlet_impl* g) {
     g->stack_size = s.size;
     g->stack_guarded = s.guarded;
     g->canary = reinterpret_cast<const std::uintptr_t*>(s.lo);
+    g->sp_limit = reinterpret_cast<std::uintptr_t>(s.lo);
     set_stack_owner(s, g);
 }
 
@@ -233,6 +245,7 @@ void free_stack(greenlet_impl* g) noexcept {
     release_stack(s);
     g->stack_lo = nullptr;
     g->canary = &main_canary;
+    g->sp_limit = 0;
 }
 
 // A not-started greenlet receives an exception: it dies without running.

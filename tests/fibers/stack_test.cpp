@@ -2,6 +2,7 @@
 
 #include <greenfiber/stack.hpp>
 
+#include <alloca.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -366,6 +367,38 @@ TEST_F(StackOverflowDeathTest, StackBeyondRlimitAsFailsNamingTheLimit) {
             std::_Exit(!g.started() ? 0 : 1);
         },
         ::testing::ExitedWithCode(0), "67108864-byte stack of greenlet 'limited'.*RLIMIT_AS");
+}
+
+// Reaches 512 bytes below the bottom of the calling greenlet's stack with one frame larger
+// than a page, writes its far end (so the canary word at the bottom stays intact) and
+// switches to the parent while that frame is live. Exits 3 if the stack is guarded (the
+// test would prove nothing).
+__attribute__((noinline)) void overflow_past_the_canary() {
+    const greenlet self = greenlet::current();
+    const greenfiber::detail::greenlet_impl* impl = greenfiber::detail::access::impl(self);
+    if (impl->stack_guarded) std::_Exit(3);
+    char here = 0;
+    const auto room = static_cast<std::size_t>(&here - static_cast<char*>(impl->stack_lo));
+    auto* frame = static_cast<volatile char*>(alloca(room + 512));
+    frame[0] = 1;  // the far end: in the page below the stack, not on the canary
+    (void)to_parent();
+    frame[1] = frame[0];
+}
+
+// Past the guard budget a stack has no guard page. An overflow by a frame that skips the
+// canary is still caught, at the switch out of the overflowing frame, and named.
+TEST_F(StackOverflowDeathTest, UnguardedOverflowThatSkipsTheCanaryIsCaughtAtTheSwitch) {
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    EXPECT_DEATH(
+        {
+            greenfiber::set_guard_budget(stack_statistics().guarded);  // spent
+            // A size of its own: a new slab, mapped without a guard page.
+            greenlet g([] { overflow_past_the_canary(); },
+                       named("unguarded", default_stack_size() + 11 * page));
+            (void)g.switch_to();
+        },
+        "stack overflow in greenlet 'unguarded' \\(#[0-9]+\\).*below the bottom of its " +
+            std::to_string(default_stack_size() + 11 * page) + "-byte stack");
 }
 
 }  // namespace

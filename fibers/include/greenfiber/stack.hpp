@@ -16,7 +16,16 @@ namespace greenfiber {
 // a mapping and costs the process two VMAs, which Linux caps (vm.max_map_count, 65530 by
 // default). The guard budget is half of (max_map_count - 4096), read at first use; past
 // it the pool behaves as the guard policy says. Every stack, guarded or not, has a canary
-// word at its limit that is checked each time its greenlet switches out.
+// word at its limit that is checked each time its greenlet switches out, and each switch
+// out also checks that the greenlet's stack pointer is not below its stack (abort naming
+// the greenlet: an overflow that is still live when the greenlet switches).
+//
+// What an unguarded stack (past the budget) does not catch: below it lies one unused page,
+// then the top of the neighbouring stack (its greenlet's oldest frames). A frame that
+// overflows, writes more than that page below the stack without touching the canary word,
+// and returns before its greenlet next switches, corrupts the neighbour silently; an
+// overflow that never switches (a runaway recursion) runs on until it reaches unmapped
+// memory. guard_policy::require (or a larger vm.max_map_count) avoids unguarded stacks.
 
 // A greenlet's stack could not be allocated: mmap refused it (the address-space limit
 // RLIMIT_AS, the VMA limit vm.max_map_count, or no free range that large) or the guard
