@@ -37,6 +37,11 @@ namespace {
 
 const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
 constexpr std::size_t stacks_per_slab = 32;
+// The unused gap below each stack of a slab that the guard budget does not fully cover.
+// An overflow that writes into it and returns harms nothing; one still live at a switch is
+// caught by the stack-pointer check (greenlet_impl.hpp). Address space only: never touched,
+// it costs no memory and, inside the slab's mapping, no VMA.
+const std::size_t unguarded_gap = std::max<std::size_t>(64 * 1024, page);
 
 std::size_t round_to_page(std::size_t n) {
     return (n + page - 1) / page * page;
@@ -50,11 +55,13 @@ std::size_t read_guard_budget() {
     return max_maps > 8192 ? static_cast<std::size_t>(max_maps - 4096) / 2 : 2048;
 }
 
-// A slab: `count` stacks, each a guard page followed by `size` usable bytes. The slab
-// table is append-only (the overflow handler reads it without locks).
+// A slab: `count` stacks, each a gap of `gap` bytes followed by `size` usable bytes; a
+// guarded stack's guard page is the top page of its gap. The slab table is append-only (the
+// overflow handler reads it without locks).
 struct slab_record {
     std::atomic<char*> base{nullptr};
     std::size_t stride = 0;
+    std::size_t gap = 0;
     std::size_t size = 0;
     std::size_t count = 0;
 };
@@ -90,18 +97,25 @@ pool_state& pool() {
 }
 
 // Maps a slab of `count` stacks of `size` bytes; guards as many as the budget allows.
-// Returns 0, or mmap's errno (nothing is mapped then). Precondition: mu held.
-int map_slab(pool_state& p, std::size_t size, std::size_t count, std::vector<stack_block>& out) {
-    const std::size_t stride = page + size;
+// Returns 0, or mmap's errno (nothing is mapped then) and the length it refused in
+// `*refused`. Precondition: mu held.
+int map_slab(pool_state& p, std::size_t size, std::size_t count, std::vector<stack_block>& out,
+             std::size_t* refused) {
+    // One page when every stack gets a guard; else a wide gap, under every stack of the slab.
+    const std::size_t gap = p.guarded + count <= p.guard_budget ? page : unguarded_gap;
+    const std::size_t stride = gap + size;
     out.reserve(out.size() + count);  // no allocation failure once the slab is mapped
     void* mem = mmap(nullptr, stride * count, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
-    if (mem == MAP_FAILED) return errno;
+    if (mem == MAP_FAILED) {
+        *refused = stride * count;
+        return errno;
+    }
     madvise(mem, stride * count, MADV_NOHUGEPAGE);
     char* base = static_cast<char*>(mem);
     for (std::size_t i = 0; i < count; ++i) {
-        stack_block s{base + i * stride + page, size, false};
-        if (p.guarded < p.guard_budget && mprotect(base + i * stride, page, PROT_NONE) == 0) {
+        stack_block s{base + i * stride + gap, size, false};
+        if (p.guarded < p.guard_budget && mprotect(s.lo - page, page, PROT_NONE) == 0) {
             s.guarded = true;
             ++p.guarded;
         }
@@ -110,6 +124,7 @@ int map_slab(pool_state& p, std::size_t size, std::size_t count, std::vector<sta
     const std::size_t n = slab_count.load(std::memory_order_relaxed);
     if (n < max_slabs) {
         slabs[n].stride = stride;
+        slabs[n].gap = gap;
         slabs[n].size = size;
         slabs[n].count = count;
         slabs[n].base.store(base, std::memory_order_release);
@@ -191,14 +206,15 @@ stack_block take(pool_state& p, std::vector<stack_block>& list, std::size_t size
                                   " stacks is spent (guard_policy::require; raise "
                                   "vm.max_map_count or call set_guard_budget)");
         }
-        int err = map_slab(p, size, slab_count_hint, list);
+        std::size_t refused = 0;
+        int err = map_slab(p, size, slab_count_hint, list, &refused);
         // A whole slab may not fit where one stack still does.
-        if (err != 0 && slab_count_hint > 1) err = map_slab(p, size, 1, list);
+        if (err != 0 && slab_count_hint > 1) err = map_slab(p, size, 1, list, &refused);
         if (err != 0) {
             throw_stack_error(err, size, owner,
-                              "mmap of " + std::to_string(page + size) +
-                                  " bytes (the stack and its guard page) failed; " +
-                                  limit_words(err, page + size));
+                              "mmap of " + std::to_string(refused) +
+                                  " bytes (the stack and the gap below it) failed; " +
+                                  limit_words(err, refused));
         }
     }
     throw_stack_error(ENOMEM, size, owner, "no usable stack after mapping a slab");
@@ -269,8 +285,10 @@ void on_segv(int sig, siginfo_t* info, void* uctx) {
         const std::size_t stride = slabs[i].stride;
         if (base == nullptr || addr < base || addr >= base + stride * slabs[i].count) continue;
         const std::size_t idx = static_cast<std::size_t>(addr - base) / stride;
-        if (static_cast<std::size_t>(addr - base) - idx * stride >= page) break;  // not a guard
-        char* lo = base + idx * stride + page;
+        const std::size_t offset = static_cast<std::size_t>(addr - base) - idx * stride;
+        const std::size_t gap = slabs[i].gap;
+        if (offset >= gap || offset < gap - page) break;  // not a guard page
+        char* lo = base + idx * stride + gap;
         const greenlet_impl* g =
             header_of(lo, slabs[i].size)->owner.load(std::memory_order_relaxed);
         write_str("greenfiber: stack overflow in ");

@@ -9,6 +9,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstddef>
 #include <cstdio>
@@ -369,16 +371,20 @@ TEST_F(StackOverflowDeathTest, StackBeyondRlimitAsFailsNamingTheLimit) {
         ::testing::ExitedWithCode(0), "67108864-byte stack of greenlet 'limited'.*RLIMIT_AS");
 }
 
+// The lowest usable byte of a started greenlet's stack (its canary word is there).
+char* stack_bottom(const greenlet& g) {
+    return static_cast<char*>(greenfiber::detail::access::impl(g)->stack_lo);
+}
+
 // Reaches 512 bytes below the bottom of the calling greenlet's stack with one frame larger
 // than a page, writes its far end (so the canary word at the bottom stays intact) and
 // switches to the parent while that frame is live. Exits 3 if the stack is guarded (the
 // test would prove nothing).
 __attribute__((noinline)) void overflow_past_the_canary() {
     const greenlet self = greenlet::current();
-    const greenfiber::detail::greenlet_impl* impl = greenfiber::detail::access::impl(self);
-    if (impl->stack_guarded) std::_Exit(3);
+    if (greenfiber::detail::access::impl(self)->stack_guarded) std::_Exit(3);
     char here = 0;
-    const auto room = static_cast<std::size_t>(&here - static_cast<char*>(impl->stack_lo));
+    const auto room = static_cast<std::size_t>(&here - stack_bottom(self));
     auto* frame = static_cast<volatile char*>(alloca(room + 512));
     frame[0] = 1;  // the far end: in the page below the stack, not on the canary
     (void)to_parent();
@@ -399,6 +405,58 @@ TEST_F(StackOverflowDeathTest, UnguardedOverflowThatSkipsTheCanaryIsCaughtAtTheS
         },
         "stack overflow in greenlet 'unguarded' \\(#[0-9]+\\).*below the bottom of its " +
             std::to_string(default_stack_size() + 11 * page) + "-byte stack");
+}
+
+// Writes one byte `below` bytes under the bottom of the calling greenlet's stack, from a
+// frame that reaches there, and returns without switching: the canary word stays intact
+// and the stack pointer is back inside the stack at the next switch.
+__attribute__((noinline)) void write_below_the_stack_and_return(std::size_t below) {
+    char* lo = stack_bottom(greenlet::current());
+    char here = 0;
+    const auto room = static_cast<std::size_t>(&here - lo);
+    auto* frame = static_cast<char*>(alloca(room + below + 256));
+    *static_cast<volatile char*>(frame + ((lo - below) - frame)) = 0x77;
+}
+
+// Past the guard budget the stacks of a slab lie over an unused gap: a frame that
+// overflows by more than a page, writes there and returns harms nothing below it (with a
+// one-page gap the write landed in the neighbouring stack's frames).
+TEST_F(StackPool, UnguardedOverflowBeyondAPageDoesNotReachTheNeighbouringStack) {
+    pool_settings_scope restore;
+    greenfiber::set_guard_budget(stack_statistics().guarded);  // spent
+    // A default size of its own: the next stacks come from a new, unguarded slab.
+    greenfiber::set_default_stack_size(default_stack_size() + 13 * page);
+    // Parks with a pattern on its stack; resumed with a distance, overflows by it and
+    // parks again; finally says whether its pattern is intact.
+    auto body = [] {
+        std::array<unsigned char, 32 * 1024> pattern;
+        pattern.fill(0x5a);
+        value v = to_parent();
+        if (v.is<std::size_t>()) {
+            write_below_the_stack_and_return(v.get<std::size_t>());
+            (void)to_parent();
+        }
+        return std::all_of(pattern.begin(), pattern.end(),
+                           [](unsigned char c) { return c == 0x5a; });
+    };
+    greenlet first(body, named("first"));
+    greenlet second(body, named("second"));
+    (void)first.switch_to();
+    (void)second.switch_to();
+    auto* a = greenfiber::detail::access::impl(first);
+    auto* b = greenfiber::detail::access::impl(second);
+    ASSERT_FALSE(a->stack_guarded);
+    ASSERT_FALSE(b->stack_guarded);
+    const bool first_is_lower = a->stack_lo < b->stack_lo;
+    greenlet& lower = first_is_lower ? first : second;
+    greenlet& upper = first_is_lower ? second : first;
+    char* const lower_top = stack_bottom(lower) + default_stack_size();
+    ASSERT_GE(stack_bottom(upper), lower_top);
+    ASSERT_LE(stack_bottom(upper) - lower_top, 1 << 20) << "not neighbours in one slab";
+    // Two pages under the upper stack: with a one-page gap, inside the lower one's pattern.
+    EXPECT_TRUE(upper.switch_to(std::size_t(2) * page).empty());
+    EXPECT_TRUE(lower.switch_to().get<bool>());
+    EXPECT_TRUE(upper.switch_to().get<bool>());
 }
 
 }  // namespace

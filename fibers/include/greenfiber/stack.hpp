@@ -20,12 +20,14 @@ namespace greenfiber {
 // out also checks that the greenlet's stack pointer is not below its stack (abort naming
 // the greenlet: an overflow that is still live when the greenlet switches).
 //
-// What an unguarded stack (past the budget) does not catch: below it lies one unused page,
-// then the top of the neighbouring stack (its greenlet's oldest frames). A frame that
-// overflows, writes more than that page below the stack without touching the canary word,
-// and returns before its greenlet next switches, corrupts the neighbour silently; an
-// overflow that never switches (a runaway recursion) runs on until it reaches unmapped
-// memory. guard_policy::require (or a larger vm.max_map_count) avoids unguarded stacks.
+// Past the budget, each stack of a new slab lies over an unused 64 KiB gap (address space
+// only: no memory, no extra VMA), so an overflow that writes into the gap and returns harms
+// nothing. What an unguarded stack does not catch: a frame that writes more than 64 KiB
+// below its stack without touching the canary word and returns before its greenlet next
+// switches corrupts the neighbouring stack (its greenlet's oldest frames) silently, and an
+// overflow that never switches (a runaway recursion) runs on through the neighbours until
+// it reaches unmapped memory. guard_policy::require (or a larger vm.max_map_count) avoids
+// unguarded stacks.
 
 // A greenlet's stack could not be allocated: mmap refused it (the address-space limit
 // RLIMIT_AS, the VMA limit vm.max_map_count, or no free range that large) or the guard
