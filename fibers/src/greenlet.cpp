@@ -146,6 +146,21 @@ thread_state* init_thread_state() {
     return t;
 }
 
+void stack_pointer_overflow(greenlet_impl* g, void* sp) noexcept {
+    const auto below = g->sp_limit - reinterpret_cast<std::uintptr_t>(sp);
+    std::fprintf(stderr,
+                 "greenfiber: stack overflow in %s: it switched out with its stack pointer %zu "
+                 "bytes below the bottom of its %zu-byte stack%s. Give it a larger stack "
+                 "(greenlet::options::stack_size).\n",
+                 describe(g).c_str(), static_cast<std::size_t>(below), g->stack_size,
+                 g->stack_guarded ? "" : " (which has no guard page: the guard budget is spent)");
+    std::abort();
+}
+
+std::string describe_greenlet(const greenlet_impl* g) {
+    return describe(g);
+}
+
 void stack_overflow(greenlet_impl* g) noexcept {
     std::fprintf(stderr,
                  "greenfiber: stack overflow in %s: the canary at the limit of its %zu-byte stack "
@@ -203,16 +218,23 @@ void entry(bctx::transfer_t t) noexcept {
     die(self, failure ? message{nullptr, &failure} : message{&result, nullptr});
 }
 
-// Gives a not-started greenlet its stack and initial context.
-void start(greenlet_impl* g) {
-    const stack_block s = allocate_stack(g->stack_size);
+// Gives a not-started greenlet its stack. On failure it is left as it was.
+void take_stack(greenlet_impl* g) {
+    const stack_block s = allocate_stack(g->stack_size, g);
     g->stack_lo = s.lo;
     g->stack_size = s.size;
     g->stack_guarded = s.guarded;
     g->canary = reinterpret_cast<const std::uintptr_t*>(s.lo);
+    g->sp_limit = reinterpret_cast<std::uintptr_t>(s.lo);
     set_stack_owner(s, g);
-    g->ctx =
-        bctx::make_fcontext(s.lo + s.size - stack_header_size, s.size - stack_header_size, &entry);
+}
+
+// Gives a not-started greenlet its initial context (and its stack, unless it has one).
+void start(greenlet_impl* g) {
+    if (g->stack_lo == nullptr) take_stack(g);
+    char* lo = static_cast<char*>(g->stack_lo);
+    g->ctx = bctx::make_fcontext(lo + g->stack_size - stack_header_size,
+                                 g->stack_size - stack_header_size, &entry);
     g->state = gstate::alive;
 }
 
@@ -223,12 +245,14 @@ void free_stack(greenlet_impl* g) noexcept {
     release_stack(s);
     g->stack_lo = nullptr;
     g->canary = &main_canary;
+    g->sp_limit = 0;
 }
 
 // A not-started greenlet receives an exception: it dies without running.
 void kill_unstarted(greenlet_impl* g) noexcept {
     g->state = gstate::dead;
     delete std::exchange(g->run, nullptr);
+    free_stack(g);  // allocated eagerly (options::eager_stack)
 }
 
 // Delivers `m` to `target` following greenlet's rules: to the first greenlet up the
@@ -415,11 +439,34 @@ void destroy(greenlet_impl* g) noexcept {
     release_thread(owner);
 }
 
+// Why an exception must not be raised in `g` (suspended) now, or null if it may. An
+// exception raised at the switch of a greenlet that is unwinding (a destructor switched
+// away during unwinding; its saved uncaught count says so) or inside a no_kill_scope would
+// escape a noexcept destructor: std::terminate.
+const char* unkillable(const greenlet_impl* g) noexcept {
+    if (g->eh.uncaught != 0) return "while unwinding an exception (a destructor switched away)";
+    if (g->no_kill != 0) return "inside a no_kill_scope";
+    return nullptr;
+}
+
+std::string stack_words(const greenlet_impl* g) {
+    return "its " + std::to_string(g->stack_size) + "-byte stack stays allocated";
+}
+
 // Precondition: g is suspended, on this thread, and has no handle left.
 void kill_dropped(greenlet_impl* g) noexcept {
     thread_state& ts = *tls;
     g->refs.store(1, std::memory_order_relaxed);  // resurrected for the kill
     greenlet h = access::adopt(g);
+    if (const char* why = unkillable(g)) {
+        report("greenfiber: cannot kill " + describe(g) + ": it is suspended " + why +
+                   ", where greenlet_exit would call std::terminate; it stays suspended and " +
+                   stack_words(g) + " until a handle to it (this report's source) resumes it",
+               nullptr, g);
+        // As for a greenlet that survives its kill (below): a reported leak, not a loop.
+        if (g->refs.load(std::memory_order_relaxed) == 1) retain(g);
+        return;
+    }
     // During the kill the dropper is the parent, so the kill returns here (greenlet's rule).
     greenlet_impl* const saved_parent = g->parent;
     retain(ts.current);
@@ -437,8 +484,10 @@ void kill_dropped(greenlet_impl* g) noexcept {
     // Still alive and nobody kept a handle during the kill (that would be a resurrection).
     if (g->state != gstate::dead && g->refs.load(std::memory_order_relaxed) == 1) {
         report("greenfiber: greenlet_exit did not kill " + describe(g) +
-                   ": it caught the exit and switched away; it stays suspended and its " +
-                   std::to_string(g->stack_size) + "-byte stack stays allocated",
+                   (g->eh.uncaught != 0
+                        ? ": a destructor switched away while the exit was unwinding it"
+                        : ": it caught the exit and switched away") +
+                   "; it stays suspended and " + stack_words(g),
                nullptr, g);
         // Unless the report handler shared it, nobody can reach it again: keep one
         // reference so that it is not killed in a loop (a reported leak).
@@ -515,6 +564,14 @@ greenlet::greenlet(detail::run_base* run, const greenlet* parent, options opts) 
     g->name = std::move(opts.name);
     detail::live_count.fetch_add(1, std::memory_order_relaxed);
     p_ = g;
+    if (opts.eager_stack) {
+        try {
+            detail::take_stack(g);
+        } catch (...) {
+            detail::release(std::exchange(p_, nullptr));  // not started: simply freed
+            throw;
+        }
+    }
 }
 
 greenlet greenlet::current() {
@@ -528,6 +585,13 @@ value greenlet::throw_in(std::exception_ptr e) {
     detail::thread_state& ts = detail::checked(p_, "throw into");
     if (!e)
         throw error("greenfiber: throw_in with a null exception_ptr into " + detail::describe(p_));
+    if (p_->ctx != nullptr) {
+        if (const char* why = detail::unkillable(p_)) {
+            throw error("greenfiber: cannot throw into " + detail::describe(p_) +
+                        ": it is suspended " + why +
+                        ", where an exception would call std::terminate (greenlet.hpp)");
+        }
+    }
     return detail::deliver(ts, p_, detail::message{nullptr, &e});
 }
 

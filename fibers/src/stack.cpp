@@ -5,6 +5,7 @@
 
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -36,6 +37,11 @@ namespace {
 
 const std::size_t page = static_cast<std::size_t>(sysconf(_SC_PAGESIZE));
 constexpr std::size_t stacks_per_slab = 32;
+// The unused gap below each stack of a slab that the guard budget does not fully cover.
+// An overflow that writes into it and returns harms nothing; one still live at a switch is
+// caught by the stack-pointer check (greenlet_impl.hpp). Address space only: never touched,
+// it costs no memory and, inside the slab's mapping, no VMA.
+const std::size_t unguarded_gap = std::max<std::size_t>(64 * 1024, page);
 
 std::size_t round_to_page(std::size_t n) {
     return (n + page - 1) / page * page;
@@ -49,11 +55,13 @@ std::size_t read_guard_budget() {
     return max_maps > 8192 ? static_cast<std::size_t>(max_maps - 4096) / 2 : 2048;
 }
 
-// A slab: `count` stacks, each a guard page followed by `size` usable bytes. The slab
-// table is append-only (the overflow handler reads it without locks).
+// A slab: `count` stacks, each a gap of `gap` bytes followed by `size` usable bytes; a
+// guarded stack's guard page is the top page of its gap. The slab table is append-only (the
+// overflow handler reads it without locks).
 struct slab_record {
     std::atomic<char*> base{nullptr};
     std::size_t stride = 0;
+    std::size_t gap = 0;
     std::size_t size = 0;
     std::size_t count = 0;
 };
@@ -89,21 +97,25 @@ pool_state& pool() {
 }
 
 // Maps a slab of `count` stacks of `size` bytes; guards as many as the budget allows.
-// Precondition: mu held.
-void map_slab(pool_state& p, std::size_t size, std::size_t count, std::vector<stack_block>& out) {
-    const std::size_t stride = page + size;
+// Returns 0, or mmap's errno (nothing is mapped then) and the length it refused in
+// `*refused`. Precondition: mu held.
+int map_slab(pool_state& p, std::size_t size, std::size_t count, std::vector<stack_block>& out,
+             std::size_t* refused) {
+    // One page when every stack gets a guard; else a wide gap, under every stack of the slab.
+    const std::size_t gap = p.guarded + count <= p.guard_budget ? page : unguarded_gap;
+    const std::size_t stride = gap + size;
+    out.reserve(out.size() + count);  // no allocation failure once the slab is mapped
     void* mem = mmap(nullptr, stride * count, PROT_READ | PROT_WRITE,
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
     if (mem == MAP_FAILED) {
-        throw std::system_error(errno, std::generic_category(),
-                                "greenfiber: mmap of " + std::to_string(count) + " stacks of " +
-                                    std::to_string(size) + " bytes failed");
+        *refused = stride * count;
+        return errno;
     }
     madvise(mem, stride * count, MADV_NOHUGEPAGE);
     char* base = static_cast<char*>(mem);
     for (std::size_t i = 0; i < count; ++i) {
-        stack_block s{base + i * stride + page, size, false};
-        if (p.guarded < p.guard_budget && mprotect(base + i * stride, page, PROT_NONE) == 0) {
+        stack_block s{base + i * stride + gap, size, false};
+        if (p.guarded < p.guard_budget && mprotect(s.lo - page, page, PROT_NONE) == 0) {
             s.guarded = true;
             ++p.guarded;
         }
@@ -112,11 +124,54 @@ void map_slab(pool_state& p, std::size_t size, std::size_t count, std::vector<st
     const std::size_t n = slab_count.load(std::memory_order_relaxed);
     if (n < max_slabs) {
         slabs[n].stride = stride;
+        slabs[n].gap = gap;
         slabs[n].size = size;
         slabs[n].count = count;
         slabs[n].base.store(base, std::memory_order_release);
         slab_count.store(n + 1, std::memory_order_release);
     }
+    return 0;
+}
+
+std::size_t count_lines(const char* path) {
+    std::ifstream in(path);
+    std::size_t n = 0;
+    for (std::string line; std::getline(in, line);) ++n;
+    return n;
+}
+
+// Which limit made mmap of `bytes` fail with `err`, in words. Runs only on failure.
+std::string limit_words(int err, std::size_t bytes) {
+    if (err != ENOMEM) return "the kernel refused the mapping";
+    struct rlimit rl {};
+    if (getrlimit(RLIMIT_AS, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY) {
+        std::size_t pages = 0;
+        std::ifstream statm("/proc/self/statm");
+        statm >> pages;
+        const std::size_t in_use = pages * page;
+        if (in_use + bytes > rl.rlim_cur) {
+            return "the address-space limit RLIMIT_AS (" + std::to_string(rl.rlim_cur) +
+                   " bytes, " + std::to_string(in_use) + " in use) is reached";
+        }
+    }
+    long max_maps = 65530;
+    std::ifstream in("/proc/sys/vm/max_map_count");
+    if (in) in >> max_maps;
+    const std::size_t maps = count_lines("/proc/self/maps");
+    if (max_maps > 0 && maps + 2 >= static_cast<std::size_t>(max_maps)) {
+        return "the mapping limit vm.max_map_count (" + std::to_string(max_maps) + ", " +
+               std::to_string(maps) + " mappings in use) is reached";
+    }
+    return "the address space has no free range of " + std::to_string(bytes) +
+           " bytes, or the kernel is out of memory";
+}
+
+[[noreturn]] void throw_stack_error(int err, std::size_t size, const greenlet_impl* owner,
+                                    const std::string& why) {
+    throw stack_error(std::error_code(err, std::generic_category()),
+                      "greenfiber: cannot allocate the " + std::to_string(size) +
+                          "-byte stack of " + describe_greenlet(owner) + ": " + why,
+                      size);
 }
 
 bool usable(pool_state& p, const stack_block& s) {
@@ -135,7 +190,7 @@ void warn_unguarded(pool_state& p) {
 
 // Takes a usable stack from `list`, mapping a new slab when none is left.
 stack_block take(pool_state& p, std::vector<stack_block>& list, std::size_t size,
-                 std::size_t slab_count_hint) {
+                 std::size_t slab_count_hint, const greenlet_impl* owner) {
     for (int attempt = 0; attempt < 2; ++attempt) {
         for (std::size_t i = list.size(); i-- > 0;) {
             if (list[i].size != size || !usable(p, list[i])) continue;
@@ -146,27 +201,35 @@ stack_block take(pool_state& p, std::vector<stack_block>& list, std::size_t size
             return s;
         }
         if (p.policy == guard_policy::require && p.guarded >= p.guard_budget) {
-            throw std::system_error(ENOMEM, std::generic_category(),
-                                    "greenfiber: the guard-page budget of " +
-                                        std::to_string(p.guard_budget) +
-                                        " stacks is spent (guard_policy::require; raise "
-                                        "vm.max_map_count or call set_guard_budget)");
+            throw_stack_error(ENOMEM, size, owner,
+                              "the guard-page budget of " + std::to_string(p.guard_budget) +
+                                  " stacks is spent (guard_policy::require; raise "
+                                  "vm.max_map_count or call set_guard_budget)");
         }
-        map_slab(p, size, slab_count_hint, list);
+        std::size_t refused = 0;
+        int err = map_slab(p, size, slab_count_hint, list, &refused);
+        // A whole slab may not fit where one stack still does.
+        if (err != 0 && slab_count_hint > 1) err = map_slab(p, size, 1, list, &refused);
+        if (err != 0) {
+            throw_stack_error(err, size, owner,
+                              "mmap of " + std::to_string(refused) +
+                                  " bytes (the stack and the gap below it) failed; " +
+                                  limit_words(err, refused));
+        }
     }
-    throw std::system_error(ENOMEM, std::generic_category(), "greenfiber: no usable stack");
+    throw_stack_error(ENOMEM, size, owner, "no usable stack after mapping a slab");
 }
 
 }  // namespace
 
-stack_block allocate_stack(std::size_t size) {
+stack_block allocate_stack(std::size_t size, const greenlet_impl* owner) {
     pool_state& p = pool();
     std::lock_guard lock(p.mu);
     stack_block s;
     if (size == 0 || round_to_page(size) == p.default_size) {
-        s = take(p, p.free_default, p.default_size, stacks_per_slab);
+        s = take(p, p.free_default, p.default_size, stacks_per_slab, owner);
     } else {
-        s = take(p, p.free_other, round_to_page(std::max<std::size_t>(size, 16384)), 1);
+        s = take(p, p.free_other, round_to_page(std::max<std::size_t>(size, 16384)), 1, owner);
     }
     ++p.in_use;
     return s;
@@ -222,8 +285,10 @@ void on_segv(int sig, siginfo_t* info, void* uctx) {
         const std::size_t stride = slabs[i].stride;
         if (base == nullptr || addr < base || addr >= base + stride * slabs[i].count) continue;
         const std::size_t idx = static_cast<std::size_t>(addr - base) / stride;
-        if (static_cast<std::size_t>(addr - base) - idx * stride >= page) break;  // not a guard
-        char* lo = base + idx * stride + page;
+        const std::size_t offset = static_cast<std::size_t>(addr - base) - idx * stride;
+        const std::size_t gap = slabs[i].gap;
+        if (offset >= gap || offset < gap - page) break;  // not a guard page
+        char* lo = base + idx * stride + gap;
         const greenlet_impl* g =
             header_of(lo, slabs[i].size)->owner.load(std::memory_order_relaxed);
         write_str("greenfiber: stack overflow in ");

@@ -7,10 +7,13 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <cstdlib>
 #include <exception>
 #include <future>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -21,6 +24,7 @@
 #include <vector>
 
 #include <greenfiber/error.hpp>
+#include <greenfiber/stack.hpp>
 #include <greenfiber/value.hpp>
 
 #include "leak_check.hpp"
@@ -1098,6 +1102,38 @@ TEST_F(GreenletKill, KillingAGreenletKillsTheChildrenItOwns) {
     EXPECT_EQ(destroyed, (std::vector<std::string>{"inner", "outer"}));
 }
 
+TEST_F(GreenletKill, NoKillScopesNestAndBelongToTheirGreenlet) {
+    std::vector<bool> seen;
+    greenlet g([&] {
+        seen.push_back(greenfiber::no_kill_scope::active());
+        {
+            greenfiber::no_kill_scope outer;
+            {
+                greenfiber::no_kill_scope inner;
+                seen.push_back(greenfiber::no_kill_scope::active());
+            }
+            seen.push_back(greenfiber::no_kill_scope::active());
+            (void)to_parent();  // the caller is not inside this greenlet's scope
+        }
+        seen.push_back(greenfiber::no_kill_scope::active());
+    });
+    (void)g.switch_to();
+    seen.push_back(greenfiber::no_kill_scope::active());
+    (void)g.switch_to();
+    EXPECT_EQ(seen, (std::vector<bool>{false, true, true, false, false}));
+    struct during_unwinding {
+        std::vector<bool>& out;
+        ~during_unwinding() { out.push_back(greenfiber::no_kill_scope::active()); }
+    };
+    seen.clear();
+    try {
+        during_unwinding d{seen};
+        throw some_error("unwinding");
+    } catch (const some_error&) {
+    }
+    EXPECT_EQ(seen, (std::vector<bool>{true}));
+}
+
 // ---------------------------------------------------------------------------------------
 // Threads
 
@@ -1401,5 +1437,291 @@ TEST_F(GreenletTrace, SettraceReturnsThePreviousTracerWhichRunsInTheTargetsConte
 // G62-G64 (gr_context, contextvars): not ported. C++ has no context variables and greenfiber
 // gives greenlets no per-greenlet context object; thread_local state is shared by all the
 // greenlets of a thread.
+
+// ---------------------------------------------------------------------------------------
+// Kills that cannot be delivered: a greenlet parked in a destructor (greenlet.hpp,
+// "A destructor that suspends"). Raising greenlet_exit there used to call std::terminate,
+// so each case runs in a death-test child that must exit normally: a failed check in the
+// child exits 1 and says which, the reports go to stderr for the parent's regex.
+
+// The checks of a scenario run in a death-test child, where a failed EXPECT would not
+// reach the parent.
+class child_checks {
+  public:
+    void check(bool ok, const char* what) {
+        if (!ok) {
+            std::fprintf(stderr, "CHECK FAILED: %s\n", what);
+            failed_ = true;
+        }
+    }
+    [[noreturn]] void finish() {
+        std::fflush(stderr);
+        std::_Exit(failed_ ? 1 : 0);
+    }
+
+  private:
+    bool failed_ = false;
+};
+#define CHILD_CHECK(c, cond) (c).check((cond), #cond)
+
+// Keeps every report (messages and shared sources); writes each message to stderr.
+struct report_log {
+    std::mutex mu;
+    std::vector<std::string> messages;  // Guarded by mu.
+    std::vector<greenlet> sources;      // Guarded by mu.
+    report_handler handler() {
+        return [this](const failure_report& r) {
+            std::lock_guard lock(mu);
+            messages.emplace_back(r.message);
+            std::fprintf(stderr, "report: %s\n", messages.back().c_str());
+            if (r.source != nullptr) sources.push_back(r.source->share());
+        };
+    }
+    greenlet take_source() {
+        std::lock_guard lock(mu);
+        if (sources.empty()) return greenlet();
+        greenlet g = std::move(sources.back());
+        sources.pop_back();
+        return g;
+    }
+};
+
+bool contains(const std::string& s, const std::string& part) {
+    return s.find(part) != std::string::npos;
+}
+
+// Switches to the parent from its destructor, as a destructor that waits for something
+// would. Says whether it parked during unwinding.
+struct parks_in_destructor {
+    std::vector<std::string>& log;
+    ~parks_in_destructor() {
+        log.push_back(std::uncaught_exceptions() > 0 ? "parked while unwinding" : "parked");
+        (void)to_parent();
+        log.push_back("resumed");
+    }
+};
+
+// The same, marked as a region where the greenlet must not be killed.
+struct parks_in_shielded_destructor {
+    std::vector<std::string>& log;
+    ~parks_in_shielded_destructor() {
+        greenfiber::no_kill_scope shield;
+        log.push_back(greenfiber::no_kill_scope::active() ? "parked shielded" : "parked");
+        (void)to_parent();
+        log.push_back("resumed");
+    }
+};
+
+using strings = std::vector<std::string>;
+
+class GreenletUnkillableDeathTest : public greenfiber::testing::leak_checked {
+  protected:
+    void SetUp() override {
+        leak_checked::SetUp();
+        GTEST_FLAG_SET(death_test_style, "threadsafe");
+    }
+};
+
+// The kill unwinds the greenlet; a destructor switches away during that unwinding (reported
+// as a greenlet that did not die); its handle is dropped again: a second greenlet_exit
+// raised in that destructor would escape it during unwinding.
+TEST_F(GreenletUnkillableDeathTest, DroppedAgainWhileAKillUnwindsItIsReportedNotTerminated) {
+    EXPECT_EXIT(
+        {
+            child_checks c;
+            report_log reports;
+            report_scope rs(reports.handler());
+            const std::size_t live = greenfiber::live_greenlets();
+            strings log;
+            {
+                greenlet g(
+                    [&] {
+                        parks_in_destructor p{log};
+                        (void)to_parent();
+                    },
+                    named("unwinding-twice"));
+                (void)g.switch_to();
+            }  // the kill starts; the destructor parks back here
+            CHILD_CHECK(c, log == strings{"parked while unwinding"});
+            CHILD_CHECK(c, reports.messages.size() == 1u);
+            CHILD_CHECK(c, contains(reports.messages.at(0), "greenlet_exit did not kill"));
+            CHILD_CHECK(c, contains(reports.messages.at(0), "unwinding"));
+            greenlet zombie = reports.take_source();
+            CHILD_CHECK(c, zombie.active());
+            zombie = greenlet();  // dropped again
+            CHILD_CHECK(c, reports.messages.size() == 2u);
+            CHILD_CHECK(c, contains(reports.messages.at(1), "'unwinding-twice'"));
+            zombie = reports.take_source();
+            CHILD_CHECK(c, zombie.active());
+            value r = zombie.switch_to();  // the destructor returns; the first kill finishes
+            CHILD_CHECK(c, r.is<greenlet_exit>());
+            CHILD_CHECK(c, zombie.dead());
+            CHILD_CHECK(c, (log == strings{"parked while unwinding", "resumed"}));
+            zombie = greenlet();
+            CHILD_CHECK(c, greenfiber::live_greenlets() == live);
+            c.finish();
+        },
+        ::testing::ExitedWithCode(0),
+        "cannot kill greenlet 'unwinding-twice' \\(#[0-9]+\\): it is suspended while unwinding");
+}
+
+// A destructor switches away while an ordinary exception unwinds the greenlet; then its
+// last handle is dropped.
+TEST_F(GreenletUnkillableDeathTest, DroppedWhileAnExceptionUnwindsItIsReportedNotTerminated) {
+    EXPECT_EXIT(
+        {
+            child_checks c;
+            report_log reports;
+            report_scope rs(reports.handler());
+            const std::size_t live = greenfiber::live_greenlets();
+            const std::size_t stacks = greenfiber::stack_statistics().in_use;
+            strings log;
+            greenlet g(
+                [&] {
+                    parks_in_destructor p{log};
+                    throw some_error("unwinding");
+                },
+                named("unwinding-error"));
+            (void)g.switch_to();
+            CHILD_CHECK(c, log == strings{"parked while unwinding"});
+            g = greenlet();
+            CHILD_CHECK(c, reports.messages.size() == 1u);
+            greenlet zombie = reports.take_source();
+            CHILD_CHECK(c, zombie.active());
+            CHILD_CHECK(c, greenfiber::stack_statistics().in_use == stacks + 1);  // kept
+            bool raised = false;
+            try {
+                (void)zombie.switch_to();  // the unwinding resumes and ends in the parent
+            } catch (const some_error&) {
+                raised = true;
+            }
+            CHILD_CHECK(c, raised);
+            CHILD_CHECK(c, zombie.dead());
+            zombie = greenlet();
+            CHILD_CHECK(c, greenfiber::live_greenlets() == live);
+            CHILD_CHECK(c, greenfiber::stack_statistics().in_use == stacks);
+            c.finish();
+        },
+        ::testing::ExitedWithCode(0),
+        "cannot kill greenlet 'unwinding-error' \\(#[0-9]+\\): it is suspended while "
+        "unwinding.*stack stays allocated");
+}
+
+// A plain destructor (not unwinding) that switches away inside a no_kill_scope, then the
+// last handle is dropped. Once resumed and out of the scope, a later drop kills it.
+TEST_F(GreenletUnkillableDeathTest, DroppedInsideANoKillScopeIsReportedNotTerminated) {
+    EXPECT_EXIT(
+        {
+            child_checks c;
+            report_log reports;
+            report_scope rs(reports.handler());
+            const std::size_t live = greenfiber::live_greenlets();
+            strings log;
+            greenlet g(
+                [&] {
+                    { parks_in_shielded_destructor p{log}; }
+                    on_destroy d{log, "unwound by the later kill"};
+                    (void)to_parent();
+                },
+                named("plain-destructor"));
+            (void)g.switch_to();
+            CHILD_CHECK(c, log == strings{"parked shielded"});
+            CHILD_CHECK(c, !greenfiber::no_kill_scope::active());  // per greenlet: not here
+            g = greenlet();
+            CHILD_CHECK(c, reports.messages.size() == 1u);
+            greenlet zombie = reports.take_source();
+            CHILD_CHECK(c, zombie.active());
+            (void)zombie.switch_to();  // leaves the destructor, parks again outside the scope
+            CHILD_CHECK(c, (log == strings{"parked shielded", "resumed"}));
+            zombie = greenlet();  // now an ordinary kill
+            CHILD_CHECK(c, reports.messages.size() == 1u);
+            CHILD_CHECK(
+                c, (log == strings{"parked shielded", "resumed", "unwound by the later kill"}));
+            CHILD_CHECK(c, greenfiber::live_greenlets() == live);
+            c.finish();
+        },
+        ::testing::ExitedWithCode(0),
+        "cannot kill greenlet 'plain-destructor' \\(#[0-9]+\\): it is suspended inside a "
+        "no_kill_scope");
+}
+
+// throw_in() into a greenlet parked in a destructor fails in the caller and leaves the
+// target as it was.
+TEST_F(GreenletUnkillableDeathTest, ThrowIntoAGreenletParkedInADestructorThrowsInTheCaller) {
+    EXPECT_EXIT(
+        {
+            child_checks c;
+            strings log;
+            greenlet unwinding(
+                [&] {
+                    parks_in_destructor p{log};
+                    throw some_error("unwinding");
+                },
+                named("unwinding"));
+            greenlet shielded([&] { parks_in_shielded_destructor p{log}; }, named("shielded"));
+            (void)unwinding.switch_to();
+            (void)shielded.switch_to();
+            const std::string m1 = error_message([&] { (void)unwinding.throw_in(); });
+            const std::string m2 = error_message([&] { (void)shielded.throw_in(key_error("no")); });
+            std::fprintf(stderr, "%s\n%s\n", m1.c_str(), m2.c_str());
+            CHILD_CHECK(c, contains(m1, "'unwinding'"));
+            CHILD_CHECK(c, contains(m2, "'shielded'"));
+            CHILD_CHECK(c, unwinding.active() && shielded.active());
+            bool raised = false;
+            try {
+                (void)unwinding.switch_to();
+            } catch (const some_error&) {
+                raised = true;
+            }
+            CHILD_CHECK(c, raised);
+            (void)shielded.switch_to();
+            CHILD_CHECK(c, unwinding.dead() && shielded.dead());
+            c.finish();
+        },
+        ::testing::ExitedWithCode(0),
+        "cannot throw into greenlet 'unwinding'.*cannot throw into greenlet 'shielded'");
+}
+
+// At thread exit a thread_local (a hub, say) drops a greenlet parked in a destructor
+// during unwinding. The report comes from that thread; the handle it shares is dropped
+// after the thread is gone, which frees the stack without unwinding (reported too).
+TEST_F(GreenletUnkillableDeathTest, ParkedInADestructorAtThreadExitIsReportedNotTerminated) {
+    EXPECT_EXIT(
+        {
+            child_checks c;
+            report_log reports;
+            report_scope rs(reports.handler());
+            const std::size_t live = greenfiber::live_greenlets();
+            const std::size_t stacks = greenfiber::stack_statistics().in_use;
+            strings log;
+            std::thread t([&log] {
+                (void)greenlet::current();  // its greenlet state outlives the holder below
+                struct holder {
+                    greenlet g;
+                };
+                static thread_local holder h;
+                h.g = greenlet(
+                    [&log] {
+                        parks_in_destructor p{log};
+                        throw some_error("unwinding");
+                    },
+                    named("at-thread-exit"));
+                (void)h.g.switch_to();
+            });
+            t.join();
+            CHILD_CHECK(c, log == strings{"parked while unwinding"});
+            CHILD_CHECK(c, reports.messages.size() == 1u);
+            greenlet zombie = reports.take_source();
+            CHILD_CHECK(c, static_cast<bool>(zombie));
+            zombie = greenlet();  // its thread has exited: freed without unwinding
+            CHILD_CHECK(c, reports.messages.size() == 2u);
+            CHILD_CHECK(c, contains(reports.messages.at(1), "after its thread exited"));
+            CHILD_CHECK(c, greenfiber::live_greenlets() == live);
+            CHILD_CHECK(c, greenfiber::stack_statistics().in_use == stacks);
+            c.finish();
+        },
+        ::testing::ExitedWithCode(0),
+        "cannot kill greenlet 'at-thread-exit' \\(#[0-9]+\\): it is suspended while unwinding");
+}
 
 }  // namespace

@@ -2,13 +2,20 @@
 
 #include <greenfiber/stack.hpp>
 
+#include <alloca.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstddef>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
 #include <string>
 #include <system_error>
 #include <utility>
@@ -250,6 +257,208 @@ TEST_F(StackOverflowDeathTest, OverflowNamesTheGreenletAndItsStackSize) {
             (void)g.switch_to();
         },
         "stack overflow in greenlet 'deep'.*65536");
+}
+
+// ---------------------------------------------------------------------------------------
+// Stacks that cannot be mapped
+
+// Larger than the whole user address space: mmap fails whatever the limits.
+constexpr std::size_t unmappable = std::size_t(1) << 47;
+
+TEST_F(StackPool, UnmappableStackFailsTheFirstSwitchWithATypedErrorNamingGreenletAndSize) {
+    const stack_stats before = stack_statistics();
+    bool ran = false;
+    greenlet g([&] { ran = true; }, named("huge", unmappable));
+    try {
+        (void)g.switch_to();
+        ADD_FAILURE() << "no exception";
+    } catch (const greenfiber::stack_error& e) {
+        EXPECT_EQ(e.code().value(), ENOMEM);
+        EXPECT_THAT(e.what(), HasSubstr("greenlet 'huge'"));
+        EXPECT_THAT(e.what(), HasSubstr(std::to_string(unmappable) + "-byte stack"));
+        EXPECT_THAT(e.what(), HasSubstr("address space"));
+    }
+    // Still not started, nothing allocated; it can be retried, killed and dropped.
+    EXPECT_FALSE(g.started());
+    EXPECT_FALSE(ran);
+    EXPECT_EQ(stack_statistics().in_use, before.in_use);
+    EXPECT_THROW((void)g.switch_to(), std::system_error);
+    value killed = g.throw_in();
+    EXPECT_TRUE(killed.is<greenfiber::greenlet_exit>());
+    EXPECT_TRUE(g.dead());
+    EXPECT_FALSE(ran);
+}
+
+TEST_F(StackPool, UnmappableStackOfAChildGoesToItsParentWhichCanCatchIt) {
+    greenlet outer([] {
+        greenlet inner([] {}, named("inner", unmappable));
+        try {
+            (void)inner.switch_to();
+        } catch (const std::system_error& e) {
+            return std::string(e.what());
+        }
+        return std::string("(nothing thrown)");
+    });
+    EXPECT_THAT(outer.switch_to().get<std::string>(), HasSubstr("greenlet 'inner'"));
+}
+
+TEST_F(StackPool, EagerStackIsAllocatedByTheConstructorWhichThrowsWhenItCannot) {
+    const stack_stats before = stack_statistics();
+    const std::size_t live = greenfiber::live_greenlets();
+    greenlet::options huge = named("eager-huge", unmappable);
+    huge.eager_stack = true;
+    bool ran = false;
+    try {
+        greenlet g([&] { ran = true; }, huge);
+        ADD_FAILURE() << "no exception";
+    } catch (const greenfiber::stack_error& e) {
+        EXPECT_EQ(e.stack_size(), unmappable);
+        EXPECT_THAT(e.what(), HasSubstr("greenlet 'eager-huge'"));
+    }
+    EXPECT_FALSE(ran);
+    EXPECT_EQ(greenfiber::live_greenlets(), live);
+    EXPECT_EQ(stack_statistics().in_use, before.in_use);
+
+    greenlet::options ok = named("eager", 100000);
+    ok.eager_stack = true;
+    greenlet g(
+        [](int x) {
+            value v = to_parent(x);
+            return x + v.get<int>();
+        },
+        ok);
+    EXPECT_FALSE(g.started());
+    EXPECT_EQ(g.stack_size(), round_up_to_page(100000));
+    EXPECT_EQ(stack_statistics().in_use, before.in_use + 1);
+    EXPECT_EQ(g.switch_to(1).get<int>(), 1);  // runs on the stack allocated above
+    EXPECT_EQ(stack_statistics().in_use, before.in_use + 1);
+    EXPECT_EQ(g.switch_to(2).get<int>(), 3);
+    EXPECT_EQ(stack_statistics().in_use, before.in_use);
+
+    // Never started: killing it or dropping it gives the stack back.
+    greenlet killed([] {}, ok);
+    greenlet dropped([] {}, ok);
+    EXPECT_EQ(stack_statistics().in_use, before.in_use + 2);
+    EXPECT_TRUE(killed.throw_in().is<greenfiber::greenlet_exit>());
+    EXPECT_EQ(stack_statistics().in_use, before.in_use + 1);
+    dropped = greenlet();
+    EXPECT_EQ(stack_statistics().in_use, before.in_use);
+}
+
+// The address-space limit (RLIMIT_AS) is named, in a child process that lowers it.
+TEST_F(StackOverflowDeathTest, StackBeyondRlimitAsFailsNamingTheLimit) {
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    EXPECT_EXIT(
+        {
+            std::ifstream statm("/proc/self/statm");
+            std::size_t pages = 0;
+            statm >> pages;
+            // Room for small allocations, not for a 64 MiB stack.
+            const rlim_t limit = static_cast<rlim_t>(pages * page + 16 * 1024 * 1024);
+            struct rlimit rl {};
+            getrlimit(RLIMIT_AS, &rl);
+            rl.rlim_cur = limit;
+            if (setrlimit(RLIMIT_AS, &rl) != 0) std::_Exit(2);
+            greenlet g([] {}, named("limited", 64 * 1024 * 1024));
+            std::string what = "(nothing thrown)";
+            try {
+                (void)g.switch_to();
+            } catch (const greenfiber::stack_error& e) {
+                what = e.what();
+            }
+            std::fprintf(stderr, "%s\n", what.c_str());
+            std::fflush(stderr);
+            std::_Exit(!g.started() ? 0 : 1);
+        },
+        ::testing::ExitedWithCode(0), "67108864-byte stack of greenlet 'limited'.*RLIMIT_AS");
+}
+
+// The lowest usable byte of a started greenlet's stack (its canary word is there).
+char* stack_bottom(const greenlet& g) {
+    return static_cast<char*>(greenfiber::detail::access::impl(g)->stack_lo);
+}
+
+// Reaches 512 bytes below the bottom of the calling greenlet's stack with one frame larger
+// than a page, writes its far end (so the canary word at the bottom stays intact) and
+// switches to the parent while that frame is live. Exits 3 if the stack is guarded (the
+// test would prove nothing).
+__attribute__((noinline)) void overflow_past_the_canary() {
+    const greenlet self = greenlet::current();
+    if (greenfiber::detail::access::impl(self)->stack_guarded) std::_Exit(3);
+    char here = 0;
+    const auto room = static_cast<std::size_t>(&here - stack_bottom(self));
+    auto* frame = static_cast<volatile char*>(alloca(room + 512));
+    frame[0] = 1;  // the far end: in the page below the stack, not on the canary
+    (void)to_parent();
+    frame[1] = frame[0];
+}
+
+// Past the guard budget a stack has no guard page. An overflow by a frame that skips the
+// canary is still caught, at the switch out of the overflowing frame, and named.
+TEST_F(StackOverflowDeathTest, UnguardedOverflowThatSkipsTheCanaryIsCaughtAtTheSwitch) {
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    EXPECT_DEATH(
+        {
+            greenfiber::set_guard_budget(stack_statistics().guarded);  // spent
+            // A size of its own: a new slab, mapped without a guard page.
+            greenlet g([] { overflow_past_the_canary(); },
+                       named("unguarded", default_stack_size() + 11 * page));
+            (void)g.switch_to();
+        },
+        "stack overflow in greenlet 'unguarded' \\(#[0-9]+\\).*below the bottom of its " +
+            std::to_string(default_stack_size() + 11 * page) + "-byte stack");
+}
+
+// Writes one byte `below` bytes under the bottom of the calling greenlet's stack, from a
+// frame that reaches there, and returns without switching: the canary word stays intact
+// and the stack pointer is back inside the stack at the next switch.
+__attribute__((noinline)) void write_below_the_stack_and_return(std::size_t below) {
+    char* lo = stack_bottom(greenlet::current());
+    char here = 0;
+    const auto room = static_cast<std::size_t>(&here - lo);
+    auto* frame = static_cast<char*>(alloca(room + below + 256));
+    *static_cast<volatile char*>(frame + ((lo - below) - frame)) = 0x77;
+}
+
+// Past the guard budget the stacks of a slab lie over an unused gap: a frame that
+// overflows by more than a page, writes there and returns harms nothing below it (with a
+// one-page gap the write landed in the neighbouring stack's frames).
+TEST_F(StackPool, UnguardedOverflowBeyondAPageDoesNotReachTheNeighbouringStack) {
+    pool_settings_scope restore;
+    greenfiber::set_guard_budget(stack_statistics().guarded);  // spent
+    // A default size of its own: the next stacks come from a new, unguarded slab.
+    greenfiber::set_default_stack_size(default_stack_size() + 13 * page);
+    // Parks with a pattern on its stack; resumed with a distance, overflows by it and
+    // parks again; finally says whether its pattern is intact.
+    auto body = [] {
+        std::array<unsigned char, 32 * 1024> pattern;
+        pattern.fill(0x5a);
+        value v = to_parent();
+        if (v.is<std::size_t>()) {
+            write_below_the_stack_and_return(v.get<std::size_t>());
+            (void)to_parent();
+        }
+        return std::all_of(pattern.begin(), pattern.end(),
+                           [](unsigned char c) { return c == 0x5a; });
+    };
+    greenlet first(body, named("first"));
+    greenlet second(body, named("second"));
+    (void)first.switch_to();
+    (void)second.switch_to();
+    auto* a = greenfiber::detail::access::impl(first);
+    auto* b = greenfiber::detail::access::impl(second);
+    ASSERT_FALSE(a->stack_guarded);
+    ASSERT_FALSE(b->stack_guarded);
+    const bool first_is_lower = a->stack_lo < b->stack_lo;
+    greenlet& lower = first_is_lower ? first : second;
+    greenlet& upper = first_is_lower ? second : first;
+    char* const lower_top = stack_bottom(lower) + default_stack_size();
+    ASSERT_GE(stack_bottom(upper), lower_top);
+    ASSERT_LE(stack_bottom(upper) - lower_top, 1 << 20) << "not neighbours in one slab";
+    // Two pages under the upper stack: with a one-page gap, inside the lower one's pattern.
+    EXPECT_TRUE(upper.switch_to(std::size_t(2) * page).empty());
+    EXPECT_TRUE(lower.switch_to().get<bool>());
+    EXPECT_TRUE(upper.switch_to().get<bool>());
 }
 
 }  // namespace

@@ -46,6 +46,18 @@ struct access;
 // destructor on it runs. An exception escaping that kill, or a greenlet that refuses to
 // die, is sent to the report handler (error.hpp), never thrown from a destructor.
 //
+// A destructor that suspends: greenlet_exit raised at its switch would escape a noexcept
+// function (std::terminate). The library sees two such cases and then does not kill: a
+// greenlet suspended while unwinding an exception (a destructor switched away during the
+// unwinding; std::uncaught_exceptions() > 0 in it), and one suspended inside a
+// no_kill_scope. A destructor that suspends outside unwinding cannot be recognised, so it
+// must open a no_kill_scope around its switches (and catch what they can raise, e.g. a
+// child's exception). Dropping the last handle of such a greenlet reports it by name as
+// unkillable, with the report's `source` as a handle to it; it stays suspended and its
+// stack stays allocated (a reported leak) unless whoever holds that handle resumes it, after
+// which a later drop kills it as usual. A greenlet dropped so after its thread exited has
+// its stack freed without unwinding (reported too).
+//
 // Thread: thread-bound. A greenlet runs only on the thread that created it; switching to
 // it from another thread throws greenfiber::error. A handle may be dropped on any thread
 // (the kill then happens on the owner thread at its next greenlet call).
@@ -54,6 +66,9 @@ class greenlet {
     struct options {
         std::string name;            // shown in errors, reports and overflow messages
         std::size_t stack_size = 0;  // 0: default_stack_size() (stack.hpp)
+        // Allocate the stack in the constructor, so that a failure (stack_error, stack.hpp)
+        // is thrown there rather than at the first switch. Default: at the first switch.
+        bool eager_stack = false;
     };
 
     // An empty handle.
@@ -62,7 +77,7 @@ class greenlet {
     // A new, not yet started greenlet that will run `fn`, whose parent is the current
     // greenlet. `fn` takes either nothing, a `value`, or one argument of a type T (the first
     // switch must then pass a T); it returns nothing, a `value` or any movable type.
-    // Switches: no.   Throws: std::bad_alloc.
+    // Switches: no.   Throws: std::bad_alloc; stack_error with options::eager_stack.
     template <class Fn, class = std::enable_if_t<!std::is_same_v<std::decay_t<Fn>, greenlet> &&
                                                  !std::is_same_v<std::decay_t<Fn>, options>>>
     explicit greenlet(Fn&& fn, options opts = {})
@@ -115,7 +130,8 @@ class greenlet {
     // Switches: yes.   Thread: only from this greenlet's thread.
     // Throws: greenfiber::error if this greenlet belongs to another thread or the handle is
     //         empty; an exception that a child lets escape, or that is thrown into the
-    //         caller (throw_in()) while it is suspended.
+    //         caller (throw_in()) while it is suspended; stack_error (stack.hpp) if a start
+    //         finds no memory for the stack (the greenlet stays not started).
     [[nodiscard]] value switch_to(value v = {}) { return detail::switch_value(p_, v); }
 
     // Switches to the parent of the calling greenlet, like `current().parent().switch_to(v)`
@@ -128,7 +144,9 @@ class greenlet {
     // greenlet it kills it without running it; into a dead one it goes up the parent chain
     // like a switch (a greenlet_exit arriving there as a value, anything else raised).
     // With no argument it throws greenlet_exit{}.
-    // Switches: yes.   Thread, Throws: as switch_to().
+    // Switches: yes.   Thread: as switch_to().
+    // Throws: as switch_to(); greenfiber::error, without switching, if this greenlet is
+    //         suspended while unwinding or inside a no_kill_scope (see the class comment).
     [[nodiscard]] value throw_in(std::exception_ptr e);
     [[nodiscard]] value throw_in() { return throw_in(std::make_exception_ptr(greenlet_exit{})); }
     template <class E,
@@ -180,9 +198,12 @@ class greenlet {
     std::string describe() const;
     // A greenlet's state in greenlet's repr words, e.g. "suspended active started".
     std::string state_string() const;
-    // The usable stack size in bytes (0 for a main greenlet and before the first start).
+    // The usable stack size in bytes (0 for a main greenlet and before its stack is
+    // allocated: at the first start, or at construction with options::eager_stack).
     std::size_t stack_size() const noexcept {
-        return p_->is_main || p_->state == detail::gstate::not_started ? 0 : p_->stack_size;
+        return p_->is_main || (p_->state == detail::gstate::not_started && p_->stack_lo == nullptr)
+                   ? 0
+                   : p_->stack_size;
     }
     // The id of the thread this greenlet belongs to.
     std::thread::id thread_id() const noexcept;
@@ -203,6 +224,39 @@ class greenlet {
 
     friend struct detail::access;
     detail::greenlet_impl* p_ = nullptr;  // Strong reference, or null.
+};
+
+// Marks a region of the calling greenlet in which it must not be killed: a destructor (or
+// any other noexcept code) that suspends. Raising greenlet_exit at a switch inside such a
+// region would escape a noexcept function and call std::terminate, so while one is open
+// a drop of the greenlet's last handle does not kill it (the drop is reported instead,
+// see the class comment of greenlet) and throw_in() into it throws in the caller.
+// Scopes nest. The scope belongs to the greenlet that was current at its construction;
+// create and destroy it on that greenlet's stack, as a local.
+// Switches: no.   Thread: thread-bound.   Throws: nothing.
+class no_kill_scope {
+  public:
+    no_kill_scope() noexcept : g_(detail::tls != nullptr ? detail::tls->current : nullptr) {
+        if (g_ != nullptr) ++g_->no_kill;
+    }
+    ~no_kill_scope() {
+        if (g_ != nullptr) --g_->no_kill;
+    }
+    no_kill_scope(const no_kill_scope&) = delete;
+    no_kill_scope& operator=(const no_kill_scope&) = delete;
+
+    // Whether an exception raised at a switch of the calling greenlet now could call
+    // std::terminate: it is inside a no_kill_scope, or it is unwinding an exception (a
+    // destructor running during unwinding). A layer that raises its own exceptions at a
+    // suspension point (a cancellation) can test it first.
+    // Switches: no.   Thread: thread-bound.
+    static bool active() noexcept {
+        return std::uncaught_exceptions() > 0 ||
+               (detail::tls != nullptr && detail::tls->current->no_kill != 0);
+    }
+
+  private:
+    detail::greenlet_impl* g_;  // Borrowed: the scope lives on this greenlet's stack.
 };
 
 // Events of the trace hook.

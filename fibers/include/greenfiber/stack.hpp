@@ -1,6 +1,8 @@
 #pragma once
 
 #include <cstddef>
+#include <string>
+#include <system_error>
 
 namespace greenfiber {
 
@@ -14,13 +16,43 @@ namespace greenfiber {
 // a mapping and costs the process two VMAs, which Linux caps (vm.max_map_count, 65530 by
 // default). The guard budget is half of (max_map_count - 4096), read at first use; past
 // it the pool behaves as the guard policy says. Every stack, guarded or not, has a canary
-// word at its limit that is checked each time its greenlet switches out.
+// word at its limit that is checked each time its greenlet switches out, and each switch
+// out also checks that the greenlet's stack pointer is not below its stack (abort naming
+// the greenlet: an overflow that is still live when the greenlet switches).
+//
+// Past the budget, each stack of a new slab lies over an unused 64 KiB gap (address space
+// only: no memory, no extra VMA), so an overflow that writes into the gap and returns harms
+// nothing. What an unguarded stack does not catch: a frame that writes more than 64 KiB
+// below its stack without touching the canary word and returns before its greenlet next
+// switches corrupts the neighbouring stack (its greenlet's oldest frames) silently, and an
+// overflow that never switches (a runaway recursion) runs on through the neighbours until
+// it reaches unmapped memory. guard_policy::require (or a larger vm.max_map_count) avoids
+// unguarded stacks.
+
+// A greenlet's stack could not be allocated: mmap refused it (the address-space limit
+// RLIMIT_AS, the VMA limit vm.max_map_count, or no free range that large) or the guard
+// budget is spent under guard_policy::require. code() is ENOMEM (generic category) or
+// mmap's errno; what() reads "greenfiber: cannot allocate the <n>-byte stack of <greenlet
+// 'name' (#id)>: <what failed>; <which limit was hit>: <strerror>". The greenlet is left
+// not started and owns nothing: it can be switched to again, killed or dropped. Raised
+// where a start failure goes (the target's parent chain; the caller when it is the parent)
+// or, with greenlet::options::eager_stack, by the greenlet's constructor.
+class stack_error : public std::system_error {
+  public:
+    stack_error(std::error_code code, const std::string& what, std::size_t stack_size)
+        : std::system_error(code, what), stack_size_(stack_size) {}
+    // The usable size of the stack that could not be allocated, in bytes.
+    std::size_t stack_size() const noexcept { return stack_size_; }
+
+  private:
+    std::size_t stack_size_;
+};
 
 // What to do when the guard budget is spent.
 enum class guard_policy {
     // Hand out unguarded stacks (canary only) and write a one-time warning. Default.
     fallback_unguarded,
-    // Throw std::system_error (ENOMEM) naming the budget.
+    // Throw stack_error (ENOMEM) naming the budget.
     require,
 };
 

@@ -2,6 +2,7 @@
 // Not API: the stack pool behind greenlets (stack.hpp has the public face).
 
 #include <cstddef>
+#include <string>
 
 namespace greenfiber::detail {
 
@@ -18,9 +19,13 @@ struct stack_block {
 // Bytes reserved at the top of every stack for the overflow handler's header.
 constexpr std::size_t stack_header_size = 64;
 
-// A stack of `size` usable bytes (0: the default size). Lazily committed.
-// Throws: std::system_error (mmap failure, or guard budget spent under guard_policy::require).
-stack_block allocate_stack(std::size_t size);
+// A stack of `size` usable bytes (0: the default size) for `owner`. Lazily committed.
+// Throws: stack_error naming `owner` (mmap failure, or guard budget spent under
+// guard_policy::require); std::bad_alloc.
+stack_block allocate_stack(std::size_t size, const greenlet_impl* owner);
+
+// `greenlet 'name' (#id)`, for the stack pool's messages (greenlet.cpp).
+std::string describe_greenlet(const greenlet_impl* g);
 
 // Returns a stack to the pool. Thread: thread-safe.
 void release_stack(const stack_block& s) noexcept;

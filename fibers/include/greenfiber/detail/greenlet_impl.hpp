@@ -94,6 +94,9 @@ struct greenlet_impl {
     thread_state* owner;  // The thread this greenlet lives on. Strong reference.
     greenlet_impl* parent = nullptr;  // Strong reference; null only for a main greenlet.
     const std::uintptr_t* canary;     // The word at the stack limit (a static one for main).
+    // The lowest valid saved stack pointer: the bottom of its stack (0 for main, whose
+    // thread stack is the system's to guard). Checked at every switch out (see arrive()).
+    std::uintptr_t sp_limit = 0;
     eh_state eh;
     std::atomic<std::uint32_t> refs{1};
     gstate state = gstate::not_started;
@@ -105,6 +108,7 @@ struct greenlet_impl {
     run_base* run = nullptr;  // Owned; null once finished or when created without one.
     void* asan_fake = nullptr;
     void* local = nullptr;  // Borrowed: the upper layer's record of this greenlet (io/: its task).
+    std::uint32_t no_kill = 0;  // open no_kill_scopes on this greenlet's stack
     std::uint64_t id;
     std::string name;
 };
@@ -147,6 +151,7 @@ inline thread_state& this_thread() {
 }
 
 [[noreturn]] void stack_overflow(greenlet_impl* g) noexcept;
+[[noreturn]] void stack_pointer_overflow(greenlet_impl* g, void* sp) noexcept;
 value post_switch(greenlet_impl* prev);
 [[noreturn]] void rethrow_message(std::exception_ptr* exc);
 
@@ -159,6 +164,11 @@ inline value arrive(transfer t) {
 #endif
     auto* prev = static_cast<greenlet_impl*>(t.data);
     prev->ctx = t.ctx;
+    // The saved context sits at the stack pointer of the greenlet that left: below its
+    // stack, a frame overflowed it without touching the canary (a frame larger than the
+    // rest of the stack, on a stack that has no guard page past the guard budget).
+    if (reinterpret_cast<std::uintptr_t>(t.ctx) < prev->sp_limit) [[unlikely]]
+        stack_pointer_overflow(prev, t.ctx);
     if (ts.post != 0) [[unlikely]]
         return post_switch(prev);
     if (ts.msg.exc != nullptr) [[unlikely]]
