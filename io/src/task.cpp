@@ -26,8 +26,12 @@ thread_local task_list tasks;
 
 task_base::task_base(hub& h, spawn_options opts, const std::type_info& fn_type)
     : hub_(&h),
-      fiber_(greenlet([this] { body(); }, h.loop_greenlet(),
-                      greenlet::options{opts.name, opts.stack_size})),
+      fiber_(greenlet(
+          [this] { body(); }, h.loop_greenlet(),
+          // An eager task is switched into from the spawner, where a failed
+          // start would reach the hub: its stack comes now, so spawn() throws.
+          greenlet::options{
+              .name = opts.name, .stack_size = opts.stack_size, .eager_stack = opts.eager})),
       name_(opts.name.empty() ? "task-" + std::to_string(tasks.next_id) : std::move(opts.name)),
       fn_type_(&fn_type),
       eager_(opts.eager) {
@@ -80,17 +84,7 @@ void task_base::start() {
     tasks.live.push_back(*this);
     start_.fiber = fiber_impl_;
     if (eager_ && !hub_->in_hub()) {
-        try {
-            hub_->run_first(fiber_);
-        } catch (...) {
-            // The fiber could not start (no stack): the task fails, as it would when
-            // scheduled. Anything else cannot come from run_first before the switch.
-            if (status_ == task_status::pending) {
-                fail_start(std::current_exception());
-            } else {
-                throw;
-            }
-        }
+        hub_->run_first(fiber_);
     } else {
         hub_->schedule(start_);
     }

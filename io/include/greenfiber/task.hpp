@@ -385,8 +385,10 @@ any_task current_task() noexcept;
 std::vector<any_task> all_tasks();
 
 // Creates a task running `fn(args...)` (all decay-copied) on this thread's hub. It is
-// scheduled, not started: it runs when the creating fiber next suspends.
-// Switches: no.   Thread: thread-bound.
+// scheduled, not started: it runs when the creating fiber next suspends. If its stack
+// cannot be mapped then, the task fails with stack_error (stack.hpp), which names it.
+// Switches: no (yes with spawn_options::eager).   Thread: thread-bound.
+// Throws: std::bad_alloc; stack_error at once with spawn_options::eager.
 template <class Fn, class... Args>
 [[nodiscard]] auto spawn(spawn_options opts, Fn&& fn, Args&&... args) {
     using R = std::invoke_result_t<std::decay_t<Fn>&&, std::decay_t<Args>&&...>;
