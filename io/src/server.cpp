@@ -138,7 +138,7 @@ std::size_t server_core::stop_handlers(std::chrono::steady_clock::duration grace
         return until != nullptr ? h.park_shielded_until(w, *until) : (h.park_shielded(w), true);
     };
     if (active_ > 0 && grace > std::chrono::steady_clock::duration::zero()) {
-        const auto until = std::chrono::steady_clock::now() + grace;
+        const auto until = deadline_after(grace);
         while (active_ > 0 && park(&until)) {
         }
     }
