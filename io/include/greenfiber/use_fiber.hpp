@@ -75,6 +75,7 @@ class use_fiber_t {
     }
     // How long a cancelled operation may take to complete before the hub reports it as one
     // that ignores cancellation (the fiber keeps waiting either way). Saturates; default 5 s.
+    // Switches: no.
     template <class Rep, class Period>
     use_fiber_t stuck_report_after(std::chrono::duration<Rep, Period> d) const noexcept {
         use_fiber_t t = *this;
