@@ -54,16 +54,49 @@ void job_base::discard() noexcept {
 
 void job_base::complete(outcome o) noexcept {
     outcome_ = o;
-    // Posting under mu_: the waiting fiber clears home_ under mu_ when it stops waiting,
-    // so its hub is alive for as long as it is set (a fiber parked on a hub keeps the hub).
-    std::lock_guard<std::mutex> lock(mu_);
-    if (home_ == nullptr) return;  // nobody waits any more (cancelled): the outcome is dropped
-    home_->post([self = shared_from_this()] { self->completed_on_hub(); });
+    {
+        // Posting under mu_: the waiting fiber clears home_ under mu_ when it stops waiting,
+        // so its hub is alive for as long as it is set (a fiber parked on a hub keeps the hub).
+        std::lock_guard<std::mutex> lock(mu_);
+        if (home_ != nullptr) {
+            try {
+                home_->post([self = shared_from_this()] { self->completed_on_hub(); });
+                return;
+            } catch (...) {
+                // Out of memory: the fiber is not woken by this job; it stays parked until
+                // cancelled (the hub still counts it as work, so no loop_exit either).
+                return;
+            }
+        }
+    }
+    // Nobody waits any more (cancelled): the outcome is dropped, on the hub.
+    drop_payload_on_hub();
 }
 
 void job_base::completed_on_hub() noexcept {
     completed_ = true;
-    if (waiter_ != nullptr) hub::current().wake(*waiter_);
+    if (waiter_ != nullptr) {
+        hub::current().wake(*waiter_);
+    } else {
+        drop_payload();  // the fiber stopped waiting after the outcome was posted
+    }
+}
+
+void job_base::drop_payload() noexcept {
+    error_ = nullptr;
+    drop_captures();
+}
+
+void job_base::drop_payload_on_hub() noexcept {
+    if (anchor_ && !anchor_->on_its_thread()) {
+        try {
+            if (anchor_->post([self = shared_from_this()] { self->drop_payload(); })) return;
+        } catch (...) {
+            // Out of memory: dropped here after all.
+        }
+    }
+    // On the hub's thread already, or its thread has exited: nothing to get back to.
+    drop_payload();
 }
 
 void job_base::on_cancel(waiter& w) noexcept {
@@ -82,6 +115,7 @@ void job_base::submit_and_wait(executor& ex) {
     // A task already cancelled does not submit anything.
     if (task_base* t = task_base::current()) t->check_cancel();
 
+    anchor_ = hub_anchor::current();
     waiter w("an executor job (run_in_executor)");
     w.on_cancel = &job_base::on_cancel;
     w.context = this;
@@ -97,12 +131,16 @@ void job_base::submit_and_wait(executor& ex) {
         hub& h;
         // The job will post back: the hub must not conclude that nothing can wake this fiber.
         boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work;
+        bool returning = false;  // the caller takes the outcome, then drops the payload
         ~detach() {
             job.waiter_ = nullptr;
             {
                 std::lock_guard<std::mutex> lock(job.mu_);
                 job.home_ = nullptr;
             }
+            // Left with the outcome here but unused (cancelled after it was posted): drop the
+            // payload now. Without an outcome, whoever ends the job sends it back (complete()).
+            if (job.completed_ && !returning) job.drop_payload();
             // The guard is released from a handler the hub runs: releasing the last unit of
             // work outside io_context::run_one() would leave the io_context stopped, and the
             // hub would take the stopped context for one with nothing left to do.
@@ -116,6 +154,7 @@ void job_base::submit_and_wait(executor& ex) {
 
     ex.submit(shared_from_this());
     while (!completed_) h.park(w);
+    detach_guard.returning = true;
 }
 
 void job_base::rethrow_failure() {
@@ -199,7 +238,7 @@ thread_pool_executor::thread_pool_executor(std::size_t threads) {
 
 thread_pool_executor::~thread_pool_executor() {
     const std::vector<std::string> stuck =
-        shutdown_until(std::chrono::steady_clock::now() + std::chrono::seconds(5));
+        shutdown_until(detail::deadline_after(std::chrono::seconds(5)));
     for (const std::string& name : stuck) {
         report_failure({"greenfiber: thread_pool_executor destroyed while job '" + name +
                             "' was still running after 5 s; its thread is detached",
@@ -278,8 +317,7 @@ std::vector<std::string> thread_pool_executor::shutdown_until(
 }
 
 void thread_pool_executor::shutdown(std::chrono::steady_clock::duration wait_for) {
-    const std::vector<std::string> stuck =
-        shutdown_until(std::chrono::steady_clock::now() + wait_for);
+    const std::vector<std::string> stuck = shutdown_until(detail::deadline_after(wait_for));
     if (stuck.empty()) return;
     std::string msg =
         "greenfiber: thread_pool_executor::shutdown: after " +

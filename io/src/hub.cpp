@@ -421,7 +421,7 @@ void sleep_until(std::chrono::steady_clock::time_point deadline) {
 }
 
 void sleep(std::chrono::steady_clock::duration d) {
-    sleep_until(std::chrono::steady_clock::now() + d);
+    sleep_until(detail::deadline_after(d));
 }
 
 void yield_now() {

@@ -145,7 +145,7 @@ void event_loop::close() {
 namespace detail {
 
 void finish_run(std::chrono::steady_clock::duration grace) noexcept {
-    const auto deadline = std::chrono::steady_clock::now() + grace;
+    const auto deadline = deadline_after(grace);
     hub& h = hub::current();
     struct at_end {
         hub& h;
@@ -168,7 +168,7 @@ void finish_run(std::chrono::steady_clock::duration grace) noexcept {
 }
 
 void cancel_and_join_tasks(std::chrono::steady_clock::duration grace) noexcept {
-    const auto deadline = std::chrono::steady_clock::now() + grace;
+    const auto deadline = deadline_after(grace);
     hub& h = hub::current();
     try {
         for (;;) {

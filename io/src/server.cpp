@@ -170,7 +170,7 @@ std::size_t server_core::stop_handlers(std::chrono::steady_clock::duration grace
             ? 1
             : 0;
     if (active_ > own && grace > std::chrono::steady_clock::duration::zero()) {
-        const auto until = std::chrono::steady_clock::now() + grace;
+        const auto until = deadline_after(grace);
         while (active_ > own && park(&until)) {
         }
     }

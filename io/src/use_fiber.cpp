@@ -2,22 +2,28 @@
 
 #include "greenfiber/use_fiber.hpp"
 
+#include <string>
+
 #include <boost/asio/error.hpp>
+
+#include "greenfiber/task.hpp"
 
 namespace greenfiber::detail {
 
 fiber_op::fiber_op(hub& h) noexcept
     : h_(&h), thread_(std::this_thread::get_id()), w_("an asynchronous operation (use_fiber)") {}
 
-void fiber_op::wait(void (*start)(void*) noexcept, void* arg, deadline dl) {
+void fiber_op::wait(void (*start)(void*) noexcept, void* arg, deadline dl,
+                    std::chrono::steady_clock::duration report_after) {
     w_.context = this;
     w_.on_cancel = &fiber_op::on_cancel;
-    // However the wait ends, the handler stops referring to the fiber before it goes on;
-    // an operation nobody waits for any more is cancelled.
+    // However the wait ends, the handler stops referring to the fiber before it goes on.
+    // Normally the operation completed by then; only a fiber killed with greenlet_exit gets
+    // here with it pending, and then the operation is at least told to stop.
     struct leave {
         fiber_op& op;
         ~leave() {
-            if (!op.done_) op.signal_.emit(boost::asio::cancellation_type::terminal);
+            if (op.started_ && !op.done_) op.signal_.emit(boost::asio::cancellation_type::terminal);
             {
                 std::lock_guard<std::mutex> lock(op.mu_);
                 op.waiting_ = false;
@@ -26,31 +32,69 @@ void fiber_op::wait(void (*start)(void*) noexcept, void* arg, deadline dl) {
         }
     } guard{*this};
     work_.emplace(h_->context().get_executor());
-    if (!dl.is_set()) {
-        h_->park(w_, start, arg);
-        while (!done_) h_->park(w_);
-        return;
+    struct arm_ctx {
+        fiber_op* op;
+        void (*start)(void*) noexcept;
+        void* arg;
+    } arm{this, start, arg};
+    auto arm_fn = [](void* p) noexcept {
+        auto* a = static_cast<arm_ctx*>(p);
+        a->op->started_ = true;
+        a->start(a->arg);
+    };
+    // The cancellation (or interrupt) is raised only once the operation let go of the
+    // caller's buffers: kept here, rethrown after wait_out(), outside the catch block.
+    std::exception_ptr raised;
+    try {
+        if (!dl.is_set()) {
+            h_->park(w_, arm_fn, &arm);
+            while (!done_) h_->park(w_);
+            return;
+        }
+        if (h_->park_until(w_, dl.at(), arm_fn, &arm) || done_) {
+            while (!done_) h_->park(w_);
+            return;
+        }
+        // The deadline passed first.
+        timed_out_ = true;
+    } catch (const greenlet_exit&) {
+        throw;  // killed: the hub is going away; the guard tells the operation to stop
+    } catch (...) {
+        raised = std::current_exception();
     }
-    if (h_->park_until(w_, dl.at(), start, arg) || done_) {
-        while (!done_) h_->park(w_);
-        return;
-    }
-    // The deadline passed first. An operation that can be cancelled is, and its completion
-    // (operation_aborted, or a result that raced in) is waited for: nothing it did is lost.
-    // One that cannot is abandoned.
-    timed_out_ = true;
-    if (!signal_.slot().has_handler()) return;
+    wait_out(report_after);
+    if (raised) std::rethrow_exception(raised);
+}
+
+void fiber_op::wait_out(std::chrono::steady_clock::duration report_after) {
+    if (!started_ || done_) return;
     signal_.emit(boost::asio::cancellation_type::terminal);
+    // An operation that supports cancellation completes soon (operation_aborted). One that
+    // does not may still write into the caller's buffers: leaving would be a use after free,
+    // so it is waited for however long it takes, and reported once it takes suspiciously long.
+    const auto until = deadline_after(report_after);
+    while (!done_ && h_->park_shielded_until(w_, until)) {
+    }
+    if (done_) return;
+    std::string who = "a fiber";
+    if (task_base* t = task_base::current()) who = "task '" + t->name() + "'";
+    h_->report(
+        {"greenfiber: use_fiber: " + who +
+             " cancelled an asynchronous operation that has not completed " +
+             std::to_string(
+                 std::chrono::duration_cast<std::chrono::milliseconds>(report_after).count()) +
+             " ms later: it ignores cancellation. The fiber keeps waiting for it, since "
+             "it may still write into the caller's buffers",
+         nullptr, nullptr});
     while (!done_) h_->park_shielded(w_);
 }
 
 void fiber_op::on_cancel(waiter& w) noexcept {
+    // Tell the operation to stop and wake the fiber, which raises the cancellation once the
+    // operation completed (wait_out): at once for one that supports cancellation.
     auto* op = static_cast<fiber_op*>(w.context);
-    // An operation that installed a cancellation handler completes soon (operation_aborted)
-    // and its completion wakes the fiber. One that did not cannot be stopped: abandon it.
-    const bool cancellable = op->signal_.slot().has_handler();
-    op->signal_.emit(boost::asio::cancellation_type::terminal);
-    if (!cancellable) op->h_->wake(w);
+    if (op->started_) op->signal_.emit(boost::asio::cancellation_type::terminal);
+    op->h_->wake(w);
 }
 
 void fiber_op::complete() noexcept {

@@ -13,6 +13,7 @@
 #include <thread>
 #include <vector>
 
+#include "greenfiber/future.hpp"
 #include "greenfiber/hub.hpp"
 #include "greenfiber/task.hpp"
 #include "io_check.hpp"
@@ -380,6 +381,93 @@ TEST_F(Executor, AHubThatGoesAwayWhileItsFiberWaitsDoesNotReceiveTheResult) {
     release.count_down();
     pool.shutdown(10s);
     EXPECT_TRUE(finished.load());
+}
+
+TEST_F(Executor, TheCapturesOfAJobWhoseWaiterWasCancelledAreDestroyedOnItsHub) {
+    thread_pool_executor pool(1);
+    const auto hub_thread = std::this_thread::get_id();
+    // A capture bound to the hub: a promise, whose breaking wakes fibers of this hub, and a
+    // record of the thread it is destroyed on.
+    struct probe {
+        promise<int> p;
+        std::shared_ptr<std::atomic<std::thread::id>> where;
+        probe(promise<int> pr, std::shared_ptr<std::atomic<std::thread::id>> w)
+            : p(std::move(pr)), where(std::move(w)) {}
+        probe(probe&&) = default;
+        ~probe() {
+            if (where) *where = std::this_thread::get_id();
+        }
+    };
+    auto where = std::make_shared<std::atomic<std::thread::id>>();
+    auto started = std::make_shared<std::atomic<bool>>(false);
+    auto may_finish = std::make_shared<std::atomic<bool>>(false);
+    promise<int> p;
+    future<int> f = p.get_future();
+    auto reader = spawn([&f] {
+        // Bounded: a wake-up lost to the sleeping reactor ends it as a failure, not a hang.
+        if (!f.wait_for(10s)) return std::string("not woken");
+        return std::string(f.has_exception() ? "broken" : "a value");
+    });
+    auto waiter = spawn([&pool, &p, where, started, may_finish] {
+        run_in_executor(pool, [pr = probe(std::move(p), where), started, may_finish]() {
+            *started = true;
+            (void)eventually_on_thread([&] { return may_finish->load(); });
+        });
+    });
+    ASSERT_TRUE(eventually([&] { return started->load(); }));
+    waiter.cancel();
+    EXPECT_THROW(waiter.get(), cancelled_error);
+    EXPECT_FALSE(reader.done());
+    *may_finish = true;
+    // The reader is woken by the promise broken when the job's captures go, on this hub.
+    EXPECT_EQ(reader.get(), "broken");
+    EXPECT_EQ(where->load(), hub_thread);
+    pool.shutdown(10s);
+}
+
+TEST_F(Executor, TheResultOfAJobIsDestroyedOnItsHubToo) {
+    // The result outlives the job's run: when nobody takes it (the waiter was cancelled),
+    // it is destroyed on the hub as well, and a promise in it is broken there.
+    thread_pool_executor pool(1);
+    const auto hub_thread = std::this_thread::get_id();
+    auto may_finish = std::make_shared<std::atomic<bool>>(false);
+    auto started = std::make_shared<std::atomic<bool>>(false);
+    auto where = std::make_shared<std::atomic<std::thread::id>>();
+    struct probe {
+        promise<int> p;
+        std::shared_ptr<std::atomic<std::thread::id>> where;
+        probe(promise<int> pr, std::shared_ptr<std::atomic<std::thread::id>> w)
+            : p(std::move(pr)), where(std::move(w)) {}
+        probe(probe&&) = default;
+        ~probe() {
+            if (where) *where = std::this_thread::get_id();
+        }
+    };
+    promise<int> p;
+    future<int> f = p.get_future();
+    auto reader = spawn([&f] { return f.wait_for(10s) && f.has_exception(); });
+    auto waiter = spawn([&pool, &p, started, may_finish, where] {
+        (void)run_in_executor(pool, [pr = std::move(p), started, may_finish, where]() mutable {
+            *started = true;
+            (void)eventually_on_thread([&] { return may_finish->load(); });
+            return probe(std::move(pr), where);
+        });
+    });
+    ASSERT_TRUE(eventually([&] { return started->load(); }));
+    waiter.cancel();
+    EXPECT_THROW(waiter.get(), cancelled_error);
+    *may_finish = true;
+    EXPECT_TRUE(reader.get());
+    EXPECT_EQ(where->load(), hub_thread);
+    pool.shutdown(10s);
+}
+
+TEST_F(Executor, ShutdownAcceptsAnyDurationAndSaturates) {
+    thread_pool_executor pool(1);
+    EXPECT_EQ(run_in_executor(pool, [] { return 3; }), 3);
+    pool.shutdown(std::chrono::hours::max());  // nothing runs: returns at once, no overflow
+    thread_pool_executor other(1);
+    other.shutdown(std::chrono::duration<double>(1e300));
 }
 
 }  // namespace

@@ -257,4 +257,93 @@ TEST_F(Future, ManyWaitersEachWakeExactlyOnce) {
     EXPECT_EQ(sum, 100);
 }
 
+// A value that records the thread it last arrived on (constructed or moved).
+struct arrival {
+    std::thread::id on = std::this_thread::get_id();
+    int v = 0;
+    explicit arrival(int x) : v(x) {}
+    arrival(arrival&& o) noexcept : v(o.v) {}
+    arrival(const arrival& o) : v(o.v) {}
+};
+
+TEST_F(Future, SetFromAnotherThreadIsStoredAndWokenOnThePromisesHub) {
+    promise<arrival> p;
+    auto f = p.get_future();
+    auto waiter = spawn([f = f.share()]() mutable {
+        // Bounded: a wake-up lost to the sleeping reactor ends it as a failure, not a hang.
+        return f.get_for(10s);
+    });
+    yield_now();
+    std::thread other([&] { p.set_value(7); });
+    other.join();
+    const std::optional<arrival> got = waiter.get();
+    ASSERT_TRUE(got.has_value()) << "the waiter was not woken";
+    EXPECT_EQ(got->v, 7);
+    // The value reached the shared state on the hub's thread, not on the foreign one.
+    EXPECT_EQ(f.result().on, std::this_thread::get_id());
+}
+
+TEST_F(Future, AnExceptionSetFromAnotherThreadWakesTheWaiter) {
+    promise<int> p;
+    auto f = p.get_future();
+    auto waiter = spawn([f = f.share()]() mutable { return f.wait_for(10s); });
+    yield_now();
+    std::thread other([&] { p.set_exception(std::runtime_error("from afar")); });
+    other.join();
+    EXPECT_TRUE(waiter.get());
+    EXPECT_THROW(f.result(), std::runtime_error);
+}
+
+TEST_F(Future, APromiseDestroyedOnAnotherThreadIsBrokenOnItsHub) {
+    auto p = std::make_unique<promise<int>>();
+    auto f = p->get_future();
+    auto waiter = spawn([f = f.share()]() mutable { return f.wait_for(10s); });
+    yield_now();
+    std::thread other([&] { p.reset(); });
+    other.join();
+    EXPECT_TRUE(waiter.get()) << "the waiter was not woken";
+    EXPECT_THROW(f.result(), broken_promise);
+}
+
+TEST_F(Future, SettingTwiceFromAnotherThreadIsReportedNotLost) {
+    std::vector<std::string> reports;
+    auto previous = hub::current().set_exception_handler(
+        [&](const failure_report& r) { reports.emplace_back(r.message); });
+    promise<int> p;
+    auto f = p.get_future();
+    p.set_value(1);
+    std::thread other([&] { p.set_value(2); });
+    other.join();
+    EXPECT_EQ(f.get(), 1);
+    for (int i = 0; i < 10 && reports.empty(); ++i) sleep(1ms);
+    ASSERT_EQ(reports.size(), 1u);
+    EXPECT_THAT(reports[0], HasSubstr("already set"));
+    hub::current().set_exception_handler(std::move(previous));
+}
+
+TEST_F(Future, TimedWaitsTakeAnyDurationAndSaturate) {
+    promise<int> p;
+    auto f = p.get_future();
+    // Far-future deadlines: still waiting when the value comes.
+    auto w1 = spawn([f = f.share()]() mutable { return f.wait_for(std::chrono::hours::max()); });
+    auto w2 = spawn([f = f.share()]() mutable {
+        return f.get_for(std::chrono::steady_clock::duration::max());
+    });
+    auto w3 = spawn([f = f.share()]() mutable {
+        return f.wait_for(std::chrono::duration<double, std::ratio<86400>>(1e300));
+    });
+    // Nothing in the past or now waits.
+    EXPECT_FALSE(f.wait_for(std::chrono::hours::min()));
+    EXPECT_FALSE(f.get_for(std::chrono::nanoseconds(-1)).has_value());
+    EXPECT_FALSE(f.wait_for(std::chrono::seconds(0)));
+    sleep(5ms);
+    EXPECT_FALSE(w1.done());
+    EXPECT_FALSE(w2.done());
+    EXPECT_FALSE(w3.done());
+    p.set_value(5);
+    EXPECT_TRUE(w1.get());
+    EXPECT_EQ(w2.get(), 5);
+    EXPECT_TRUE(w3.get());
+}
+
 }  // namespace

@@ -175,7 +175,7 @@ wait_result<T> wait(std::vector<task<T>>& ts,
     std::vector<detail::task_base*> states;
     for (auto& t : ts) states.push_back(t.state());
     std::optional<detail::time_point> deadline;
-    if (timeout) deadline = std::chrono::steady_clock::now() + *timeout;
+    if (timeout) deadline = detail::deadline_after(*timeout);
     (void)detail::wait_tasks(states, when, deadline);
     wait_result<T> r;
     for (auto& t : ts) (t.done() ? r.done : r.pending).push_back(t.share());
@@ -220,7 +220,7 @@ class as_completed {
     explicit as_completed(std::vector<task<T>>& ts,
                           std::optional<std::chrono::steady_clock::duration> timeout = {})
         : tasks_(share_all(ts)), q_(states(tasks_)) {
-        if (timeout) deadline_ = std::chrono::steady_clock::now() + *timeout;
+        if (timeout) deadline_ = detail::deadline_after(*timeout);
     }
     // Whether a task is left to hand out.
     bool has_next() const noexcept { return q_.remaining() > 0; }
@@ -270,11 +270,13 @@ void wait_for_or_cancel(task_base& t, time_point deadline, std::chrono::steady_c
 }  // namespace detail
 
 // asyncio.wait_for: the task's result if it finishes within `d`; otherwise cancels it,
-// waits for the cancellation to finish and throws timeout_error.
+// waits for the cancellation to finish and throws timeout_error. `d` may be of any duration
+// type and saturates (hours::max(): practically forever).
 // Switches: yes.   Throws: timeout_error; the task's exception; cancelled_error.
-template <class T>
-T wait_for(task<T>& t, std::chrono::steady_clock::duration d) {
-    detail::wait_for_or_cancel(*t.state(), std::chrono::steady_clock::now() + d, d);
+template <class T, class Rep, class Period>
+T wait_for(task<T>& t, std::chrono::duration<Rep, Period> d) {
+    detail::wait_for_or_cancel(*t.state(), detail::deadline_after(d),
+                               detail::to_steady_duration(d));
     return t.result();
 }
 
@@ -339,10 +341,11 @@ auto timeout_at(std::chrono::steady_clock::time_point when, Fn&& fn) {
         throw;
     }
 }
-// The same with a duration (asyncio.timeout).
-template <class Fn>
-auto timeout(std::chrono::steady_clock::duration d, Fn&& fn) {
-    return timeout_at(std::chrono::steady_clock::now() + d, std::forward<Fn>(fn));
+// The same with a duration (asyncio.timeout), of any duration type, saturating
+// (hours::max(): practically never).
+template <class Rep, class Period, class Fn>
+auto timeout(std::chrono::duration<Rep, Period> d, Fn&& fn) {
+    return timeout_at(detail::deadline_after(d), std::forward<Fn>(fn));
 }
 
 // gevent's Timeout: while it lives, the deadline raises timeout_error once in the calling
@@ -355,6 +358,10 @@ auto timeout(std::chrono::steady_clock::duration d, Fn&& fn) {
 class timeout_guard {
   public:
     explicit timeout_guard(std::chrono::steady_clock::duration d);
+    // The same with any duration type, saturating (hours::max(): practically never).
+    template <class Rep, class Period>
+    explicit timeout_guard(std::chrono::duration<Rep, Period> d)
+        : timeout_guard(detail::to_steady_duration(d)) {}
     ~timeout_guard();
     timeout_guard(const timeout_guard&) = delete;
     timeout_guard& operator=(const timeout_guard&) = delete;

@@ -17,6 +17,8 @@
 #include <utility>
 #include <vector>
 
+#include "greenfiber/deadline.hpp"
+#include "greenfiber/detail/hub_anchor.hpp"
 #include "greenfiber/error.hpp"
 #include "greenfiber/hub.hpp"
 
@@ -100,6 +102,12 @@ class executor {
     // its hub) for at most `wait_for`.   Thread: thread-safe.
     // Throws: shutdown_timeout_error naming every job still running at the end.
     virtual void shutdown(std::chrono::steady_clock::duration wait_for) = 0;
+    // shutdown() with any duration type; one too long for the clock (hours::max()) waits
+    // practically forever instead of overflowing.
+    template <class Rep, class Period>
+    void shutdown(std::chrono::duration<Rep, Period> wait_for) {
+        shutdown(detail::to_steady_duration(wait_for));
+    }
 };
 
 // A bounded thread pool: at most `max_threads()` jobs run at once, the rest wait in FIFO
@@ -124,6 +132,7 @@ class thread_pool_executor final : public executor {
     // for by that call. Switches: no.   Thread: thread-safe.
     // Throws: shutdown_timeout_error.
     void shutdown(std::chrono::steady_clock::duration wait_for) override;
+    using executor::shutdown;
 
     // The bound given to the constructor. Switches: no.
     std::size_t max_threads() const noexcept;
@@ -157,6 +166,11 @@ std::shared_ptr<executor> set_default_executor(std::shared_ptr<executor> ex) noe
 // its way out. Switches: no; blocks up to `wait_for`.   Thread: thread-safe.
 // Throws: shutdown_timeout_error.
 void shutdown_default_executor(std::chrono::steady_clock::duration wait_for);
+// The same with any duration type, saturating (hours::max() waits practically forever).
+template <class Rep, class Period>
+void shutdown_default_executor(std::chrono::duration<Rep, Period> wait_for) {
+    shutdown_default_executor(detail::to_steady_duration(wait_for));
+}
 
 namespace detail {
 
@@ -176,6 +190,11 @@ using job_result_t =
 // The shared state of one run_in_executor() call: owned jointly by the waiting fiber, the
 // executor and the completion posted back to the hub, so the job never refers to the
 // fiber's stack (the fiber may stop waiting, cancelled, while the job still runs).
+// What the job carries for its function (the function, its arguments, its result, its
+// exception: the payload) came from the hub's thread and may be bound to it (a promise, a
+// socket), so it is destroyed there, never on the executor's thread: by the fiber once it
+// took the outcome, or, when nobody waits any more, by a function posted back to the hub.
+// Only when the hub is gone (its thread exited) is it destroyed where the job ended.
 class job_base : public executor_job, public std::enable_shared_from_this<job_base> {
   public:
     void run() noexcept final;
@@ -188,6 +207,11 @@ class job_base : public executor_job, public std::enable_shared_from_this<job_ba
     // Throws: cancelled_error; what submit() throws; greenfiber::error on the hub itself.
     void submit_and_wait(executor& ex);
 
+    // Destroys the function, its arguments, its result and its exception. Idempotent.
+    // Switches: no (but the payload's destructors run).   Thread: the waiting fiber's hub
+    // (see the class comment).
+    void drop_payload() noexcept;
+
   protected:
     // Throws: std::bad_alloc (the stop state).
     job_base(job_options opts, const std::type_info& fn_type)
@@ -195,6 +219,9 @@ class job_base : public executor_job, public std::enable_shared_from_this<job_ba
 
     // Runs the function on the job's thread and stores its result.
     virtual void invoke() = 0;
+    // Destroys the function, its arguments and its result. Idempotent.
+    // Thread: the waiting fiber's hub (see the class comment).
+    virtual void drop_captures() noexcept = 0;
     // After submit_and_wait(): throws executor_shutdown_error or the job's exception.
     void rethrow_failure();
 
@@ -204,6 +231,8 @@ class job_base : public executor_job, public std::enable_shared_from_this<job_ba
     enum class outcome : unsigned char { pending, returned, threw, skipped, discarded };
     void complete(outcome o) noexcept;
     void completed_on_hub() noexcept;
+    // Sends the payload back to its hub for destruction (see the class comment).
+    void drop_payload_on_hub() noexcept;
     static void on_cancel(waiter& w) noexcept;
 
     // Written by the thread that runs or discards the job before complete(); read by the
@@ -211,7 +240,9 @@ class job_base : public executor_job, public std::enable_shared_from_this<job_ba
     outcome outcome_ = outcome::pending;
     std::exception_ptr error_;
     std::mutex mu_;
-    hub* home_ = nullptr;       // Guarded by mu_: where to post the outcome while waited for.
+    hub* home_ = nullptr;  // Guarded by mu_: where to post the outcome while waited for.
+    // The hub the job was submitted from, for the payload; set before submit().
+    std::shared_ptr<hub_anchor> anchor_;
     waiter* waiter_ = nullptr;  // The parked fiber's wait; only touched on the hub's thread.
     bool completed_ = false;    // The outcome arrived; only touched on the hub's thread.
 };
@@ -229,8 +260,8 @@ class job_impl final : public job_base {
     template <class F, class... A>
     job_impl(job_options opts, F&& fn, A&&... args)
         : job_base(std::move(opts), typeid(Fn)),
-          fn_(std::forward<F>(fn)),
-          args_(std::forward<A>(args)...) {}
+          fn_(std::in_place, std::forward<F>(fn)),
+          args_(std::in_place, std::forward<A>(args)...) {}
 
     // The outcome, once submit_and_wait() returned: the result is moved out.
     result_type take() {
@@ -248,29 +279,35 @@ class job_impl final : public job_base {
     void invoke() override {
         if constexpr (takes_stop_token_v<Fn, Args...>) {
             call([this](auto&&... a) -> decltype(auto) {
-                return std::invoke(std::move(fn_), stop_.get_token(),
+                return std::invoke(std::move(*fn_), stop_.get_token(),
                                    std::forward<decltype(a)>(a)...);
             });
         } else {
             call([this](auto&&... a) -> decltype(auto) {
-                return std::invoke(std::move(fn_), std::forward<decltype(a)>(a)...);
+                return std::invoke(std::move(*fn_), std::forward<decltype(a)>(a)...);
             });
         }
     }
     template <class Call>
     void call(Call&& c) {
         if constexpr (std::is_void_v<result_type>) {
-            std::apply(c, std::move(args_));
+            std::apply(c, std::move(*args_));
             result_.emplace('\0');
         } else if constexpr (std::is_reference_v<result_type>) {
-            result_.emplace(&std::apply(c, std::move(args_)));
+            result_.emplace(&std::apply(c, std::move(*args_)));
         } else {
-            result_.emplace(std::apply(c, std::move(args_)));
+            result_.emplace(std::apply(c, std::move(*args_)));
         }
     }
+    void drop_captures() noexcept override {
+        fn_.reset();
+        args_.reset();
+        result_.reset();
+    }
 
-    Fn fn_;
-    std::tuple<Args...> args_;
+    // Empty once dropped (drop_captures).
+    std::optional<Fn> fn_;
+    std::optional<std::tuple<Args...>> args_;
     std::optional<job_slot_t<result_type>> result_;
 };
 
@@ -279,6 +316,11 @@ decltype(auto) run_job(executor& ex, job_options opts, Fn&& fn, Args&&... args) 
     auto job = std::make_shared<job_impl<std::decay_t<Fn>, std::decay_t<Args>...>>(
         std::move(opts), std::forward<Fn>(fn), std::forward<Args>(args)...);
     job->submit_and_wait(ex);
+    // The result is moved out first; the rest of the payload goes here, on the hub.
+    struct drop {
+        job_base& job;
+        ~drop() { job.drop_payload(); }
+    } on_exit{*job};
     return job->take();
 }
 
@@ -295,10 +337,12 @@ inline constexpr bool is_executor_arg_v = std::is_base_of_v<executor, std::remov
 // Cancelling the waiting task raises cancelled_error in it at once, without waiting for
 // the job: a job already running goes on, so whatever it uses after a cancellation must
 // not live on the waiting fiber's stack (capture by value); a job not started yet never
-// starts. A std::stop_callback registered on the token runs inside cancel(), on the hub's
-// thread. The hub counts the job as pending work (no loop_exit while it runs).
-// Switches: yes.   Thread: thread-bound (the job runs on the executor's threads).
-// Throws: the job's exception; cancelled_error; executor_shutdown_error if `ex` is shut
+// starts. The function, the arguments and the result are destroyed on the calling fiber's
+// hub thread even then (a captured promise is broken there), unless that thread has exited. A
+// std::stop_callback registered on the token runs inside cancel(), on the hub's thread. The hub
+// counts the job as pending work (no loop_exit while it runs). Switches: yes.   Thread:
+// thread-bound (the job runs on the executor's threads). Throws: the job's exception;
+// cancelled_error; executor_shutdown_error if `ex` is shut
 //         down or shuts down before the job starts; greenfiber::error when called on the
 //         hub itself (a callback).
 template <class Fn, class... Args>

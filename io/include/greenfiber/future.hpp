@@ -12,8 +12,8 @@
 // so no fiber waits forever for it. A waiting fiber that is cancelled just leaves; the
 // other waiters are not affected.
 //
-// Thread: thread-bound (fibers of one hub). From another thread, post() the set_value()
-// to the hub.
+// Thread: thread-bound (fibers of one hub), except that a promise may be fulfilled, broken
+// or destroyed from any thread: that is sent to its hub (see promise).
 
 #include <chrono>
 #include <concepts>
@@ -25,6 +25,8 @@
 #include <utility>
 #include <variant>
 
+#include "greenfiber/deadline.hpp"
+#include "greenfiber/detail/hub_anchor.hpp"
 #include "greenfiber/error.hpp"
 #include "greenfiber/sync.hpp"
 #include "greenfiber/task.hpp"
@@ -50,6 +52,13 @@ struct future_state {
     std::exception_ptr error;
     wait_list waiters;  // fibers in get()/wait()
     bool ready() const noexcept { return value.has_value() || error != nullptr; }
+    // Sets broken_promise and wakes the waiters, unless a result is set.
+    void break_if_unset() noexcept {
+        if (ready()) return;
+        error = std::make_exception_ptr(broken_promise(
+            "greenfiber: the promise was destroyed before it set a result (broken promise)"));
+        waiters.signal_all();
+    }
 };
 
 // What future<T>::get() returns: a reference to the shared value, or nothing.
@@ -76,12 +85,22 @@ struct future_opt<void> {
 }  // namespace detail
 
 // The setting end of a one-shot result. Move-only.
-// Thread: thread-bound.
+// A promise belongs to the hub of the thread that creates it (creating that hub if there is
+// none), whose fibers wait for its result. On that thread everything happens at once. From
+// any other thread (a to_thread() job, a plain std::thread), set_value(), set_exception()
+// and the destructor are sent to the hub (hub::post: thread-safe, and it wakes the hub),
+// where the result is set, or broken, and the waiters woken; a result that turns out to be
+// set already by then is reported through the hub (there is nobody to throw to). If that
+// thread has exited, there is no fiber left to wake and the result is set in place.
+// Thread: thread-bound, except set_value(), set_exception() and the destructor, which are
+//         thread-safe in the sense above (one thread at a time per promise).
 template <class T>
 class promise {
   public:
-    // A promise with a fresh, unset result. Switches: no.   Throws: std::bad_alloc.
-    promise() : s_(std::make_shared<detail::future_state<T>>()) {}
+    // A promise with a fresh, unset result, belonging to this thread's hub.
+    // Switches: no.   Throws: std::bad_alloc.
+    promise()
+        : s_(std::make_shared<detail::future_state<T>>()), home_(detail::hub_anchor::current()) {}
     promise(promise&& o) noexcept = default;
     // Breaks the result this promise held if it was not set (see ~promise).
     promise& operator=(promise&& o) noexcept {
@@ -91,41 +110,88 @@ class promise {
     promise(const promise&) = delete;
     promise& operator=(const promise&) = delete;
 
-    // If the result was never set, sets broken_promise and wakes its waiters.
-    // Switches: no.
+    // If the result was never set, sets broken_promise and wakes its waiters (on its hub).
+    // Switches: no.   Thread: any (see the class comment).
     ~promise() {
-        if (s_ != nullptr && !s_->ready()) {
-            s_->error = std::make_exception_ptr(broken_promise(
-                "greenfiber: the promise was destroyed before it set a result (broken "
-                "promise)"));
-            s_->waiters.signal_all();
+        if (s_ == nullptr) return;
+        if (home_->on_its_thread()) {
+            s_->break_if_unset();
+            return;
         }
+        // This reference goes with the function, so the state (and a value in it) is not
+        // destroyed here either.
+        auto brk = [s = std::move(s_)] {
+            if (s) s->break_if_unset();
+        };
+        try {
+            if (home_->post(std::move(brk))) return;
+        } catch (...) {
+            // Out of memory: broken in place below, the best that is left.
+        }
+        brk();  // the hub's thread has exited: no fiber is left to wake
     }
 
     // Exchanges the results of two promises. Switches: no.
-    void swap(promise& o) noexcept { s_.swap(o.s_); }
+    void swap(promise& o) noexcept {
+        s_.swap(o.s_);
+        home_.swap(o.home_);
+    }
 
     // A future for this result; may be called any number of times. Switches: no.
     // Throws: greenfiber::error on a moved-from promise.
     future<T> get_future() const { return future<T>(state("get_future")); }
 
     // Sets the value, constructed from `args` (none for promise<void>), and wakes every
-    // waiting fiber (they run later). Switches: no.
-    // Throws: invalid_state_error if a result was already set; what T's constructor
-    // throws; greenfiber::error on a moved-from promise.
+    // waiting fiber (they run later). From another thread the value is constructed there
+    // and moved to the promise's hub (see the class comment).
+    // Switches: no.   Thread: any (see the class comment).
+    // Throws: invalid_state_error if a result was already set (on the promise's thread);
+    // what T's constructor throws; std::bad_alloc; greenfiber::error on a moved-from promise,
+    // or from another thread if T cannot be moved.
     template <class... Args>
     requires std::is_constructible_v<typename detail::future_state<T>::stored, Args &&...> void
     set_value(Args&&... args) {
+        using stored = typename detail::future_state<T>::stored;
+        (void)state("set_value");
+        if (!home_->on_its_thread()) {
+            if constexpr (std::is_move_constructible_v<stored>) {
+                auto set = [s = s_, v = stored(std::forward<Args>(args)...)]() mutable {
+                    if (s->ready()) return report_already_set("set_value");
+                    s->value.emplace(std::move(v));
+                    s->waiters.signal_all();
+                };
+                if (home_->post(std::move(set))) return;
+                // The hub's thread has exited: nobody waits; set in place.
+                set();
+                return;
+            } else {
+                throw error(
+                    "greenfiber: promise.set_value(): called from another thread than the "
+                    "promise's, with a value that cannot be moved to it");
+            }
+        }
         auto& s = check_unset("set_value");
         s.value.emplace(std::forward<Args>(args)...);
         s.waiters.signal_all();
     }
 
     // Sets an exception that get() will rethrow, and wakes every waiting fiber.
-    // Switches: no.   Throws: invalid_state_error if a result was already set;
-    // greenfiber::error if `e` is null or the promise is moved-from.
+    // Switches: no.   Thread: any (see the class comment).
+    // Throws: invalid_state_error if a result was already set (on the promise's thread);
+    // std::bad_alloc; greenfiber::error if `e` is null or the promise is moved-from.
     void set_exception(std::exception_ptr e) {
         if (e == nullptr) throw error("greenfiber: promise.set_exception(): null exception_ptr");
+        (void)state("set_exception");
+        if (!home_->on_its_thread()) {
+            auto set = [s = s_, e = std::move(e)]() mutable {
+                if (s->ready()) return report_already_set("set_exception");
+                s->error = std::move(e);
+                s->waiters.signal_all();
+            };
+            if (home_->post(std::move(set))) return;
+            set();
+            return;
+        }
         auto& s = check_unset("set_exception");
         s.error = std::move(e);
         s.waiters.signal_all();
@@ -136,10 +202,21 @@ class promise {
         set_exception(std::make_exception_ptr(std::forward<E>(e)));
     }
 
-    // Whether a result is set. Switches: no.
+    // Whether a result is set. Switches: no.   Thread: thread-bound.
     bool ready() const noexcept { return s_ != nullptr && s_->ready(); }
 
   private:
+    // A result sent from another thread found one already set: nobody to throw to.
+    static void report_already_set(const char* op) noexcept {
+        try {
+            hub::current().report({std::string("greenfiber: promise.") + op +
+                                       "() from another thread: the result was already set "
+                                       "(invalid state); this one is dropped",
+                                   nullptr, nullptr});
+        } catch (...) {
+        }
+    }
+
     const std::shared_ptr<detail::future_state<T>>& state(const char* op) const {
         if (s_ == nullptr)
             throw error(std::string("greenfiber: promise.") + op + "(): moved-from promise");
@@ -154,6 +231,7 @@ class promise {
     }
 
     std::shared_ptr<detail::future_state<T>> s_;  // Shared with the futures.
+    std::shared_ptr<detail::hub_anchor> home_;    // Shared: the way to the promise's hub.
 };
 
 // The reading end of a one-shot result: get() waits until it is set. Move-only; share()
@@ -192,9 +270,11 @@ class future {
     // wait() that gives up at `deadline`: returns whether the result is set.
     // Switches: only when it must wait.   Throws: as wait().
     bool wait_until(time_point deadline) { return wait_impl(&deadline); }
-    // wait_until(now + `timeout`).
-    bool wait_for(duration timeout) {
-        return wait_until(std::chrono::steady_clock::now() + timeout);
+    // wait_until(now + `timeout`); any duration type, saturating (hours::max() waits
+    // practically forever; zero or less does not wait).
+    template <class Rep, class Period>
+    bool wait_for(std::chrono::duration<Rep, Period> timeout) {
+        return wait_until(detail::deadline_after(timeout));
     }
 
     // Waits until the result is set, then returns (a reference to) the value, which lives
@@ -220,10 +300,12 @@ class future {
             return result();
         }
     }
-    // get_until(now + `timeout`).
-    typename detail::future_opt<T>::type get_for(duration timeout) requires(
-        std::is_void_v<T> || std::copy_constructible<T>) {
-        return get_until(std::chrono::steady_clock::now() + timeout);
+    // get_until(now + `timeout`); any duration type, saturating as wait_for().
+    template <class Rep, class Period>
+    typename detail::future_opt<T>::type get_for(
+        std::chrono::duration<Rep, Period> timeout) requires(std::is_void_v<T> ||
+                                                             std::copy_constructible<T>) {
+        return get_until(detail::deadline_after(timeout));
     }
 
     // The result without waiting: the value, or the exception rethrown. Switches: no.

@@ -11,6 +11,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 
+#include "greenfiber/deadline.hpp"
 #include "greenfiber/detail/unique_function.hpp"
 #include "greenfiber/error.hpp"
 #include "greenfiber/greenlet.hpp"
@@ -288,6 +289,11 @@ void sleep(std::chrono::steady_clock::duration d);
 
 // Suspends the calling fiber until `deadline`. Switches: yes.   Throws: cancelled_error.
 void sleep_until(std::chrono::steady_clock::time_point deadline);
+// sleep() with any duration type, saturating: sleep(hours::max()) sleeps practically forever.
+template <class Rep, class Period>
+void sleep(std::chrono::duration<Rep, Period> d) {
+    sleep_until(detail::deadline_after(d));
+}
 
 // Lets every other ready fiber run once, then continues (asyncio's sleep(0)).
 // Switches: yes.   Throws: cancelled_error.

@@ -7,6 +7,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "greenfiber/deadline.hpp"
 #include "greenfiber/hub.hpp"
 #include "greenfiber/signal.hpp"
 #include "greenfiber/task.hpp"
@@ -82,10 +83,12 @@ class event_loop {
         hub_->post(std::forward<Fn>(fn));
     }
 
-    // Runs `fn()` on the hub once `delay` has passed / at `when`. Switches: no.
-    timer_handle call_later(std::chrono::steady_clock::duration delay,
+    // Runs `fn()` on the hub once `delay` has passed / at `when`. `delay` may be of any
+    // duration type and saturates (hours::max(): practically never). Switches: no.
+    template <class Rep, class Period>
+    timer_handle call_later(std::chrono::duration<Rep, Period> delay,
                             detail::unique_function<void()> fn) {
-        return call_at(std::chrono::steady_clock::now() + delay, std::move(fn));
+        return call_at(detail::deadline_after(delay), std::move(fn));
     }
     timer_handle call_at(std::chrono::steady_clock::time_point when,
                          detail::unique_function<void()> fn);

@@ -18,6 +18,9 @@
 // before it runs passes its promise on to the next waiter, or back to the queue: no item
 // and no slot is ever lost, and waiters are served FIFO.
 //
+// The `*_for` waits take any duration type and saturate (detail::deadline_after):
+// hours::max() waits practically forever; zero or a negative duration does not wait.
+//
 // Thread: thread-bound (fibers of one hub). A queue must outlive its waiters.
 
 #include <algorithm>
@@ -157,12 +160,14 @@ class basic_queue {
         return put_impl(item, &deadline);
     }
     // put_until(item, now + `timeout`).
-    [[nodiscard]] bool put_for(T&& item, duration timeout) {
-        return put_until(std::move(item), std::chrono::steady_clock::now() + timeout);
+    template <class Rep, class Period>
+    [[nodiscard]] bool put_for(T&& item, std::chrono::duration<Rep, Period> timeout) {
+        return put_until(std::move(item), detail::deadline_after(timeout));
     }
-    [[nodiscard]] bool put_for(const T& item,
-                               duration timeout) requires std::copy_constructible<T> {
-        return put_until(item, std::chrono::steady_clock::now() + timeout);
+    template <class Rep, class Period>
+    [[nodiscard]] bool put_for(const T& item, std::chrono::duration<Rep, Period> timeout) requires
+        std::copy_constructible<T> {
+        return put_until(item, detail::deadline_after(timeout));
     }
 
     // Adds `item` without waiting. Switches: no.
@@ -183,8 +188,9 @@ class basic_queue {
     // Switches: only when it must wait.   Throws: as get().
     std::optional<T> get_until(time_point deadline) { return get_impl(&deadline); }
     // get_until(now + `timeout`).
-    std::optional<T> get_for(duration timeout) {
-        return get_until(std::chrono::steady_clock::now() + timeout);
+    template <class Rep, class Period>
+    std::optional<T> get_for(std::chrono::duration<Rep, Period> timeout) {
+        return get_until(detail::deadline_after(timeout));
     }
 
     // Removes and returns the next item without waiting. Switches: no.
@@ -226,8 +232,9 @@ class basic_queue {
     // join() that gives up at `deadline` (returns false). Switches: as join().
     bool join_until(time_point deadline) { return join_impl(&deadline); }
     // join_until(now + `timeout`).
-    bool join_for(duration timeout) {
-        return join_until(std::chrono::steady_clock::now() + timeout);
+    template <class Rep, class Period>
+    bool join_for(std::chrono::duration<Rep, Period> timeout) {
+        return join_until(detail::deadline_after(timeout));
     }
     // Items put and not yet marked done. Switches: no.
     std::size_t unfinished_tasks() const noexcept { return unfinished_; }

@@ -170,6 +170,12 @@ class server : public detail::server_core {
     std::size_t stop(std::chrono::steady_clock::duration grace = std::chrono::seconds(5)) {
         return stop_handlers(grace);
     }
+    // stop() with any duration type, saturating (hours::max(): no handler is cancelled
+    // before it ends). Switches: yes.
+    template <class Rep, class Period>
+    std::size_t stop(std::chrono::duration<Rep, Period> grace) {
+        return stop_handlers(detail::to_steady_duration(grace));
+    }
 
   private:
     void accept_loop() {

@@ -124,8 +124,12 @@ class io_object {
 
     // A default deadline for every blocking call that is given none, counted from the call
     // (gevent's socket timeout). Zero: none. Useful where the caller cannot pass one, as in
-    // Beast's http::read.
-    void set_timeout(std::chrono::steady_clock::duration t) noexcept { timeout_ = t; }
+    // Beast's http::read. Any duration type; one too long for the clock saturates
+    // (hours::max(): practically never). Switches: no.
+    template <class Rep, class Period>
+    void set_timeout(std::chrono::duration<Rep, Period> t) noexcept {
+        timeout_ = detail::to_steady_duration(t);
+    }
     std::chrono::steady_clock::duration timeout() const noexcept { return timeout_; }
 
   protected:
@@ -137,7 +141,7 @@ class io_object {
 
     deadline effective(deadline d) const noexcept {
         if (d.is_set() || timeout_.count() == 0) return d;
-        return deadline(deadline::clock::now() + timeout_);
+        return deadline(detail::deadline_after(timeout_));
     }
 
     // A transfer: the non-blocking call `sync(ec)` first when `eager`; when it would block

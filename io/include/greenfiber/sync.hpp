@@ -20,7 +20,9 @@
 // Cancellation (task.cancel()) raises cancelled_error in a waiting fiber; a wait that
 // does not have to suspend (the lock is free, the event is set) completes without
 // looking at a pending cancellation, as asyncio's do. A timed wait that was granted just
-// as its deadline passed reports success: the grant wins.
+// as its deadline passed reports success: the grant wins. The `*_for` waits take any
+// duration type and saturate (detail::deadline_after): hours::max() waits practically
+// forever; zero or a negative duration does not wait.
 //
 // Destroying a primitive while fibers wait on it aborts with a message: their wait
 // records, which live in their frames, would otherwise dangle.
@@ -82,14 +84,16 @@ class mutex {
         return wait_slow(&deadline);
     }
     // lock_until(now + `timeout`).
-    [[nodiscard]] bool lock_for(std::chrono::steady_clock::duration timeout) {
-        return lock_until(std::chrono::steady_clock::now() + timeout);
+    template <class Rep, class Period>
+    [[nodiscard]] bool lock_for(std::chrono::duration<Rep, Period> timeout) {
+        return lock_until(detail::deadline_after(timeout));
     }
     // The TimedLockable spellings of lock_until / lock_for (for std::unique_lock).
     [[nodiscard]] bool try_lock_until(std::chrono::steady_clock::time_point deadline) {
         return lock_until(deadline);
     }
-    [[nodiscard]] bool try_lock_for(std::chrono::steady_clock::duration timeout) {
+    template <class Rep, class Period>
+    [[nodiscard]] bool try_lock_for(std::chrono::duration<Rep, Period> timeout) {
         return lock_for(timeout);
     }
 
@@ -140,14 +144,16 @@ class rlock {
         return lock_impl(&deadline);
     }
     // lock_until(now + `timeout`).
-    [[nodiscard]] bool lock_for(std::chrono::steady_clock::duration timeout) {
-        return lock_until(std::chrono::steady_clock::now() + timeout);
+    template <class Rep, class Period>
+    [[nodiscard]] bool lock_for(std::chrono::duration<Rep, Period> timeout) {
+        return lock_until(detail::deadline_after(timeout));
     }
     // The TimedLockable spellings of lock_until / lock_for (for std::unique_lock).
     [[nodiscard]] bool try_lock_until(std::chrono::steady_clock::time_point deadline) {
         return lock_until(deadline);
     }
-    [[nodiscard]] bool try_lock_for(std::chrono::steady_clock::duration timeout) {
+    template <class Rep, class Period>
+    [[nodiscard]] bool try_lock_for(std::chrono::duration<Rep, Period> timeout) {
         return lock_for(timeout);
     }
 
@@ -196,8 +202,9 @@ class event {
     // Switches: only when it must wait.   Throws: cancelled_error; loop_exit.
     bool wait_until(std::chrono::steady_clock::time_point deadline) { return wait_impl(&deadline); }
     // wait_until(now + `timeout`).
-    bool wait_for(std::chrono::steady_clock::duration timeout) {
-        return wait_until(std::chrono::steady_clock::now() + timeout);
+    template <class Rep, class Period>
+    bool wait_for(std::chrono::duration<Rep, Period> timeout) {
+        return wait_until(detail::deadline_after(timeout));
     }
 
   private:
@@ -240,8 +247,9 @@ class semaphore {
         return wait_slow(&deadline);
     }
     // acquire_until(now + `timeout`).
-    [[nodiscard]] bool acquire_for(std::chrono::steady_clock::duration timeout) {
-        return acquire_until(std::chrono::steady_clock::now() + timeout);
+    template <class Rep, class Period>
+    [[nodiscard]] bool acquire_for(std::chrono::duration<Rep, Period> timeout) {
+        return acquire_until(detail::deadline_after(timeout));
     }
 
     // Returns a unit: to the longest waiter if any (it runs later), else to the counter.
@@ -306,13 +314,15 @@ class condition {
     [[nodiscard]] bool lock_until(std::chrono::steady_clock::time_point deadline) {
         return m_->lock_until(deadline);
     }
-    [[nodiscard]] bool lock_for(std::chrono::steady_clock::duration timeout) {
+    template <class Rep, class Period>
+    [[nodiscard]] bool lock_for(std::chrono::duration<Rep, Period> timeout) {
         return m_->lock_for(timeout);
     }
     [[nodiscard]] bool try_lock_until(std::chrono::steady_clock::time_point deadline) {
         return m_->lock_until(deadline);
     }
-    [[nodiscard]] bool try_lock_for(std::chrono::steady_clock::duration timeout) {
+    template <class Rep, class Period>
+    [[nodiscard]] bool try_lock_for(std::chrono::duration<Rep, Period> timeout) {
         return m_->lock_for(timeout);
     }
     void unlock() { m_->unlock(); }
@@ -330,8 +340,9 @@ class condition {
     // Switches: yes.   Throws: as wait().
     bool wait_until(std::chrono::steady_clock::time_point deadline) { return wait_impl(&deadline); }
     // wait_until(now + `timeout`).
-    bool wait_for(std::chrono::steady_clock::duration timeout) {
-        return wait_until(std::chrono::steady_clock::now() + timeout);
+    template <class Rep, class Period>
+    bool wait_for(std::chrono::duration<Rep, Period> timeout) {
+        return wait_until(detail::deadline_after(timeout));
     }
 
     // asyncio's wait_for(predicate): waits until `pred()` is truthy and returns its value;
@@ -359,9 +370,9 @@ class condition {
         return true;
     }
     // wait_until(now + `timeout`, pred).
-    template <class Pred>
-    bool wait_for(std::chrono::steady_clock::duration timeout, Pred pred) {
-        return wait_until(std::chrono::steady_clock::now() + timeout, std::move(pred));
+    template <class Rep, class Period, class Pred>
+    bool wait_for(std::chrono::duration<Rep, Period> timeout, Pred pred) {
+        return wait_until(detail::deadline_after(timeout), std::move(pred));
     }
 
     // Wakes up to `n` waiters, longest first; they return once they re-acquire the lock.

@@ -13,16 +13,28 @@
 //
 // The fiber parks first and the operation is started afterwards, from the hub: a completion
 // can never arrive before the fiber is suspended. The handler carries the hub's executor (so
-// composed operations stay on the hub's thread) and a cancellation slot: cancelling the task
-// (or a timeout() around the call) cancels the operation, which then ends with
-// cancelled_error. An operation that does not support cancellation is abandoned instead (its
-// result, when it comes, is dropped). A handler destroyed without being called (its
-// io_context destroyed with the operation pending) wakes the fiber with operation_aborted.
+// composed operations stay on the hub's thread) and a cancellation slot.
+//
+// The fiber never leaves while the operation may still use what the caller lent it (its
+// buffers, often on the fiber's own stack). Cancelling the task (or a timeout() around the
+// call) or passing the deadline given with until() emits a terminal cancellation on the
+// slot and then waits, shielded from further cancellation, for the completion handler. An
+// operation that supports cancellation completes at once (operation_aborted), and the call
+// raises the cancellation (cancelled_error, timeout_error) or reports timed_out. An
+// operation that ignores cancellation is waited for all the same: leaving would let it
+// write into a dead frame. If it has not completed `stuck_report_after()` (5 s by default)
+// after the request, the hub reports it (hub::report, naming the task) and the fiber keeps
+// waiting. Its result, when it comes, is returned if the wait ended at the deadline (the
+// work was done: nothing is lost), or dropped if the task was cancelled. A handler destroyed
+// without being called (its io_context destroyed with the operation pending) wakes the fiber
+// with operation_aborted. Only a fiber killed with greenlet_exit (its hub going away) leaves
+// without waiting; the operation is told to stop first.
 //
 // Thread: the call must come from a fiber of this thread's hub (not from a callback on the
 // hub itself). The operation may complete on any thread.
 
 #include <atomic>
+#include <chrono>
 #include <exception>
 #include <mutex>
 #include <optional>
@@ -53,19 +65,33 @@ class use_fiber_t {
         t.ec_ = &ec;
         return t;
     }
-    // With a deadline: when it passes, the operation is cancelled (or abandoned, if it cannot
-    // be) and the call reports timed_out. A result that arrived anyway is kept.
+    // With a deadline: when it passes, the operation is cancelled and waited for, and the call
+    // reports timed_out. A result that arrived anyway is kept (see above for an operation
+    // that ignores cancellation).
     use_fiber_t until(deadline dl) const noexcept {
         use_fiber_t t = *this;
         t.dl_ = dl;
         return t;
     }
+    // How long a cancelled operation may take to complete before the hub reports it as one
+    // that ignores cancellation (the fiber keeps waiting either way). Saturates; default 5 s.
+    // Switches: no.
+    template <class Rep, class Period>
+    use_fiber_t stuck_report_after(std::chrono::duration<Rep, Period> d) const noexcept {
+        use_fiber_t t = *this;
+        t.report_after_ = detail::to_steady_duration(d);
+        return t;
+    }
     constexpr boost::system::error_code* error_sink() const noexcept { return ec_; }
     constexpr const deadline& time_limit() const noexcept { return dl_; }
+    constexpr std::chrono::steady_clock::duration report_after() const noexcept {
+        return report_after_;
+    }
 
   private:
     boost::system::error_code* ec_ = nullptr;
     deadline dl_;
+    std::chrono::steady_clock::duration report_after_ = std::chrono::seconds(5);
 };
 
 inline constexpr use_fiber_t use_fiber{};
@@ -73,8 +99,8 @@ inline constexpr use_fiber_t use_fiber{};
 namespace detail {
 
 // The state one token operation shares between the waiting fiber and the handler. On the
-// heap and reference-counted: a fiber that stops waiting (cancelled, killed) leaves the
-// handler a live place to complete into.
+// heap and reference-counted: a fiber killed while it waits leaves the handler a live place
+// to complete into.
 // Thread: the fiber's side runs on the hub's thread; complete() and release() on any thread.
 class fiber_op {
   public:
@@ -88,10 +114,15 @@ class fiber_op {
     }
 
     // Fiber side: parks, runs `start(arg)` from the hub once parked, and returns when the
-    // operation completed or `dl` passed (then timed_out() is true and the operation was
-    // cancelled, or abandoned if it could not be). Throws: cancelled_error (the operation is
-    // cancelled or abandoned), error when called from the hub itself.
-    void wait(void (*start)(void*) noexcept, void* arg, deadline dl);
+    // operation completed; if `dl` passed first, timed_out() is true and the operation was
+    // cancelled and then waited for. A cancellation of the task is raised only after the
+    // operation completed. Either way, an operation still running `report_after` after it was
+    // told to stop is reported through the hub, and waited for.
+    // Switches: yes.   Thread: thread-bound.
+    // Throws: cancelled_error (or the task's interrupt, e.g. timeout_error); greenfiber::error
+    //         when called from the hub itself; greenlet_exit without waiting.
+    void wait(void (*start)(void*) noexcept, void* arg, deadline dl,
+              std::chrono::steady_clock::duration report_after);
     bool timed_out() const noexcept { return timed_out_; }
 
     // Handler side: the result is stored (or the handler is going away uncalled). Wakes the
@@ -111,13 +142,18 @@ class fiber_op {
   private:
     void on_hub() noexcept;
     static void on_cancel(waiter& w) noexcept;
+    // Tells a started, unfinished operation to stop, then waits for its completion,
+    // shielded; reports it after `report_after`. Throws: loop_exit (cannot happen while
+    // work_ is held).
+    void wait_out(std::chrono::steady_clock::duration report_after);
 
     hub* h_;
     std::thread::id thread_;
     waiter w_;
-    std::mutex mu_;        // orders a foreign-thread complete() against the fiber leaving
-    bool waiting_ = true;  // written under mu_ on the hub's thread
-    bool done_ = false;    // hub's thread only
+    std::mutex mu_;         // orders a foreign-thread complete() against the fiber leaving
+    bool waiting_ = true;   // written under mu_ on the hub's thread
+    bool done_ = false;     // hub's thread only
+    bool started_ = false;  // the initiation ran; hub's thread only
     bool timed_out_ = false;
     std::atomic<int> refs_{1};
     boost::asio::cancellation_signal signal_;
@@ -286,7 +322,7 @@ class boost::asio::async_result<greenfiber::use_fiber_t, void(Args...)> {
                     c->op->complete();
                 }
             },
-            &ctx, token.time_limit());
+            &ctx, token.time_limit(), token.report_after());
         return greenfiber::detail::unpack(*op, token.error_sink());
     }
 };
