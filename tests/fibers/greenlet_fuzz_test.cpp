@@ -4,9 +4,9 @@
 // throw_in (to suspended, unstarted, dead and current targets), returning and raising
 // (test errors and greenlet_exit), creating children with default or explicit parents,
 // set_parent (cycles and the main greenlet must be refused), and dropping the last handle
-// (which kills a suspended greenlet; a cascade of kills when a parent loses its last
-// reference). The model — Python greenlet's rules (reference §1.1, G01-G52) — predicts
-// which greenlet runs next and what it receives; every greenlet checks what it really
+// (which kills a suspended greenlet, frees an unstarted one without running it, and frees a
+// dead parent with its last child). The model — Python greenlet's rules (reference §1.1, G01-G52) —
+// predicts which greenlet runs next and what it receives; every greenlet checks what it really
 // receives against that prediction, and every held handle's started()/dead()/parent()
 // against the model. At the end every greenlet is killed or dead and dropped, and the
 // fixture checks that none leaked.
@@ -46,9 +46,9 @@ struct test_error : std::runtime_error {
 };
 
 #if defined(__SANITIZE_ADDRESS__)
-constexpr std::uint64_t default_seeds = 1500;
+constexpr std::uint64_t default_seeds = 5000;
 #else
-constexpr std::uint64_t default_seeds = 6000;
+constexpr std::uint64_t default_seeds = 30000;
 #endif
 constexpr auto time_budget = std::chrono::seconds(8);
 
@@ -120,6 +120,7 @@ payload of_value(value& v) {
 }
 
 enum class op_kind {
+    to_parent,
     switch_to,
     throw_error,
     throw_exit,
@@ -232,6 +233,21 @@ class fuzz {
                     release_held(self);
                     target = greenlet();
                     observe(self, {payload::done, 0, false});
+                    break;
+                }
+                case op_kind::to_parent: {
+                    payload got;
+                    try {
+                        value r = greenlet::switch_to_parent(make_value(o));
+                        got = of_value(r);
+                    } catch (const test_error& e) {
+                        got = {payload::thrown_error, e.id, false};
+                    } catch (const greenlet_exit&) {
+                        got = {payload::thrown_exit, 0, false};
+                    } catch (const error&) {
+                        got = {payload::refused, 0, false};  // from the main greenlet
+                    }
+                    observe(self, got);
                     break;
                 }
                 case op_kind::ret:
@@ -451,7 +467,19 @@ class fuzz {
                 do_switch(self, t, o.n == 0 ? payload{} : payload{payload::integer, o.n, false});
                 return o;
             }
-            if (what < 47) {  // throw_in
+            if (what < 40) {  // switch_to_parent: like switch_to, holding no handle
+                op o{op_kind::to_parent, -1, -1, chance(30) ? 0 : seq};
+                trace("g" + std::to_string(self) + " switch_to_parent " + std::to_string(o.n));
+                if (self == 0) {
+                    expect(self, {payload::refused, 0, false});
+                } else {
+                    do_switch(self, m(self).parent,
+                              o.n == 0 ? payload{} : payload{payload::integer, o.n, false});
+                    m(self).holding = -1;
+                }
+                return o;
+            }
+            if (what < 50) {  // throw_in
                 const int t = any_slot();
                 if (t == self && !chance(20)) continue;
                 const bool exit = chance(40);
@@ -463,7 +491,7 @@ class fuzz {
                               : payload{payload::thrown_error, seq, false});
                 return o;
             }
-            if (what < 57 && self != 0) return end_op(self, seq);
+            if (what < 59 && self != 0) return end_op(self, seq);
             if (what < 72) {  // create
                 if (slots_.size() >= max_greenlets) continue;
                 const int p = chance(50) ? -1 : any_slot();

@@ -18,7 +18,12 @@
 //   GREENFIBER_STRESS_SEEDS=20000 build/tests/io_stress_test     # seeds 1..20000
 //   GREENFIBER_STRESS_FIRST=50001 GREENFIBER_STRESS_SEEDS=1000 ...  # seeds 50001..51000
 //   GREENFIBER_STRESS_SEED=1234 build/tests/io_stress_test       # that seed only
-// A failure prints its seed and the invariant that broke.
+//   GREENFIBER_STRESS_REPEAT=20 ...        # each seed 20 times
+//   GREENFIBER_STRESS_TRACE=1 ...          # print what every fiber does
+//   GREENFIBER_STRESS_ONLY=8,14 ...        # only those actions (the cases of act())
+// A failure prints its seed and the invariant that broke. Sleeps use the real clock, so a
+// seed always builds the same program but not always the same interleaving: replay a
+// failing seed with a repeat count.
 
 #include <gtest/gtest.h>
 
@@ -45,7 +50,7 @@
 #include "greenfiber/queue.hpp"
 #include "greenfiber/sync.hpp"
 #include "greenfiber/task.hpp"
-#include "io_check.hpp"
+#include "io_lists_check.hpp"
 
 using namespace greenfiber;
 using namespace std::chrono_literals;
@@ -59,9 +64,9 @@ struct test_error : std::runtime_error {
 };
 
 #if defined(__SANITIZE_ADDRESS__)
-constexpr std::uint64_t default_seeds = 60;
+constexpr std::uint64_t default_seeds = 200;
 #else
-constexpr std::uint64_t default_seeds = 300;
+constexpr std::uint64_t default_seeds = 1000;
 #endif
 
 std::uint64_t env_or(const char* name, std::uint64_t fallback) {
@@ -144,6 +149,11 @@ struct world {
     std::size_t pool_running = 0;
 
     executor& threads;
+
+    // Task groups shared by the workers (spawned into and joined by several); a joined one
+    // is closed and the next action opens another. Kept to the end.
+    std::vector<std::unique_ptr<task_group>> groups;
+    bool group_open = false;
 
     // A deadline both sides of a pair use, so that the value and the deadline can fall on
     // the same instant.
@@ -686,6 +696,42 @@ struct world {
         }
     }
 
+    void use_shared_group() {
+        if (!group_open) {
+            groups.push_back(std::make_unique<task_group>());  // owned by this worker's task
+            group_open = true;
+        }
+        task_group& g = *groups.back();
+        if (chance(70)) {
+            auto info = std::make_shared<child_info>();
+            info->id = next_child++;
+            const bool throws = chance(10);
+            const auto d = small();
+            try {
+                auto t = g.spawn([this, info, throws, d] {
+                    exit_mark mark(info);
+                    sleep(d);
+                    if (throws) throw test_error(info->id);
+                    return info->id;
+                });
+                t.set_name("shared-group-" + std::to_string(info->id));
+                all.push_back(t.share_any());
+            } catch (const error&) {
+                group_open = false;  // joined or failed: the next action opens another
+            }
+            return;
+        }
+        try {
+            timeout(small(), [&] {
+                g.join();
+                if (g.running() != 0) fail("task_group.join() returned with tasks running");
+            });
+        } catch (const exception_group&) {
+            if (g.running() != 0) fail("task_group.join() threw with tasks running");
+        }
+        if (&g == groups.back().get()) group_open = false;
+    }
+
     void use_pool() {
         if (chance(15)) {
             try {
@@ -738,7 +784,7 @@ struct world {
     }();
 
     void act() {
-        int what = pick(0, 16);
+        int what = pick(0, 17);
         if (!only.empty()) what = only[static_cast<std::size_t>(what) % only.size()];
         trace("act", what);
         switch (what) {
@@ -789,6 +835,9 @@ struct world {
                 break;
             case 15:
                 use_task_group();
+                break;
+            case 17:
+                use_shared_group();
                 break;
             default:
                 if (chance(50)) {
@@ -946,6 +995,16 @@ outcome_of_seed run_seed(std::uint64_t seed, executor& threads) {
         }
     }
 
+    // The shared groups: their tasks ended already; joining collects their failures.
+    for (auto& g : w->groups) {
+        if (g->running() != 0) w->fail("task_group: a task still running at the end");
+        try {
+            g->join();
+        } catch (const exception_group&) {
+        }
+    }
+    w->groups.clear();
+
     // Conservation at the end.
     std::multiset<int> left_in_queue;
     while (!w->q.empty()) left_in_queue.insert(w->q.get_nowait());
@@ -974,19 +1033,39 @@ outcome_of_seed run_seed(std::uint64_t seed, executor& threads) {
     return out;
 }
 
-class Stress : public greenfiber::testing::io_checked {};
+class Stress : public greenfiber::testing::io_lists_checked {};
 
 TEST_F(Stress, RandomProgramsKeepEveryInvariant) {
     thread_pool_executor threads(2);
+    // What the hub reports: a task_group left by a cancellation before its join() reports
+    // its failures (expected); anything else (an exception never retrieved) is a failure.
+    std::vector<std::string> reports;
+    report_handler previous = hub::current().set_exception_handler(
+        [&reports](const failure_report& r) { reports.emplace_back(r.message); });
+    report_handler previous_process = set_report_handler(
+        [&reports](const failure_report& r) { reports.emplace_back(r.message); });
     std::uint64_t first = env_or("GREENFIBER_STRESS_FIRST", 1);
     std::uint64_t count = env_or("GREENFIBER_STRESS_SEEDS", default_seeds);
     if (const std::uint64_t one = env_or("GREENFIBER_STRESS_SEED", 0); one != 0) {
         first = one;
         count = 1;
     }
+    const std::uint64_t repeat = std::max<std::uint64_t>(1, env_or("GREENFIBER_STRESS_REPEAT", 1));
     int failed = 0;
-    for (std::uint64_t seed = first; seed < first + count; ++seed) {
-        const outcome_of_seed r = run_seed(seed, threads);
+    for (std::uint64_t run = 0; run < count * repeat; ++run) {
+        const std::uint64_t seed = first + run / repeat;
+        outcome_of_seed r = run_seed(seed, threads);
+        for (const std::string& m : reports) {
+            if (m.find("task_group destroyed without join()") == std::string::npos)
+                r.failures.push_back("the hub reported: " + m);
+        }
+        reports.clear();
+        if (!r.stuck) {
+            // Every list of the thread is empty once the seed's program has ended.
+            if (!all_tasks().empty()) r.failures.push_back("all_tasks() is not empty at the end");
+            if (const std::string left = greenfiber::testing::leftover_lists(); !left.empty())
+                r.failures.push_back("the thread's lists are not empty at the end: " + left);
+        }
         if (!r.failures.empty()) {
             ++failed;
             std::ostringstream os;
@@ -1004,6 +1083,8 @@ TEST_F(Stress, RandomProgramsKeepEveryInvariant) {
         }
     }
     threads.shutdown(5s);
+    hub::current().set_exception_handler(std::move(previous));
+    set_report_handler(std::move(previous_process));
 }
 
 }  // namespace
