@@ -122,6 +122,11 @@ struct world {
     mutex m;
     int holders = 0;
 
+    // The reentrant lock, the fiber holding it and its depth as the program counts it.
+    rlock rl;
+    const void* rl_owner = nullptr;
+    std::size_t rl_depth = 0;
+
     // The semaphore and how many units are out.
     std::size_t sem_units;
     semaphore sem;
@@ -280,6 +285,12 @@ struct world {
         if (put_ok.count(item) == 0) fail("queue: got an item that was never put (or twice)");
         if (got.count(item) != 0) fail("queue: an item was got twice");
         got.insert(item);
+        q.task_done();  // processed at once: join() counts it
+    }
+
+    void queue_join() {
+        const auto dl = chance(50) ? instant : clock_type::now() + small();
+        if (!q.join_until(dl)) check_timed_out(dl, "queue.join_until()");
     }
 
     void queue_get() {
@@ -337,6 +348,46 @@ struct world {
         }
         --holders;
         m.unlock();
+    }
+
+    void hold_rlock(int depth) {
+        const auto dl = clock_type::now() + small();
+        if (!(chance(60) ? (rl.lock(), true) : rl.lock_until(dl))) {
+            check_timed_out(dl, "rlock.lock_until()");
+            return;
+        }
+        const void* me = current_task().state();
+        if (rl_depth != 0 && rl_owner != me) fail("rlock: held by two fibers at once");
+        rl_owner = me;
+        ++rl_depth;
+        if (rl.recursion_count() != rl_depth) fail("rlock: wrong recursion count");
+        if (!rl.owned_by_current()) fail("rlock: not owned by the fiber holding it");
+        try {
+            pause();
+            if (depth < 2 && chance(50)) hold_rlock(depth + 1);
+        } catch (...) {
+            if (--rl_depth == 0) rl_owner = nullptr;
+            rl.unlock();
+            throw;
+        }
+        if (--rl_depth == 0) rl_owner = nullptr;
+        rl.unlock();
+    }
+
+    // gevent's Timeout: it raises in this task while it lives, never once it is gone.
+    void use_timeout_guard() {
+        try {
+            timeout_guard g(small());
+            pause();
+            if (chance(50)) pause();
+        } catch (const timeout_error&) {
+        }
+        try {
+            yield_now();
+            sleep(std::chrono::microseconds(pick(0, 500)));
+        } catch (const timeout_error&) {
+            fail("timeout_guard: its timeout was raised after it was destroyed");
+        }
     }
 
     void hold_semaphore() {
@@ -784,7 +835,7 @@ struct world {
     }();
 
     void act() {
-        int what = pick(0, 17);
+        int what = pick(0, 20);
         if (!only.empty()) what = only[static_cast<std::size_t>(what) % only.size()];
         trace("act", what);
         switch (what) {
@@ -838,6 +889,15 @@ struct world {
                 break;
             case 17:
                 use_shared_group();
+                break;
+            case 18:
+                hold_rlock(0);
+                break;
+            case 19:
+                use_timeout_guard();
+                break;
+            case 20:
+                queue_join();
                 break;
             default:
                 if (chance(50)) {
@@ -1007,7 +1067,12 @@ outcome_of_seed run_seed(std::uint64_t seed, executor& threads) {
 
     // Conservation at the end.
     std::multiset<int> left_in_queue;
-    while (!w->q.empty()) left_in_queue.insert(w->q.get_nowait());
+    while (!w->q.empty()) {
+        left_in_queue.insert(w->q.get_nowait());
+        w->q.task_done();
+    }
+    if (w->q.unfinished_tasks() != 0) w->fail("queue: unfinished_tasks() is not 0 at the end");
+    if (w->rl.locked() || w->rl_depth != 0) w->fail("rlock: still locked at the end");
     std::multiset<int> accounted = w->got;
     accounted.insert(left_in_queue.begin(), left_in_queue.end());
     if (accounted != w->put_ok) {

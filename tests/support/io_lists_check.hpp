@@ -5,31 +5,19 @@
 // ready queue, no parked fiber, no unfinished task, no pending timer. A record left in one
 // of them is a use-after-free or a lost wake-up waiting to happen.
 
+#include <greenfiber/detail/debug.hpp>
+
 #include <sstream>
 #include <string>
 
 #include "io_check.hpp"
-
-#if __has_include(<greenfiber/detail/debug.hpp>)
-#include <greenfiber/detail/debug.hpp>
-#define GREENFIBER_TEST_HAVE_DEBUG_LISTS 1
-#endif
 
 namespace greenfiber::testing {
 
 // What is left in the calling thread's lists, e.g. "ready=1 timers=2"; "" when all are
 // empty. Switches: no.
 inline std::string leftover_lists() {
-#ifdef GREENFIBER_TEST_HAVE_DEBUG_LISTS
     const detail::thread_lists l = detail::debug_thread_lists();
-#else
-    // TRANSITIONAL until debug_thread_lists() is in the tree: the lists the public
-    // counters reach (no unretrieved or ready count).
-    struct {
-        std::size_t unretrieved = 0, ready = 0, parked, tasks, timers;
-    } l{0, 0, hub::current().parked(), detail::task_base::all(hub::current()).size(),
-        event_loop::current().pending_timers()};
-#endif
     std::ostringstream os;
     auto add = [&os](const char* name, std::size_t n) {
         if (n != 0) os << (os.tellp() > 0 ? " " : "") << name << "=" << n;
