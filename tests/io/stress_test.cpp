@@ -50,7 +50,7 @@
 #include "greenfiber/queue.hpp"
 #include "greenfiber/sync.hpp"
 #include "greenfiber/task.hpp"
-#include "io_lists_check.hpp"
+#include "io_check.hpp"
 
 using namespace greenfiber;
 using namespace std::chrono_literals;
@@ -1098,7 +1098,7 @@ outcome_of_seed run_seed(std::uint64_t seed, executor& threads) {
     return out;
 }
 
-class Stress : public greenfiber::testing::io_lists_checked {};
+class Stress : public greenfiber::testing::io_checked {};
 
 TEST_F(Stress, RandomProgramsKeepEveryInvariant) {
     thread_pool_executor threads(2);
