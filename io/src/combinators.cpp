@@ -204,13 +204,16 @@ void timeout_scope::reschedule(std::chrono::steady_clock::time_point when) {
     arm();
 }
 
-void timeout_scope::leave() {
+void timeout_scope::leave() noexcept {
+    if (std::exchange(left_, true)) return;
     timer_.cancel();
-    // Expired after the block's last suspension: withdraw our request, it was never raised.
+    // Expired, and the block returned or threw something else: withdraw our request
+    // (asyncio's Timeout.__aexit__), so that it cannot hit the task's next wait.
     if (expired_) task_.uncancel();
 }
 
 void timeout_scope::leave_with_cancel() {
+    if (std::exchange(left_, true)) return;
     timer_.cancel();
     if (expired_ && task_.uncancel() <= cancelling_at_entry_) {
         throw timeout_error("greenfiber: timeout: the deadline passed");

@@ -308,7 +308,12 @@ void hub::park_impl(detail::waiter& w, void (*arm)(void*) noexcept, void* arg, b
         throw error(std::string("greenfiber: cannot wait for ") + w.what +
                     " on the hub itself: a callback must not suspend (spawn a task instead)");
     }
-    auto* task = cancellable ? static_cast<detail::task_base*>(self->local) : nullptr;
+    // A fiber unwinding an exception (a destructor waiting for its cleanup) or inside a
+    // no_kill_scope waits shielded: a cancelled_error raised there would leave a noexcept
+    // destructor (std::terminate). The request stays pending for the next wait.
+    auto* task = cancellable && !no_kill_scope::active()
+                     ? static_cast<detail::task_base*>(self->local)
+                     : nullptr;
     if (task != nullptr) task->check_cancel();
     w.fiber = self;
     w.woken = false;

@@ -209,6 +209,22 @@ void task_base::wait_done() {
     (void)wait_in(done_waiters_, sw, nullptr);
 }
 
+void task_base::await_done() {
+    try {
+        wait_done();
+    } catch (const cancelled_error&) {
+        if (!done()) {
+            cancel("the task waiting for it in get() was cancelled");
+            // asyncio's awaiter finishes only after what it awaited: wait, shielded.
+            while (!done()) {
+                sync_waiter sw("a task cancelled with the get() waiting for it");
+                (void)park_in(done_waiters_, sw, nullptr, true);
+            }
+        }
+        throw;
+    }
+}
+
 void task_base::wait_done_with(sync_waiter& sw) {
     if (done()) return;
     if (current() == this) throw error("greenfiber: task '" + name_ + "' cannot wait for itself");

@@ -534,4 +534,38 @@ TEST_F(AsCompleted, TwoFibersTakingFromOneQueueAreBothServed) {
     EXPECT_EQ(t.get(), 3);
 }
 
+TEST_F(Shield, CancellingAGetOnTheShieldLeavesTheInnerTaskRunning) {
+    auto inner = spawn([] {
+        sleep(3ms);
+        return 4;
+    });
+    auto outer = spawn([s = shield(inner)]() mutable { return s.get(); });
+    yield_now();
+    outer.cancel();
+    outer.wait();
+    EXPECT_TRUE(outer.cancelled());
+    EXPECT_EQ(inner.get(), 4);
+}
+
+// Regression: a timeout() block that expired and then let another exception out left its
+// cancellation request behind, and the task's next wait raised cancelled_error.
+TEST_F(Timeout, AnExpiredBlockLeavingWithAnotherExceptionWithdrawsItsRequest) {
+    auto t = spawn([] {
+        try {
+            timeout(2ms, [] {
+                try {
+                    sleep(1h);
+                } catch (const cancelled_error&) {
+                    throw std::runtime_error("cleanup failed");
+                }
+            });
+        } catch (const std::runtime_error&) {
+        }
+        EXPECT_EQ(current_task().cancelling(), 0);
+        sleep(1ms);  // no stale cancellation
+        return 9;
+    });
+    EXPECT_EQ(t.get(), 9);
+}
+
 }  // namespace

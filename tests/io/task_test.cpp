@@ -362,7 +362,7 @@ TEST_F(Task, CancellingAWaiterAndWhatItWaitsForShutsDownCleanly) {
 
 TEST_F(Task, ACancelledWaiterDoesNotStealTheWakeUpOfTheNextOne) {
     auto gate = spawn([] { sleep(5ms); });
-    auto first = spawn([g = gate.share()]() mutable { g.get(); });
+    auto first = spawn([g = gate.share()]() mutable { g.wait(); });
     auto second = spawn([g = gate.share()]() mutable {
         g.get();
         return 2;
@@ -384,7 +384,13 @@ TEST_F(Task, CancellingTheMiddleWaiterLosesNoOtherWakeUp) {
         sleep(5ms);
         return 5;
     });
-    auto get_it = [&] { return spawn([t = t.share()]() mutable { return t.get(); }); };
+    // wait() then result(): a cancelled get() would cancel t as well.
+    auto get_it = [&] {
+        return spawn([t = t.share()]() mutable {
+            t.wait();
+            return t.result();
+        });
+    };
     auto a = get_it();
     auto w = get_it();
     auto b = get_it();
@@ -396,23 +402,62 @@ TEST_F(Task, CancellingTheMiddleWaiterLosesNoOtherWakeUp) {
     EXPECT_TRUE(w.cancelled());
 }
 
-TEST_F(Task, AGetAfterACaughtCancellationWaitsForTheTaskAgain) {
+TEST_F(Task, AWaitAfterACaughtCancellationWaitsForTheTaskAgain) {
     auto slow = spawn([] {
         sleep(10ms);
         return 1;
     });
     auto waiter = spawn([s = slow.share()]() mutable {
-        // Catches the cancellation and waits again: the second get() must wait for real.
+        // Catches the cancellation and waits again: the second wait must wait for real.
         try {
-            return s.get();
+            s.wait();
         } catch (const cancelled_error&) {
             current_task().uncancel();
-            return s.get() + 10;
+            s.wait();
+            return s.result() + 10;
         }
+        return 0;
     });
     yield_now();
     waiter.cancel();
     EXPECT_EQ(waiter.get(), 11);
+}
+
+// asyncio's `await task`: cancelling the awaiting task cancels the awaited one, and the
+// awaiter finishes only after it.
+TEST_F(Task, CancellingAGetCancelsTheAwaitedTaskAndWaitsForIt) {
+    bool b_unwound = false;
+    auto b = spawn([&] {
+        try {
+            sleep(1h);
+        } catch (const cancelled_error&) {
+            current_task().uncancel();  // to wait in its cleanup (cancellation is sticky)
+            sleep(2ms);                 // takes a while to clean up; a waits for it
+            b_unwound = true;
+            throw;
+        }
+        return 1;
+    });
+    auto a = spawn([b = b.share()]() mutable { return b.get(); });
+    yield_now();
+    a.cancel();
+    a.wait();
+    EXPECT_TRUE(a.cancelled());
+    EXPECT_TRUE(b.cancelled());
+    EXPECT_TRUE(b_unwound);
+}
+
+TEST_F(Task, CancellingAWaitDoesNotCancelTheAwaitedTask) {
+    auto b = spawn([] {
+        sleep(3ms);
+        return 1;
+    });
+    auto a = spawn([b = b.share()]() mutable { b.wait(); });
+    yield_now();
+    a.cancel();
+    a.wait();
+    EXPECT_TRUE(a.cancelled());
+    EXPECT_EQ(b.get(), 1);
 }
 
 // Regression: a task whose stack could not be mapped stayed pending forever, and the hub's
@@ -482,6 +527,29 @@ TEST_F(Task, AnUncancelledRequestThatWasNeverRaisedIsWithdrawn) {
         return 3;
     });
     EXPECT_EQ(t.get(), 3);
+}
+
+// Regression: cancellation is sticky, so a destructor that waits while a cancellation
+// unwinds the task (RAII cleanup that sleeps, joins, flushes) had cancelled_error raised
+// inside it: std::terminate. Such a wait is shielded now.
+TEST_F(Task, ADestructorThatWaitsDuringACancellationFinishesItsWait) {
+    bool cleaned = false;
+    struct slow_cleanup {
+        bool& done;
+        ~slow_cleanup() {
+            sleep(2ms);
+            done = true;
+        }
+    };
+    auto t = spawn([&] {
+        slow_cleanup c{cleaned};
+        sleep(1h);
+    });
+    yield_now();
+    t.cancel();
+    t.wait();
+    EXPECT_TRUE(t.cancelled());
+    EXPECT_TRUE(cleaned);
 }
 
 }  // namespace

@@ -296,12 +296,17 @@ class timeout_scope {
     timeout_scope(std::chrono::steady_clock::time_point when);
     ~timeout_scope();
     void arm();
-    void leave_with_cancel();  // called while cancelled_error propagates out of the block
-    void leave();              // called when the block returned
+    // Each withdraws the block's own cancellation request if it expired; the first call
+    // counts. While cancelled_error propagates out of the block (then it may throw
+    // timeout_error):
+    void leave_with_cancel();
+    // When the block returned or let any other exception out:
+    void leave() noexcept;
     std::chrono::steady_clock::time_point when_;
     any_task task_;
     int cancelling_at_entry_ = 0;
     bool expired_ = false;
+    bool left_ = false;
     timer_handle timer_;
 };
 
@@ -339,6 +344,9 @@ auto timeout_at(std::chrono::steady_clock::time_point when, Fn&& fn) {
     } catch (const cancelled_error&) {
         scope.leave_with_cancel();
         throw;
+    } catch (...) {
+        scope.leave();
+        throw;
     }
 }
 // The same with a duration (asyncio.timeout), of any duration type, saturating
@@ -375,11 +383,14 @@ class timeout_guard {
 };
 
 // asyncio.shield: a new task that waits for `t`. Cancelling the new task (or a combinator
-// waiting on it) does not cancel `t`. Switches: no.
+// or a get() waiting on it) does not cancel `t`, whereas cancelling a get() on `t` itself
+// does (see task::get()). Switches: no.
 template <class T>
 [[nodiscard]] task<T> shield(task<T>& t) {
-    return spawn(spawn_options{"shield(" + t.name() + ")", 0},
-                 [inner = t.share()]() mutable { return inner.get(); });
+    return spawn(spawn_options{"shield(" + t.name() + ")", 0}, [inner = t.share()]() mutable {
+        inner.wait();  // not get(): a cancellation of the shield must not reach `inner`
+        return inner.result();
+    });
 }
 
 // Structured concurrency (asyncio.TaskGroup): tasks spawned through the group are joined by

@@ -172,7 +172,9 @@ class hub {
     // Parks the calling fiber until `w` is woken by wake(). `arm(arg)` runs on the hub's
     // stack once the fiber is fully parked: an operation started there can never complete
     // before the fiber is suspended. A cancelled task throws cancelled_error instead of
-    // parking, or when its wait ended because of the cancellation (w.cancelled).
+    // parking, or when its wait ended because of the cancellation (w.cancelled); except
+    // while it unwinds an exception or is inside a no_kill_scope (a destructor that waits),
+    // where the wait is shielded instead, since the raise would call std::terminate.
     // Switches: yes.   Thread: thread-bound.
     // Throws: cancelled_error; loop_exit if nothing can ever wake it; greenfiber::error if
     //         called from the hub itself (a callback must not wait).

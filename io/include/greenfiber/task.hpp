@@ -94,6 +94,9 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
     }
 
     void wait_done();
+    // wait_done() for get(): if the caller is cancelled while it waits, this task is
+    // cancelled too and waited for (shielded) before the caller's cancelled_error goes on.
+    void await_done();
 
     // A hook called synchronously, on the finishing fiber, when the task finishes. It must
     // not switch (typically it wakes a waiter). Linked while registered; unlink before it
@@ -328,11 +331,13 @@ class task : public any_task {
 
     // Suspends until the task is finished, then returns its result or rethrows its
     // exception (cancelled_error if it was cancelled). A move-only result is moved out:
-    // get() it once.
+    // get() it once. As with asyncio's `await task`, cancelling the caller while it waits
+    // here cancels this task too, and the caller's cancelled_error is raised once this task
+    // has finished (wait() and shield() do not propagate the cancellation).
     // Switches: yes.   Throws: the task's exception; cancelled_error; greenfiber::error when
     // a task waits for itself.
     T get() {
-        t_->wait_done();
+        t_->await_done();
         return result();
     }
 
