@@ -110,7 +110,11 @@ status check_framing(const request& head) {
     if (head.version() < 11) return status::bad_request;
     std::vector<std::string_view> codings;
     for (auto it = first; it != last; ++it) {
-        for (const auto coding : beast_http::token_list(it->value())) codings.push_back(coding);
+        // Not a plain list of tokens ("chunked;x=1", "\"chunked\""): where a proxy in front
+        // would see chunked is anyone's guess.
+        const beast_http::opt_token_list list(it->value());
+        if (!beast_http::validate_list(list)) return status::bad_request;
+        for (const auto coding : list) codings.push_back(coding);
     }
     // §6.3: the final coding must be chunked, and chunked comes once (§7).
     const auto is_chunked = [](std::string_view c) { return boost::beast::iequals(c, "chunked"); };

@@ -234,6 +234,11 @@ TEST_F(Http, TransferEncodingNotEndingInChunkedIsRejected) {
     expect_rejected("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
                     smuggled);
     expect_rejected("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: x-unknown\r\n\r\n", smuggled);
+    // Not a list of codings: parameters on chunked (it has none), a quoted string.
+    expect_rejected("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked;x=1\r\n\r\n",
+                    "0\r\n\r\n" + smuggled);
+    expect_rejected("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \"chunked\"\r\n\r\n",
+                    "0\r\n\r\n" + smuggled);
     // chunked twice is not chunked framing either (§7: applied at most once).
     expect_rejected("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
                     "0\r\n\r\n" + smuggled);

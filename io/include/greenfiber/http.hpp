@@ -66,7 +66,8 @@ using handler = std::function<response(const request&)>;
 // connection closed before any of its body is read, so that no part of it is ever taken
 // for the next request and the handler never sees it:
 //  - 400: Transfer-Encoding whose final coding is not chunked (gzip; chunked, identity; an
-//    unknown coding), chunked more than once, Transfer-Encoding in an HTTP/1.0 request,
+//    unknown coding), chunked more than once, a Transfer-Encoding value that is not a list
+//    of tokens ("chunked;x=1"), Transfer-Encoding in an HTTP/1.0 request,
 //    Transfer-Encoding together with Content-Length (in either order: §6.1 lets a server
 //    reject it or let Transfer-Encoding win; rejecting is the safe choice), Content-Length
 //    values that differ ("5, 6", or two fields) or are not plain digits, a folded field
