@@ -3,13 +3,15 @@
 // calls suspend only the calling task), one task per connection, one thread. The
 // greenfiber row of shared/anchors/net/run's http scenario (bench/net runs it there), next
 // to beast_spawn_http, the same session on asio::spawn with http::async_read/async_write:
-// it sends the same response (Content-Type text/plain, Content-Length 13, the body).
+// it sends the same response (Content-Type text/plain, Content-Length 13, the body; to HEAD,
+// the same headers without the body).
 //
 //   http_server PORT [--stack BYTES]      (listens on 127.0.0.1:PORT)
 //
 // SIGTERM ends it with status 0; PORT 0 picks a free port and prints it (net_server.hpp).
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/read.hpp>
+#include <boost/beast/http/serializer.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 
@@ -33,7 +35,14 @@ void serve(gf::tcp::socket&& socket) {
         res.keep_alive(req.keep_alive());
         res.body() = "Hello, World!";
         res.prepare_payload();
-        http::write(socket, res, ec);
+        if (req.method() == http::verb::head) {
+            // RFC 9110 §9.3.2: GET's headers (Content-Length 13) and no body, or a keep-alive
+            // client would read the body as the start of the next response.
+            http::response_serializer<http::string_body> sr{res};
+            http::write_header(socket, sr, ec);
+        } else {
+            http::write(socket, res, ec);
+        }
         if (ec || !res.keep_alive()) break;
     }
     socket.shutdown(asio::socket_base::shutdown_send, ec);

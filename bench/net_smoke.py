@@ -2,7 +2,8 @@
 port, talks to it briefly, stops it by its PID with SIGTERM and expects a clean exit.
 
     net_smoke.py echo SERVER   # a few echoes on two connections, one of them interleaved
-    net_smoke.py http SERVER   # GET / twice on one keep-alive connection: 200 and the body
+    net_smoke.py http SERVER   # GET / twice on one keep-alive connection: 200 and the body,
+                               # then HEAD / and GET / on it: no body after HEAD's headers
 
 The server is started with port 0 and prints the port it got; everything is bounded by
 timeouts, so a hung server fails the test instead of stalling CI.
@@ -65,6 +66,25 @@ def http_check(port):
         if r.getheader("Content-Type") != "text/plain":
             fail(f"Content-Type {r.getheader('Content-Type')!r}")
     c.close()
+    # HEAD: the headers of GET, Content-Length included, and no body (RFC 9110 §9.3.2). Raw
+    # bytes, since a body sent anyway would be taken by http.client for the next response.
+    s = socket.create_connection(("127.0.0.1", port), timeout=5)
+    s.sendall(b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n"
+              b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    got = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    s.close()
+    head, sep, rest = got.partition(b"\r\n\r\n")
+    if not sep or not head.startswith(b"HTTP/1.1 200"):
+        fail(f"HEAD / answered {got[:80]!r}")
+    if b"\r\ncontent-length: 13" not in head.lower():
+        fail(f"HEAD / without the Content-Length of GET: {head!r}")
+    if not rest.startswith(b"HTTP/1.1 200") or rest.count(b"Hello, World!") != 1:
+        fail(f"after HEAD's headers {rest[:80]!r}, expected the GET response alone")
     print("http ok")
 
 

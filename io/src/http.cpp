@@ -6,12 +6,16 @@
 
 #include <array>
 #include <stdexcept>
+#include <string_view>
 #include <utility>
 
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/string.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/read.hpp>
+#include <boost/beast/http/rfc7230.hpp>
+#include <boost/beast/http/serializer.hpp>
 #include <boost/beast/http/write.hpp>
 #include <boost/url/parse.hpp>
 #include <boost/url/url_view.hpp>
@@ -53,6 +57,85 @@ bool is_parse_error(const error_code& ec) {
     return ec.category() == beast_http::make_error_code(beast_http::error::bad_method).category();
 }
 
+using request_parser = beast_http::request_parser<beast_http::string_body>;
+
+// Whether a head (start line and fields, up to its blank line) folds a line: a line end
+// followed by a space or tab. Beast would join such a line to the one before; a proxy in
+// front of the server may not, and the two would then disagree on a field's value.
+bool folds_a_line(std::string_view head) {
+    const auto end = head.find("\r\n\r\n");
+    if (end != std::string_view::npos) head = head.substr(0, end + 2);
+    for (auto at = head.find('\n'); at != std::string_view::npos; at = head.find('\n', at + 1)) {
+        if (at + 1 < head.size() && (head[at + 1] == ' ' || head[at + 1] == '\t')) return true;
+    }
+    return false;
+}
+
+// beast_http::read_header that also sees the bytes of the head: Beast parses a head only
+// once it has all of it (up to its blank line), so the bytes one put() consumes when the
+// head is done are that head, checked here for folded lines before they count.
+template <class Stream>
+void read_head(Stream& in, boost::beast::flat_buffer& buffer, request_parser& parser,
+               error_code& ec) {
+    for (;;) {
+        if (buffer.size() > 0) {
+            const auto data = buffer.data();
+            const std::size_t n = parser.put(data, ec);
+            if (!ec && parser.is_header_done() &&
+                folds_a_line({static_cast<const char*>(data.data()), n})) {
+                ec = beast_http::error::bad_value;
+            }
+            buffer.consume(n);
+            if (ec != beast_http::error::need_more) return;
+            ec = {};
+        }
+        const std::size_t n = in.read_some(buffer.prepare(4096), ec);
+        buffer.commit(n);
+        if (ec == boost::asio::error::eof) {
+            ec = parser.got_some() ? error_code(beast_http::error::partial_message)
+                                   : error_code(beast_http::error::end_of_stream);
+        }
+        if (ec) return;
+    }
+}
+
+// RFC 9112 §6: what a complete head says about the body's framing that Beast lets through.
+// Beast frames a request as chunked only when chunked is the last coding, and otherwise
+// ignores Transfer-Encoding, taking the body as empty (or as long as a Content-Length
+// that follows it): the body would then be read as the next request.
+status check_framing(const request& head) {
+    const auto [first, last] = head.equal_range(field::transfer_encoding);
+    if (first == last) return status::ok;
+    // §6.1: Transfer-Encoding in HTTP/1.0 is faulty framing.
+    if (head.version() < 11) return status::bad_request;
+    std::vector<std::string_view> codings;
+    for (auto it = first; it != last; ++it) {
+        // Not a plain list of tokens ("chunked;x=1", "\"chunked\""): where a proxy in front
+        // would see chunked is anyone's guess.
+        const beast_http::opt_token_list list(it->value());
+        if (!beast_http::validate_list(list)) return status::bad_request;
+        for (const auto coding : list) codings.push_back(coding);
+    }
+    // §6.3: the final coding must be chunked, and chunked comes once (§7).
+    const auto is_chunked = [](std::string_view c) { return boost::beast::iequals(c, "chunked"); };
+    if (codings.empty() || !is_chunked(codings.back())) return status::bad_request;
+    codings.pop_back();
+    for (const auto coding : codings) {
+        if (is_chunked(coding)) return status::bad_request;
+    }
+    // §6.1: a coding the server does not decode (it decodes none but chunked).
+    if (!codings.empty()) return status::not_implemented;
+    return status::ok;
+}
+
+// Writes the error answer and closes.
+void reject(tcp::socket& s, status st, const server_options& opts) {
+    error_code ec;
+    auto out = with_deadline(s, after(opts.io_timeout));
+    beast_http::write(out, error_response(st, opts.server_name), ec);
+    if (!ec) close_gracefully(s);
+}
+
 }  // namespace
 
 response make_response(const request& req, status s, std::string body,
@@ -68,12 +151,18 @@ response make_response(const request& req, status s, std::string body,
 void serve_connection(tcp::socket& s, const handler& h, const server_options& opts) {
     boost::beast::flat_buffer buffer;
     for (;;) {
-        beast_http::request_parser<beast_http::string_body> parser;
+        request_parser parser;
         parser.header_limit(static_cast<std::uint32_t>(opts.header_limit));
         parser.body_limit(opts.body_limit);
         error_code ec;
         auto idle = with_deadline(s, after(opts.idle_timeout));
-        beast_http::read_header(idle, buffer, parser, ec);
+        read_head(idle, buffer, parser, ec);
+        if (!ec) {
+            if (const status st = check_framing(parser.get()); st != status::ok) {
+                reject(s, st, opts);
+                return;
+            }
+        }
         if (!ec && !parser.is_done()) {
             auto in = with_deadline(s, after(opts.io_timeout));
             beast_http::read(in, buffer, parser, ec);
@@ -85,10 +174,7 @@ void serve_connection(tcp::socket& s, const handler& h, const server_options& op
                               : ec == beast_http::error::header_limit
                                   ? status::request_header_fields_too_large
                                   : status::bad_request;
-            error_code wec;
-            auto out = with_deadline(s, after(opts.io_timeout));
-            beast_http::write(out, error_response(st, opts.server_name), wec);
-            if (!wec) close_gracefully(s);
+            reject(s, st, opts);
             return;
         }
         request req = parser.release();
@@ -106,9 +192,19 @@ void serve_connection(tcp::socket& s, const handler& h, const server_options& op
         }
         if (!req.keep_alive()) res.keep_alive(false);
         if (res.find(field::server) == res.end()) res.set(field::server, opts.server_name);
-        res.prepare_payload();
         auto out = with_deadline(s, after(opts.io_timeout));
-        beast_http::write(out, res, ec);
+        if (req.method() == verb::head) {
+            // RFC 9110 §9.3.2: the head of the GET response, no body. Content-Length is the
+            // body's, unless the handler set its own and returned no body.
+            if (!res.body().empty() || res.find(field::content_length) == res.end()) {
+                res.prepare_payload();
+            }
+            beast_http::response_serializer<beast_http::string_body> sr{res};
+            beast_http::write_header(out, sr, ec);
+        } else {
+            res.prepare_payload();
+            beast_http::write(out, res, ec);
+        }
         if (ec) return;
         if (!res.keep_alive()) {
             close_gracefully(s);
@@ -212,6 +308,9 @@ response client::send(std::string_view url, request req, deadline dl) {
         boost::beast::flat_buffer buffer;
         beast_http::response_parser<beast_http::string_body> parser;
         parser.body_limit(opts_.body_limit);
+        // A response to HEAD has the GET response's Content-Length but no body (RFC 9110
+        // §9.3.2): Beast cannot tell from the response alone.
+        parser.skip(req.method() == verb::head);
         if (!ec) beast_http::read(io, buffer, parser, ec);
         if (ec) {
             // A kept-alive connection the server closed meanwhile: once more, on a new one.

@@ -188,6 +188,224 @@ TEST_F(Http, BeastSynchronousApiWorksOnGreenfiberSockets) {
     EXPECT_EQ(res.body(), "Hello, World!");
 }
 
+// A server that records every request its handler sees ("METHOD target body"), with a
+// short idle timeout so that a keep-alive connection left open ends the exchange quickly.
+struct recording_server {
+    recording_server()
+        : srv(
+              [this](const http::request& req) {
+                  seen.push_back(std::string(req.method_string()) + " " +
+                                 std::string(req.target()) + " " + req.body());
+                  return hello(req);
+              },
+              http::server_options{.idle_timeout = 1s}) {}
+    std::vector<std::string> seen;
+    running_server srv;
+};
+
+std::size_t count(const std::string& haystack, const std::string& needle) {
+    std::size_t n = 0;
+    for (auto at = haystack.find(needle); at != std::string::npos;
+         at = haystack.find(needle, at + 1)) {
+        ++n;
+    }
+    return n;
+}
+
+// What the body of a badly framed request carries: if the server ever parses it as the
+// next request on the connection, the handler sees "GET /smuggled".
+const std::string smuggled = "GET /smuggled HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+
+// Sends `head` + `body`, expects one response with `status_line` and the connection
+// closed, and the handler never called.
+void expect_rejected(const std::string& head, const std::string& body,
+                     const std::string& status_line = "HTTP/1.1 400 Bad Request\r\n") {
+    recording_server rs;
+    const std::string answer = raw_exchange(rs.srv.port, head + body);
+    EXPECT_EQ(answer.rfind(status_line, 0), 0u) << answer;
+    EXPECT_THAT(answer, HasSubstr("Connection: close"));
+    EXPECT_EQ(count(answer, "HTTP/1.1 "), 1u) << answer;
+    EXPECT_EQ(rs.seen, std::vector<std::string>{});
+}
+
+TEST_F(Http, TransferEncodingNotEndingInChunkedIsRejected) {
+    // RFC 9112 §6.3: the length of such a request cannot be determined reliably.
+    expect_rejected("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", smuggled);
+    expect_rejected("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n",
+                    smuggled);
+    expect_rejected("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: x-unknown\r\n\r\n", smuggled);
+    // Not a list of codings: parameters on chunked (it has none), a quoted string.
+    expect_rejected("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked;x=1\r\n\r\n",
+                    "0\r\n\r\n" + smuggled);
+    expect_rejected("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \"chunked\"\r\n\r\n",
+                    "0\r\n\r\n" + smuggled);
+    // chunked twice is not chunked framing either (§7: applied at most once).
+    expect_rejected("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+                    "0\r\n\r\n" + smuggled);
+}
+
+TEST_F(Http, TransferEncodingAndContentLengthTogetherAreRejected) {
+    // §6.1 allows rejecting or letting TE win (then closing); rejecting is the safe choice.
+    expect_rejected(
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+        "0\r\n\r\n" + smuggled);
+    expect_rejected(
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "0\r\n\r\n" + smuggled);
+    const std::string cl = "Content-Length: " + std::to_string(smuggled.size()) + "\r\n";
+    expect_rejected("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n" + cl + "\r\n",
+                    smuggled);
+    expect_rejected("POST / HTTP/1.1\r\nHost: x\r\n" + cl + "Transfer-Encoding: gzip\r\n\r\n",
+                    smuggled);
+}
+
+TEST_F(Http, AnUnknownCodingBeforeChunkedGets501) {
+    // §6.1: a transfer coding the server does not understand; chunked framing still tells
+    // where the request ends, but the server closes anyway.
+    expect_rejected("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: x-unknown, chunked\r\n\r\n",
+                    "0\r\n\r\n" + smuggled, "HTTP/1.1 501 Not Implemented\r\n");
+    expect_rejected(
+        "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\nTransfer-Encoding: "
+        "chunked\r\n\r\n",
+        "0\r\n\r\n" + smuggled, "HTTP/1.1 501 Not Implemented\r\n");
+}
+
+TEST_F(Http, TransferEncodingInHttp10IsRejected) {
+    // §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
+    expect_rejected("POST / HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+                    "5\r\nhello\r\n0\r\n\r\n" + smuggled);
+}
+
+TEST_F(Http, ConflictingContentLengthsAreRejected) {
+    expect_rejected("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+                    "hello!" + smuggled);
+    expect_rejected("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 6\r\n\r\n",
+                    "hello!" + smuggled);
+    expect_rejected("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n", "hello" + smuggled);
+    expect_rejected("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5 5\r\n\r\n",
+                    "hello" + smuggled);
+}
+
+TEST_F(Http, ObsFoldIsRejected) {
+    // RFC 9112 §5.2 lets a server reject or unfold; a proxy in front may do the other.
+    expect_rejected("GET / HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\n\r\n", smuggled);
+    expect_rejected("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding:\r\n chunked\r\n\r\n",
+                    "0\r\n\r\n" + smuggled);
+    expect_rejected("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\t\r\n\r\n", smuggled);
+    // Whitespace between the start line and the first field (RFC 9112 §2.2).
+    expect_rejected("GET / HTTP/1.1\r\n Host: x\r\n\r\n", smuggled);
+}
+
+TEST_F(Http, BareLineFeedsAreRejected) {
+    // RFC 9112 §2.2 lets a recipient accept a bare LF as a line end; the server does not.
+    expect_rejected("GET / HTTP/1.1\nHost: x\n\n", smuggled);
+    expect_rejected("GET / HTTP/1.1\r\nHost: x\nX: y\r\n\r\n", smuggled);
+}
+
+// Writes `parts` with a pause between them, so that the server reads a head in pieces.
+std::string raw_exchange_in_parts(unsigned short port, const std::vector<std::string>& parts) {
+    tcp::socket s;
+    s.connect(tcp::endpoint(asio::ip::address_v4::loopback(), port));
+    for (const auto& part : parts) {
+        s.write(asio::buffer(part));
+        sleep(10ms);
+    }
+    std::string out;
+    std::array<char, 1024> buf{};
+    for (;;) {
+        error_code ec;
+        const std::size_t n = s.read_some(asio::buffer(buf), 5s, ec);
+        out.append(buf.data(), n);
+        if (ec) break;
+    }
+    return out;
+}
+
+TEST_F(Http, AHeadArrivingInPiecesIsCheckedWhole) {
+    recording_server rs;
+    EXPECT_EQ(raw_exchange_in_parts(rs.srv.port, {"GET /a HTTP/1.1\r\nHo", "st: x\r\nX: a\r\n",
+                                                  " b\r\nConnection: close\r\n\r\n"})
+                  .rfind("HTTP/1.1 400 Bad Request\r\n", 0),
+              0u);
+    EXPECT_EQ(rs.seen, std::vector<std::string>{});
+    const std::string answer = raw_exchange_in_parts(
+        rs.srv.port, {"GET /b HTTP/1.1\r\nHo", "st: x\r\nConnection: close\r", "\n", "\r\n"});
+    EXPECT_EQ(answer.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << answer;
+    EXPECT_EQ(rs.seen, std::vector<std::string>{"GET /b "});
+}
+
+TEST_F(Http, EqualContentLengthsAreOneContentLength) {
+    // §6.3 item 5: a list of equal valid values is that value.
+    for (const std::string cl : {"Content-Length: 5\r\nContent-Length: 5\r\n",
+                                 "Content-Length: 5, 5\r\n", "Content-Length: 5,5\r\n"}) {
+        recording_server rs;
+        const std::string answer = raw_exchange(
+            rs.srv.port, "POST /a HTTP/1.1\r\nHost: x\r\n" + cl + "\r\nhello" +
+                             "GET /b HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        EXPECT_EQ(count(answer, "HTTP/1.1 200 OK"), 2u) << answer;
+        EXPECT_EQ(rs.seen, (std::vector<std::string>{"POST /a hello", "GET /b "}));
+    }
+}
+
+TEST_F(Http, ChunkedRequestsAreFramedByTheirChunks) {
+    recording_server rs;
+    const std::string answer = raw_exchange(
+        rs.srv.port,
+        "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        "POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\nConnection: close\r\n\r\n"
+        "3\r\nabc\r\n0\r\n\r\n");
+    EXPECT_EQ(count(answer, "HTTP/1.1 200 OK"), 2u) << answer;
+    EXPECT_EQ(rs.seen, (std::vector<std::string>{"POST /a hello", "POST /b abc"}));
+}
+
+TEST_F(Http, HeadGetsTheHeadersOfGetAndNoBody) {
+    recording_server rs;
+    const std::string answer =
+        raw_exchange(rs.srv.port,
+                     "HEAD / HTTP/1.1\r\nHost: x\r\n\r\n"
+                     "GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    const auto end_of_head = answer.find("\r\n\r\n");
+    ASSERT_NE(end_of_head, std::string::npos) << answer;
+    const std::string head = answer.substr(0, end_of_head + 4);
+    const std::string rest = answer.substr(end_of_head + 4);
+    EXPECT_EQ(head.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << head;
+    EXPECT_THAT(head, HasSubstr("Content-Length: 13\r\n"));
+    EXPECT_THAT(head, HasSubstr("Content-Type: text/plain\r\n"));
+    // The next bytes are the GET response, nothing else.
+    EXPECT_EQ(rest.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << rest;
+    EXPECT_EQ(count(answer, "Hello, World!"), 1u) << answer;
+    EXPECT_EQ(rs.seen, (std::vector<std::string>{"HEAD / ", "GET /next "}));
+}
+
+TEST_F(Http, AHeadHandlerMaySetItsOwnContentLength) {
+    running_server srv([](const http::request& req) {
+        http::response res = http::make_response(req, http::status::ok, "");
+        res.content_length(1234);
+        return res;
+    });
+    http::client session;
+    http::request head{http::verb::head, "/", 11};
+    const http::response res = session.send(srv.url(), head, 5s);
+    EXPECT_EQ(res[http::field::content_length], "1234");
+    EXPECT_EQ(res.body(), "");
+}
+
+TEST_F(Http, ClientHeadReturnsTheHeadersAndKeepsTheConnection) {
+    running_server srv(hello);
+    http::client session;
+    http::request head{http::verb::head, "/", 11};
+    // Without skipping the body the client would wait for 13 bytes until the deadline.
+    const http::response res = session.send(srv.url(), head, 5s);
+    EXPECT_EQ(res.result(), http::status::ok);
+    EXPECT_EQ(res[http::field::content_length], "13");
+    EXPECT_EQ(res.body(), "");
+    EXPECT_EQ(session.idle_connections(), 1u);
+    EXPECT_EQ(session.get(srv.url()).body(), "Hello, World!");
+    EXPECT_EQ(session.send(srv.url(), head, 5s).body(), "");
+    EXPECT_EQ(session.get(srv.url()).body(), "Hello, World!");
+    EXPECT_EQ(srv.srv.served(), 1u);
+}
+
 TEST_F(Http, UrlParsing) {
     const auto u = http::parse_url("http://example.com:8080/a/b?q=1#frag");
     EXPECT_EQ(u.host, "example.com");

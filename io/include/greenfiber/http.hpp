@@ -61,6 +61,25 @@ using handler = std::function<response(const request&)>;
 // Serves HTTP/1.1 requests on one connection until the peer closes it, asks to close, stays
 // idle too long, or sends something that is not HTTP (answered with 400, 413 or 431, then
 // closed). Switches: yes.   Throws: cancelled_error.
+//
+// Framing (RFC 9112 §6). A request whose body length is in doubt is answered and the
+// connection closed before any of its body is read, so that no part of it is ever taken
+// for the next request and the handler never sees it:
+//  - 400: Transfer-Encoding whose final coding is not chunked (gzip; chunked, identity; an
+//    unknown coding), chunked more than once, a Transfer-Encoding value that is not a list
+//    of tokens ("chunked;x=1"), Transfer-Encoding in an HTTP/1.0 request,
+//    Transfer-Encoding together with Content-Length (in either order: §6.1 lets a server
+//    reject it or let Transfer-Encoding win; rejecting is the safe choice), Content-Length
+//    values that differ ("5, 6", or two fields) or are not plain digits, a folded field
+//    line (obs-fold, §5.2) or whitespace before the first field, and a bare LF as a line end
+//    (§2.2 allows accepting it; the server does not).
+//  - 501: a transfer coding other than chunked before the final chunked (e.g. "gzip,
+//    chunked"): the server decodes none.
+// Content-Length repeated with one value ("5, 5", or two equal fields) is that value (§6.3).
+//
+// HEAD (RFC 9110 §9.3.2): the handler is called as for GET; the response goes out without
+// its body, with the Content-Length of the body the handler returned, or, if that body is
+// empty, the Content-Length the handler set (when it set one).
 void serve_connection(tcp::socket& s, const handler& h, const server_options& opts = {});
 
 // serve() from server.hpp with serve_connection as the handler: until the calling task is
@@ -88,7 +107,8 @@ struct client_options {
 // boost::system::system_error naming the URL (timed_out when the deadline passes). A
 // request on a reused connection that the server had closed meanwhile is retried once on
 // a new one. Several fibers may use one client at once; each request has its own
-// connection while it runs.
+// connection while it runs. A response to HEAD has its headers (Content-Length included)
+// and an empty body; the connection stays usable.
 class client {
   public:
     explicit client(client_options opts = {});
