@@ -25,6 +25,10 @@ constexpr std::size_t read_chunk = std::size_t{16} * 1024;
 // A buffer that grew beyond this (a long readexactly, a burst of writes) is freed once it
 // is empty, so that one large message does not pin memory for the life of a connection.
 constexpr std::size_t keep_capacity = std::size_t{64} * 1024;
+// A call that reads this much without the hub running anything else yields once: a socket
+// read returns at once while data is waiting, so a fast peer would otherwise keep the
+// other fibers (and the call's own deadline) waiting until the whole message is in.
+constexpr std::size_t yield_every = std::size_t{1} << 20;
 
 std::string incomplete_message(std::size_t got, std::optional<std::size_t> expected) {
     std::string m =
@@ -136,13 +140,49 @@ void stream_reader::fill(std::size_t want, deadline dl, boost::system::error_cod
 }
 
 std::string stream_reader::take(std::size_t n) {
+    if (begin_ == 0 && n > keep_capacity && size() - n <= n) {
+        // A large message that starts the storage (a long readexactly): hand the storage
+        // over and copy the smaller rest, so that the message is not held twice.
+        std::string rest(storage_.data() + n, size() - n);
+        storage_.resize(n);
+        std::string out = std::move(storage_);
+        storage_ = std::move(rest);
+        end_ = storage_.size();
+        return out;
+    }
     std::string out(storage_.data() + begin_, n);
     begin_ += n;
     if (begin_ == end_) {
         begin_ = end_ = 0;
         if (storage_.size() > keep_capacity) std::string().swap(storage_);
+    } else if (storage_.size() > keep_capacity && size() < storage_.size() / 4) {
+        // A few bytes left in a large storage: keep only them, so that one large message
+        // does not pin its memory while the connection reads small ones.
+        std::string rest(data());
+        storage_ = std::move(rest);
+        begin_ = 0;
+        end_ = storage_.size();
     }
     return out;
+}
+
+std::size_t stream_reader::growth() const noexcept {
+    // As much as is buffered: the storage at most doubles per read, so its size stays
+    // within about twice the bytes that arrived, whatever count the caller asked for.
+    return std::max(read_chunk, size());
+}
+
+bool stream_reader::pace(std::size_t& since_yield, std::size_t before, deadline dl,
+                         boost::system::error_code& ec) {
+    since_yield += size() - before;
+    if (since_yield < yield_every) return true;
+    since_yield = 0;
+    yield_now();
+    if (dl.is_set() && deadline::clock::now() >= dl.at()) {
+        ec = boost::asio::error::timed_out;
+        return false;
+    }
+    return true;
 }
 
 std::string stream_reader::take_all() {
@@ -171,6 +211,7 @@ stream_reader::until_status stream_reader::until(std::string_view separator, dea
     // resumes there, so a separator split across reads is found and no byte is searched
     // twice more than separator.size() - 1 times.
     std::size_t offset = 0;
+    std::size_t since_yield = 0;  // a large limit lets a fast peer keep this loop busy
     for (;;) {
         if (size() >= separator.size()) {
             const std::size_t pos = data().find(separator, offset);
@@ -191,8 +232,9 @@ stream_reader::until_status stream_reader::until(std::string_view separator, dea
             return until_status::overrun;
         }
         if (eof_) return until_status::incomplete;
+        const std::size_t before = size();
         fill(std::min(read_chunk, limit_ - size()), dl, ec);
-        if (ec) return until_status::error;
+        if (ec || !pace(since_yield, before, dl, ec)) return until_status::error;
     }
 }
 
@@ -212,9 +254,12 @@ std::string stream_reader::read(std::ptrdiff_t n, deadline dl, boost::system::er
     ec.clear();
     if (n == 0) return {};
     if (n < 0) {
+        std::size_t since_yield = 0;
         while (!eof_) {
-            fill(std::max(read_chunk, limit_), dl, ec);
+            const std::size_t before = size();
+            fill(growth(), dl, ec);
             if (ec) return {};
+            if (!eof_ && !pace(since_yield, before, dl, ec)) return {};
         }
         return take_all();
     }
@@ -222,7 +267,9 @@ std::string stream_reader::read(std::ptrdiff_t n, deadline dl, boost::system::er
     // A loop, not one fill: a stream may return no byte without an error (a socket does
     // not), and "" must mean the end of the stream.
     while (size() == 0 && !eof_) {
-        fill(std::min(limit_, std::max(read_chunk, wanted)), dl, ec);
+        // Bounded by the limit and by keep_capacity, never by `n` alone: the caller's count
+        // may come from the peer.
+        fill(std::min({std::max(read_chunk, wanted), limit_, keep_capacity}), dl, ec);
         if (ec) return {};
     }
     return take(std::min(wanted, size()));
@@ -284,16 +331,20 @@ std::string stream_reader::readexactly(std::size_t n, boost::system::error_code&
 std::string stream_reader::readexactly(std::size_t n, deadline dl, boost::system::error_code& ec) {
     reading guard(*this, "stream_reader.readexactly()");
     ec.clear();
+    std::size_t since_yield = 0;
     while (size() < n) {
         if (eof_) {
             ec = boost::asio::error::eof;
             return take_all();
         }
-        // At least what is missing (the buffer grows to n when n > limit_), and up to a
-        // chunk more within the limit, so that a header and its body cost one read.
+        // The count may come from the peer (a length prefix), so the buffer grows with the
+        // bytes that arrive, never to n ahead of them. Up to a chunk more within the
+        // limit, so that a header and its body cost one read.
         const std::size_t room = limit_ > size() ? limit_ - size() : 0;
-        fill(std::max(n - size(), std::min(read_chunk, room)), dl, ec);
+        const std::size_t before = size();
+        fill(std::max(std::min(n - size(), growth()), std::min(read_chunk, room)), dl, ec);
         if (ec) return {};
+        if (size() < n && !eof_ && !pace(since_yield, before, dl, ec)) return {};
     }
     return take(n);
 }

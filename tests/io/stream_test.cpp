@@ -3,9 +3,12 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <sys/resource.h>
+
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -349,6 +352,199 @@ TEST_F(Stream, ReadexactlyBeyondTheLimitBuffersWhatWasAskedFor) {
     EXPECT_TRUE(in.readexactly(data.size(), 5s) == data);
     writer.get();
     EXPECT_EQ(in.buffer_size(), 0u);
+}
+
+// ---------------------------------------------------------------- memory a peer controls
+
+// The process's peak resident memory in KiB. A delta of it bounds what a call held at its
+// worst, however briefly; the margins below are wide (tens of MiB against a GiB).
+long peak_rss_kib() {
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    return u.ru_maxrss;
+}
+
+constexpr std::size_t one_gib = std::size_t{1} << 30;
+constexpr long bounded_kib = 64 * 1024;  // 64 MiB: far below 1 GiB, far above a few chunks
+
+TEST_F(Stream, ReadexactlyOfAHugeCountHoldsOnlyTheBytesThatArrived) {
+    // A length prefix from the peer says 1 GiB; 4 bytes follow, then the end of the stream.
+    tcp_pair p;
+    stream_reader in(p.b);
+    p.a.write(asio::buffer(std::string("abcd")));
+    p.a.shutdown(asio::socket_base::shutdown_send);
+    const long before = peak_rss_kib();
+    try {
+        (void)in.readexactly(one_gib, 5s);
+        FAIL() << "no incomplete_read_error";
+    } catch (const incomplete_read_error& e) {
+        EXPECT_EQ(e.partial(), "abcd");
+        EXPECT_EQ(e.expected(), one_gib);
+    }
+    EXPECT_LT(peak_rss_kib() - before, bounded_kib);
+    EXPECT_TRUE(in.at_eof());
+}
+
+TEST_F(Stream, ReadexactlyOfAHugeCountTimesOutWhileTheHubRuns) {
+    // The peer sends nothing: the read must park at once (not first fill a GiB of zeros
+    // with the hub stalled) and end with its deadline; meanwhile other fibers run.
+    tcp_pair p;
+    stream_reader in(p.b);
+    std::size_t ticks = 0;
+    bool done = false;
+    auto ticker = spawn([&] {
+        while (!done) {
+            sleep(1ms);
+            ++ticks;
+        }
+    });
+    yield_now();  // the ticker is parked in its sleep
+    const long before = peak_rss_kib();
+    const std::size_t ticks_before = ticks;
+    error_code ec;
+    EXPECT_EQ(in.readexactly(one_gib, 200ms, ec), "");
+    const std::size_t ticks_during = ticks - ticks_before;
+    done = true;
+    ticker.get();
+    EXPECT_EQ(ec, asio::error::timed_out);
+    // A sleep of 1 ms against a deadline of 200 ms: a hub that ran ticks far more than
+    // this; one stalled by the read ticks once at most, after the deadline has passed.
+    EXPECT_GE(ticks_during, 5u);
+    EXPECT_LT(peak_rss_kib() - before, bounded_kib);
+    EXPECT_EQ(in.buffer_size(), 0u);
+}
+
+TEST_F(Stream, ReadexactlyAssemblesManySmallPieces) {
+    // The buffer grows a little at a time, across reads, beyond the limit; every byte
+    // comes out once and in order.
+    tcp_pair p;
+    stream_reader in(p.b, 1024);
+    std::size_t total = 0;
+    for (std::size_t i = 0; i < 300; ++i) total += 1 + (i * 37) % 900;
+    const std::string all = pattern(total);
+    std::vector<std::string> pieces;
+    for (std::size_t i = 0, offset = 0; i < 300; ++i) {
+        const std::size_t len = 1 + (i * 37) % 900;
+        pieces.push_back(all.substr(offset, len));
+        offset += len;
+    }
+    pieces.back() += "tail";  // not asked for: stays buffered
+    auto writer = spawn([&] { send_in_pieces(p.a, in, pieces); });
+    EXPECT_TRUE(in.readexactly(total, 5s) == all);
+    writer.get();
+    EXPECT_EQ(in.readexactly(4, 5s), "tail");
+    EXPECT_EQ(in.buffer_size(), 0u);
+}
+
+TEST_F(Stream, ReadexactlyOfAFastLargeStreamIsExact) {
+    // Megabytes that arrive as fast as the reader reads them: the buffer grows many times
+    // and the call yields along the way; the bytes are exact and nothing is left over.
+    unix_pair p;
+    stream_reader in(p.b);
+    const std::string data = pattern(6 << 20);
+    auto writer = spawn([&] { p.a.write(asio::buffer(data)); });
+    EXPECT_TRUE(in.readexactly(data.size(), 5s) == data);
+    writer.get();
+    EXPECT_EQ(in.buffer_size(), 0u);
+}
+
+TEST_F(Stream, ReadOfAHugeCountWithAHugeLimitHoldsOnlyTheBytesThatArrived) {
+    // read(n) and read(-1) with a limit the application set large: neither the count nor
+    // the limit sizes the buffer ahead of the data.
+    tcp_pair p;
+    stream_reader in(p.b, one_gib);
+    p.a.write(asio::buffer(std::string("abcd")));
+    const long before = peak_rss_kib();
+    EXPECT_EQ(in.read(static_cast<std::ptrdiff_t>(one_gib), 5s), "abcd");
+    p.a.write(asio::buffer(std::string("efgh")));
+    p.a.shutdown(asio::socket_base::shutdown_send);
+    EXPECT_EQ(in.read(-1, 5s), "efgh");
+    EXPECT_LT(peak_rss_kib() - before, bounded_kib);
+    EXPECT_TRUE(in.at_eof());
+}
+
+TEST_F(Stream, ReaduntilAgainstAnEndlessPeerOverrunsWithBoundedMemory) {
+    // The peer never stops sending and never sends the separator.
+    tcp_pair p;
+    shrink_a_to_b(p);
+    stream_reader in(p.b, 64 * 1024);
+    auto flood = spawn([&] {
+        const std::string chunk(64 * 1024, 'z');
+        error_code ec;
+        while (!ec) (void)p.a.write(asio::buffer(chunk), ec);
+        return ec;
+    });
+    const long before = peak_rss_kib();
+    try {
+        (void)in.readuntil("\r\n\r\n", 5s);
+        FAIL() << "no limit_overrun_error";
+    } catch (const limit_overrun_error& e) {
+        EXPECT_EQ(e.code(), asio::error::not_found);
+        EXPECT_EQ(e.consumed(), 64u * 1024 - 3);  // the last 3 bytes could start "\r\n\r\n"
+    }
+    EXPECT_EQ(in.buffer_size(), 64u * 1024);
+    EXPECT_LT(peak_rss_kib() - before, bounded_kib);
+    EXPECT_FALSE(flood.done());
+    p.b.close();
+    const error_code flood_ec = flood.get();
+    EXPECT_TRUE(flood_ec == asio::error::connection_reset || flood_ec == asio::error::broken_pipe)
+        << flood_ec.message();
+}
+
+// A stream whose data is always there: read_some fills the buffer and returns without
+// switching, as a socket does while a fast peer keeps its receive queue full.
+struct endless_stream {
+    std::size_t read_some(const asio::mutable_buffer& b, deadline, error_code& ec) {
+        ec.clear();
+        std::memset(b.data(), 'x', b.size());
+        return b.size();
+    }
+};
+static_assert(readable_stream<endless_stream>);
+
+TEST_F(Stream, ReadexactlyFromAStreamThatNeverWaitsLetsOtherFibersRun) {
+    endless_stream s;
+    stream_reader in(s);
+    std::size_t runs = 0;
+    bool done = false;
+    auto other = spawn([&] {
+        while (!done) {
+            ++runs;
+            yield_now();
+        }
+    });
+    yield_now();  // `other` has started and is ready again
+    const std::size_t runs_before = runs;
+    const std::size_t n = std::size_t{16} << 20;
+    EXPECT_TRUE(in.readexactly(n, 5s) == std::string(n, 'x'));
+    const std::size_t runs_during = runs - runs_before;
+    done = true;
+    other.get();
+    EXPECT_GE(runs_during, 4u);  // one turn per MiB read, give or take the first
+}
+
+TEST_F(Stream, ReadsFromAStreamThatNeverWaitsStillEndAtTheirDeadline) {
+    // The deadline bounds the whole call even when no read ever waits; the bytes read
+    // stay buffered.
+    endless_stream s;
+    stream_reader in(s);
+    error_code ec;
+    const std::size_t n = std::size_t{64} << 20;
+    EXPECT_TRUE(in.readexactly(n, std::chrono::steady_clock::now(), ec).empty());
+    EXPECT_EQ(ec, asio::error::timed_out);
+    const std::size_t kept = in.buffer_size();
+    EXPECT_GT(kept, 0u);
+    EXPECT_LT(kept, n);
+    EXPECT_TRUE(in.read(-1, std::chrono::steady_clock::now(), ec).empty());
+    EXPECT_EQ(ec, asio::error::timed_out);
+    EXPECT_GT(in.buffer_size(), kept);
+    EXPECT_EQ(in.read(4, 5s), "xxxx");  // served from the buffer
+    // A line that the application's large limit allows: no overrun yet, but the deadline.
+    stream_reader lines(s, n);
+    EXPECT_TRUE(lines.readline(std::chrono::steady_clock::now(), ec).empty());
+    EXPECT_EQ(ec, asio::error::timed_out);
+    EXPECT_GT(lines.buffer_size(), 0u);
+    EXPECT_LT(lines.buffer_size(), n);
 }
 
 TEST_F(Stream, ErrorCodeFormsReportEofWithThePartialBytes) {

@@ -13,9 +13,13 @@
 // needs more. readline() and readuntil() never buffer more than `limit` bytes (64 KiB by
 // default, as asyncio): a peer that sends an endless line costs `limit` bytes of memory, not
 // more, and the call throws limit_overrun_error with the bytes left in the buffer.
-// read(-1) and readexactly(n) buffer what the caller asked for (all of the stream, n bytes).
 // The limit counts the separator too (asyncio lets a separator start at the limit and end
-// beyond it), so the bound is exact.
+// beyond it), so the bound is exact. No call sizes its buffer by a count ahead of the
+// data: a count may come from the peer (a length prefix), so readexactly(n) and read(-1)
+// grow the buffer as bytes arrive (at most doubling it per read) and cost what the peer
+// sent, not what it announced. A call that reads much without waiting (a fast peer) lets
+// the other fibers run once per MiB and checks its deadline then. Each call below states
+// the memory it can hold at most ("Memory:").
 //
 // Writer. write() only appends to a buffer: it never switches, never touches the socket and
 // never fails for I/O reasons. Bytes leave in drain(), write_eof() and close(), which write
@@ -198,9 +202,11 @@ class stream_reader {
     // brings (at least one byte). Returns "" at the end of the stream, or when n == 0.
     // With n < 0 (the default) reads until the end of the stream and returns everything
     // (asyncio's read(-1); it buffers the whole stream).
-    // Switches: only when the buffer is empty.   Throws: boost::system::system_error
-    // (timed_out; a connection error; the bytes of an unfinished read(-1) stay buffered);
-    // cancelled_error; greenfiber::error on misuse.
+    // Memory: the buffer plus one read of at most min(max(16 KiB, n), limit(), 64 KiB);
+    // read(-1) the whole stream (bounded only by the peer: for trusted peers).
+    // Switches: only when the buffer is empty; read(-1) also once per MiB read.
+    // Throws: boost::system::system_error (timed_out; a connection error; the bytes of an
+    // unfinished read(-1) stay buffered); cancelled_error; greenfiber::error on misuse.
     [[nodiscard]] std::string read(std::ptrdiff_t n = -1, deadline dl = {});
     // As read(n, dl); on error returns "" with `ec` set, the bytes staying buffered.
     [[nodiscard]] std::string read(std::ptrdiff_t n, boost::system::error_code& ec);
@@ -209,7 +215,8 @@ class stream_reader {
     // Reads one line, up to and including '\n'. At the end of the stream returns the
     // partial last line without '\n', then "". The line, '\n' included, must fit in
     // limit() bytes.
-    // Switches: only when no whole line is buffered.
+    // Memory: at most limit() bytes buffered.
+    // Switches: only when no whole line is buffered; also once per MiB read.
     // Throws: limit_overrun_error (the bytes stay buffered: unlike asyncio, which drops
     // them and raises ValueError, so that no byte is lost without the caller deciding);
     // boost::system::system_error; cancelled_error; greenfiber::error on misuse.
@@ -219,7 +226,8 @@ class stream_reader {
     [[nodiscard]] std::string readline(deadline dl, boost::system::error_code& ec);
 
     // Reads exactly `n` bytes. Buffers up to n bytes even when n > limit().
-    // Switches: only when fewer than n bytes are buffered.
+    // Memory: about twice the bytes received so far, plus 16 KiB (never n ahead of them).
+    // Switches: only when fewer than n bytes are buffered; also once per MiB read.
     // Throws: incomplete_read_error with the partial bytes (consumed) and `n` if the
     // stream ends first; boost::system::system_error (the bytes read stay buffered);
     // cancelled_error; greenfiber::error on misuse.
@@ -233,7 +241,8 @@ class stream_reader {
     // Reads up to and including the first `separator` (several bytes allowed; a separator
     // split across reads is found). The result, separator included, must fit in limit()
     // bytes.
-    // Switches: only when the separator is not buffered.
+    // Memory: at most limit() bytes buffered.
+    // Switches: only when the separator is not buffered; also once per MiB read.
     // Throws: limit_overrun_error (the bytes stay buffered); incomplete_read_error with
     // the partial bytes (consumed) and no expected count at the end of the stream;
     // boost::system::system_error; cancelled_error; greenfiber::error if `separator` is
@@ -264,6 +273,12 @@ class stream_reader {
     void fill(std::size_t want, deadline dl, boost::system::error_code& ec);
     std::string take(std::size_t n);
     std::string take_all();
+    // How much one read may add to the buffer when the caller wants more than that.
+    std::size_t growth() const noexcept;
+    // Counts the bytes a loop read; every yield_every of them yields and checks `dl`.
+    // Returns false (with `ec` = timed_out) once the deadline has passed.
+    bool pace(std::size_t& since_yield, std::size_t before, deadline dl,
+              boost::system::error_code& ec);
     until_status until(std::string_view separator, deadline dl, boost::system::error_code& ec,
                        std::size_t& length);
 
