@@ -151,6 +151,15 @@ void finish_run(std::chrono::steady_clock::duration grace) noexcept {
         hub& h;
         std::chrono::steady_clock::time_point deadline;
         ~at_end() {
+            // asyncio.run's shutdown runs the loop again, so callbacks still queued when
+            // the main task ended (and those they queue) run; bounded, in case they never
+            // stop queueing more.
+            try {
+                for (int round = 0; round < 64 && h.ready_count() > 0; ++round) yield_now();
+            } catch (...) {
+                h.report({"greenfiber: run(): running the callbacks still queued",
+                          std::current_exception(), nullptr});
+            }
             // asyncio.run shuts the default executor down: the rest of the grace period
             // bounds it, and a job still running then is reported by name.
             try {

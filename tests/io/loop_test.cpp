@@ -265,4 +265,16 @@ TEST_F(Loop, RunInsideRunIsAnError) {
     EXPECT_THAT(message, HasSubstr("cannot be called from a running event loop"));
 }
 
+// asyncio.run's shutdown runs the loop again: a callback queued by a callback that ran as
+// the main task ended still runs before run() returns.
+TEST_F(Loop, RunRunsTheCallbacksStillQueuedWhenTheMainTaskEnds) {
+    int ran = 0;
+    const int r = run([&] {
+        hub::current().call_soon([&] { hub::current().call_soon([&] { ++ran; }); });
+        return 4;
+    });
+    EXPECT_EQ(r, 4);
+    EXPECT_EQ(ran, 1);
+}
+
 }  // namespace
