@@ -112,8 +112,9 @@ void job_base::submit_and_wait(executor& ex) {
         throw error("greenfiber: cannot wait for executor job '" + name() +
                     "' on the hub itself: a callback must not suspend (spawn a task instead)");
     }
-    // A task already cancelled does not submit anything.
-    if (task_base* t = task_base::current()) t->check_cancel();
+    // A task already cancelled does not submit anything: a park raises it (after a turn of
+    // the hub), unless the task may not be cancelled here (hub::park).
+    if (task_base* t = task_base::current(); t != nullptr && t->cancel_pending()) yield_now();
 
     anchor_ = hub_anchor::current();
     waiter w("an executor job (run_in_executor)");

@@ -314,7 +314,20 @@ void hub::park_impl(detail::waiter& w, void (*arm)(void*) noexcept, void* arg, b
     auto* task = cancellable && !no_kill_scope::active()
                      ? static_cast<detail::task_base*>(self->local)
                      : nullptr;
-    if (task != nullptr) task->check_cancel();
+    if (task != nullptr && task->cancel_pending()) {
+        // Raised only after a turn of the hub, as asyncio throws a cancellation in at the
+        // task's next step: the ready fibers, timers and I/O go first, so a task that
+        // catches everything in a loop around a wait cannot freeze its thread.
+        detail::waiter turn{"its turn before a cancellation is raised"};
+        park_impl(
+            turn,
+            [](void* p) noexcept {
+                auto* t = static_cast<detail::waiter*>(p);
+                hub::current().wake(*t);
+            },
+            &turn, false, to);
+        task->raise_cancel();
+    }
     w.fiber = self;
     w.woken = false;
     w.cancelled = false;

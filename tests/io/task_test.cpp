@@ -552,4 +552,52 @@ TEST_F(Task, ADestructorThatWaitsDuringACancellationFinishesItsWait) {
     EXPECT_TRUE(cleaned);
 }
 
+// Regression: with sticky cancellation, a task catching everything around a wait raised
+// at once at every wait and never let the hub run: its thread froze. Each raise now comes
+// after a turn of the hub, so timers and other fibers go on.
+TEST_F(Task, ATaskThatCatchesEverythingAroundAWaitDoesNotFreezeItsThread) {
+    int ticks = 0;
+    auto stubborn = spawn([&] {
+        int ticks_seen = 0;  // how far the other fiber got while this one looped
+        for (int i = 0; i < 1000000 && ticks_seen < 3; ++i) {
+            try {
+                sleep(1h);
+            } catch (...) {  // swallows the cancellation (a bug, but a common one)
+            }
+            ticks_seen = ticks;
+        }
+        return ticks_seen;
+    });
+    auto ticker = spawn([&] {
+        for (int i = 0; i < 3; ++i) {
+            sleep(1ms);
+            ++ticks;
+        }
+    });
+    yield_now();
+    stubborn.cancel();
+    ticker.get();
+    EXPECT_EQ(stubborn.get(), 3);  // it did not run the loop out alone
+}
+
+// asyncio delivers a cancellation requested while the task runs at its next step, after
+// the ready queue has had its turn.
+TEST_F(Task, ACancellationIsRaisedAfterTheReadyFibersHadTheirTurn) {
+    std::vector<std::string> order;
+    any_task other;
+    auto self = spawn([&] {
+        current_task().cancel();
+        other = spawn([&] { order.push_back("other"); });  // ready after the cancellation
+        try {
+            yield_now();
+        } catch (const cancelled_error&) {
+            order.push_back("cancelled");
+            throw;
+        }
+    });
+    self.wait();
+    other.wait();
+    EXPECT_EQ(order, (std::vector<std::string>{"other", "cancelled"}));
+}
+
 }  // namespace

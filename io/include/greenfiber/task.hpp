@@ -130,11 +130,10 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
     void check_thread(const char* what) const;
     hub& owner() const noexcept { return *hub_; }
 
-    // Called by hub::park before parking: throws cancelled_error while a cancellation is
-    // requested (sticky until the task ends or uncancel() brings the count to zero).
-    void check_cancel() {
-        if (interrupt_ || cancel_requests_ > 0) raise_cancel();
-    }
+    // Whether hub::park must raise instead of parking: an interrupt is pending, or a
+    // cancellation is requested (sticky until the task ends or uncancel() brings the count
+    // to zero).
+    bool cancel_pending() const noexcept { return interrupt_ || cancel_requests_ > 0; }
     // Throws the pending interrupt (once), else cancelled_error.
     [[noreturn]] void raise_cancel();
 
@@ -284,8 +283,11 @@ class any_task {
     // Requests cancellation: cancelled_error is raised at the task's current suspension
     // point, or at its next one (or it never starts, if it has not). A task that returns
     // without suspending again ends cancelled, as in asyncio; one that catches the
-    // cancelled_error and returns normally ends done with its result. Returns false if the
-    // task is already finished. Switches: no.
+    // cancelled_error and returns normally ends done with its result. Sticky, unlike
+    // asyncio: every later suspension point raises it again until uncancel() brings the
+    // count to zero, so catching it once cannot lose it; each raise comes after a turn of
+    // the hub, so a task that catches everything cannot freeze its thread. Returns false if
+    // the task is already finished. Switches: no.
     bool cancel(std::string message = {}) const { return t_->cancel(std::move(message)); }
     // Pending cancellation requests; uncancel() withdraws one and returns the new count
     // (at zero, a request not raised yet is withdrawn too, as in Python 3.13).
