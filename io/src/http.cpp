@@ -4,7 +4,9 @@
 
 #include "greenfiber/net.hpp"
 
+#include <algorithm>
 #include <array>
+#include <limits>
 #include <stdexcept>
 #include <string_view>
 #include <utility>
@@ -89,7 +91,12 @@ void read_head(Stream& in, boost::beast::flat_buffer& buffer, request_parser& pa
             if (ec != beast_http::error::need_more) return;
             ec = {};
         }
-        const std::size_t n = in.read_some(buffer.prepare(4096), ec);
+        const std::size_t room = std::min<std::size_t>(4096, buffer.max_size() - buffer.size());
+        if (room == 0) {
+            ec = beast_http::error::buffer_overflow;
+            return;
+        }
+        const std::size_t n = in.read_some(buffer.prepare(room), ec);
         buffer.commit(n);
         if (ec == boost::asio::error::eof) {
             ec = parser.got_some() ? error_code(beast_http::error::partial_message)
@@ -149,7 +156,13 @@ response make_response(const request& req, status s, std::string body,
 }
 
 void serve_connection(tcp::socket& s, const handler& h, const server_options& opts) {
-    boost::beast::flat_buffer buffer;
+    // Beast's parser keeps what it cannot parse yet (a head, a chunk-size line with its
+    // extensions, the trailer fields) in the buffer until its line end arrives; only the
+    // buffer's limit bounds that, and a read past it fails with buffer_overflow.
+    const std::size_t buffer_max = opts.header_limit + opts.buffer_limit >= opts.header_limit
+                                       ? opts.header_limit + opts.buffer_limit
+                                       : std::numeric_limits<std::size_t>::max();
+    boost::beast::flat_buffer buffer(buffer_max);
     for (;;) {
         request_parser parser;
         parser.header_limit(static_cast<std::uint32_t>(opts.header_limit));
@@ -170,10 +183,11 @@ void serve_connection(tcp::socket& s, const handler& h, const server_options& op
         if (ec) {
             if (!is_parse_error(ec) || ec == beast_http::error::end_of_stream) return;
             // Not HTTP, or too large: say so and close; the server goes on with others.
-            const status st = ec == beast_http::error::body_limit ? status::payload_too_large
-                              : ec == beast_http::error::header_limit
-                                  ? status::request_header_fields_too_large
-                                  : status::bad_request;
+            const status st =
+                ec == beast_http::error::body_limit || ec == beast_http::error::buffer_overflow
+                    ? status::payload_too_large
+                : ec == beast_http::error::header_limit ? status::request_header_fields_too_large
+                                                        : status::bad_request;
             reject(s, st, opts);
             return;
         }

@@ -30,7 +30,10 @@ class Http : public greenfiber::testing::io_checked {};
 // A server on a free loopback port, stopped (gracefully) when the fixture goes.
 struct running_server {
     explicit running_server(http::handler h, http::server_options opts = {})
-        : srv(tcp::acceptor(tcp::endpoint(asio::ip::address_v4::loopback(), 0)),
+        : running_server(tcp::acceptor(tcp::endpoint(asio::ip::address_v4::loopback(), 0)),
+                         std::move(h), std::move(opts)) {}
+    running_server(tcp::acceptor listener, http::handler h, http::server_options opts)
+        : srv(std::move(listener),
               [h = std::move(h), opts](tcp::socket s) { http::serve_connection(s, h, opts); }) {
         port = srv.local_endpoint().port();
         loop = srv.start();
@@ -192,13 +195,17 @@ TEST_F(Http, BeastSynchronousApiWorksOnGreenfiberSockets) {
 // short idle timeout so that a keep-alive connection left open ends the exchange quickly.
 struct recording_server {
     recording_server()
+        : recording_server(tcp::acceptor(tcp::endpoint(asio::ip::address_v4::loopback(), 0)),
+                           http::server_options{.idle_timeout = 1s}) {}
+    recording_server(tcp::acceptor listener, http::server_options opts)
         : srv(
+              std::move(listener),
               [this](const http::request& req) {
                   seen.push_back(std::string(req.method_string()) + " " +
                                  std::string(req.target()) + " " + req.body());
                   return hello(req);
               },
-              http::server_options{.idle_timeout = 1s}) {}
+              std::move(opts)) {}
     std::vector<std::string> seen;
     running_server srv;
 };
@@ -416,6 +423,116 @@ TEST_F(Http, UrlParsing) {
     EXPECT_EQ(http::parse_url("http://[::1]:81/").host, "::1");
     EXPECT_THROW(http::parse_url("https://h/"), std::invalid_argument);
     EXPECT_THROW(http::parse_url("not a url"), std::invalid_argument);
+}
+
+}  // namespace
+
+namespace {
+
+// What a client that never ends a line got: the server's answer, and how many bytes it
+// could send before the first byte of that answer arrived.
+struct flood_result {
+    std::string answer;
+    std::size_t sent_before_answer = 0;
+};
+
+// Sends `head`, then `filler` over and over, while another fiber reads the answer; stops
+// sending when the answer arrives, a write fails (the server closed) or `cap` bytes went
+// out, and reads until the server closes (or 20 s pass).
+flood_result flood(unsigned short port, const std::string& head, const std::string& filler,
+                   std::size_t cap) {
+    tcp::socket s;
+    s.connect(tcp::endpoint(asio::ip::address_v4::loopback(), port));
+    // Small, fixed socket buffers on both ends (the listener's pass to what it accepts),
+    // so that what the kernels hold stays small next to the server's own limit.
+    s.set_option(asio::socket_base::send_buffer_size(64 * 1024));
+    s.write(asio::buffer(head));
+    flood_result r;
+    bool answered = false;
+    auto reader = spawn([&] {
+        std::array<char, 4096> buf{};
+        const deadline dl(20s);
+        for (;;) {
+            error_code ec;
+            const std::size_t n = s.read_some(asio::buffer(buf), dl, ec);
+            if (n > 0) answered = true;
+            r.answer.append(buf.data(), n);
+            if (ec) break;
+        }
+    });
+    std::size_t sent = 0;
+    while (!answered && sent < cap) {
+        error_code ec;
+        sent += s.write_some(asio::buffer(filler), 10s, ec);
+        if (ec) break;
+    }
+    r.sent_before_answer = sent;
+    reader.get();
+    return r;
+}
+
+// A listener whose connections have a small, fixed receive buffer (no autotuning).
+tcp::acceptor small_buffer_listener() {
+    tcp::acceptor a(tcp::endpoint(asio::ip::address_v4::loopback(), 0));
+    a.set_option(asio::socket_base::receive_buffer_size(64 * 1024));
+    return a;
+}
+
+constexpr std::size_t flood_cap = 64 * 1024 * 1024;
+// The server's own limit (header_limit + read_buffer_limit, under 100 KiB by default) plus
+// what the kernels buffer on loopback, with a wide margin; an unbounded server takes flood_cap.
+constexpr std::size_t flood_bound = 4 * 1024 * 1024;
+
+const std::string chunked_post = "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+
+void expect_cut_off(const std::string& head, const std::string& filler) {
+    recording_server rs(small_buffer_listener(), http::server_options{.io_timeout = 3s});
+    const flood_result r = flood(rs.srv.port, head, filler, flood_cap);
+    EXPECT_EQ(r.answer.rfind("HTTP/1.1 413 Payload Too Large\r\n", 0), 0u) << r.answer;
+    EXPECT_THAT(r.answer, HasSubstr("Connection: close"));
+    EXPECT_LT(r.sent_before_answer, flood_bound);
+    EXPECT_EQ(rs.seen, std::vector<std::string>{});
+}
+
+TEST_F(Http, AnEndlessChunkExtensionIsCutOffAtTheBufferLimit) {
+    expect_cut_off(chunked_post + "5;", std::string(16 * 1024, 'a'));
+}
+
+TEST_F(Http, AnEndlessChunkSizeLineIsCutOffAtTheBufferLimit) {
+    // Leading zeros keep the size a valid (zero-valued) hex number however long it grows.
+    expect_cut_off(chunked_post, std::string(16 * 1024, '0'));
+}
+
+TEST_F(Http, AnEndlessTrailerFieldIsCutOffAtTheBufferLimit) {
+    expect_cut_off(chunked_post + "5\r\nhello\r\n0\r\nX-Trailer: ", std::string(16 * 1024, 'a'));
+}
+
+TEST_F(Http, TheBufferLimitIsWhatTheServerHoldsBeyondTheHeadLimit) {
+    // The buffer holds header_limit + buffer_limit = 1280 bytes.
+    const http::server_options opts{.header_limit = 256, .buffer_limit = 1024};
+    const auto post_with_extension = [&](std::size_t n) {
+        recording_server rs(tcp::acceptor(tcp::endpoint(asio::ip::address_v4::loopback(), 0)),
+                            opts);
+        const std::string answer = raw_exchange(rs.srv.port,
+                                                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: "
+                                                "chunked\r\nConnection: close\r\n\r\n5;n=" +
+                                                    std::string(n, 'v') + "\r\nhello\r\n0\r\n\r\n");
+        return answer.substr(0, answer.find("\r\n")) + " " + std::to_string(rs.seen.size());
+    };
+    EXPECT_EQ(post_with_extension(500), "HTTP/1.1 200 OK 1");
+    EXPECT_EQ(post_with_extension(4000), "HTTP/1.1 413 Payload Too Large 0");
+}
+
+TEST_F(Http, ARequestWithinTheLimitsStillGoesThroughAfterACutOff) {
+    recording_server rs(small_buffer_listener(), http::server_options{.io_timeout = 3s});
+    (void)flood(rs.srv.port, chunked_post + "5;", std::string(16 * 1024, 'a'), flood_cap);
+    // Chunk extensions and trailers that fit are fine.
+    const std::string answer = raw_exchange(
+        rs.srv.port, chunked_post.substr(0, chunked_post.size() - 2) +
+                         "Connection: close\r\n\r\n5;name=" + std::string(1000, 'v') +
+                         "\r\nhello\r\n0\r\nX-T: " + std::string(1000, 't') + "\r\n\r\n");
+    EXPECT_EQ(answer.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << answer;
+    EXPECT_EQ(rs.seen, std::vector<std::string>{"POST / hello"});
 }
 
 }  // namespace

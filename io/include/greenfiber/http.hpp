@@ -49,8 +49,14 @@ struct server_options {
     // request or writing a response may take. Zero: no limit.
     std::chrono::steady_clock::duration idle_timeout = std::chrono::seconds(15);
     std::chrono::steady_clock::duration io_timeout = std::chrono::seconds(30);
-    std::size_t header_limit = 8 * 1024;     // larger heads get 431
-    std::size_t body_limit = 1024 * 1024;    // larger bodies get 413
+    std::size_t header_limit = 8 * 1024;   // larger heads get 431
+    std::size_t body_limit = 1024 * 1024;  // larger bodies get 413
+    // What a request may make the server hold unparsed beyond its head: a chunk-size line
+    // with its extensions, the trailer fields (parsed only once all have arrived), or bytes
+    // sent ahead of the next request. The read buffer holds at most header_limit +
+    // buffer_limit bytes; a request that needs more gets 413. Body bytes do not count here:
+    // they move to the body as they arrive (body_limit bounds them).
+    std::size_t buffer_limit = 64 * 1024;
     std::string server_name = "greenfiber";  // the Server header, unless the handler sets one
 };
 
@@ -61,6 +67,12 @@ using handler = std::function<response(const request&)>;
 // Serves HTTP/1.1 requests on one connection until the peer closes it, asks to close, stays
 // idle too long, or sends something that is not HTTP (answered with 400, 413 or 431, then
 // closed). Switches: yes.   Throws: cancelled_error.
+//
+// Memory. What one connection holds from its peer is bounded by the options: the read
+// buffer by header_limit + buffer_limit, a request's fields (trailers included) by what
+// that buffer held, its body by body_limit. Past header_limit the answer is 431, past
+// body_limit or the buffer 413 (a chunk extension or a trailer that never ends gets 413 once
+// the buffer is full), then the connection is closed.
 //
 // Framing (RFC 9112 §6). A request whose body length is in doubt is answered and the
 // connection closed before any of its body is read, so that no part of it is ever taken
