@@ -383,21 +383,22 @@ TEST_F(Executor, AHubThatGoesAwayWhileItsFiberWaitsDoesNotReceiveTheResult) {
     EXPECT_TRUE(finished.load());
 }
 
+// A capture bound to the hub: a promise, whose breaking wakes fibers of this hub, and a
+// record of the thread it is destroyed on.
+struct probe {
+    promise<int> p;
+    std::shared_ptr<std::atomic<std::thread::id>> where;
+    probe(promise<int> pr, std::shared_ptr<std::atomic<std::thread::id>> w)
+        : p(std::move(pr)), where(std::move(w)) {}
+    probe(probe&&) = default;
+    ~probe() {
+        if (where) *where = std::this_thread::get_id();
+    }
+};
+
 TEST_F(Executor, TheCapturesOfAJobWhoseWaiterWasCancelledAreDestroyedOnItsHub) {
     thread_pool_executor pool(1);
     const auto hub_thread = std::this_thread::get_id();
-    // A capture bound to the hub: a promise, whose breaking wakes fibers of this hub, and a
-    // record of the thread it is destroyed on.
-    struct probe {
-        promise<int> p;
-        std::shared_ptr<std::atomic<std::thread::id>> where;
-        probe(promise<int> pr, std::shared_ptr<std::atomic<std::thread::id>> w)
-            : p(std::move(pr)), where(std::move(w)) {}
-        probe(probe&&) = default;
-        ~probe() {
-            if (where) *where = std::this_thread::get_id();
-        }
-    };
     auto where = std::make_shared<std::atomic<std::thread::id>>();
     auto started = std::make_shared<std::atomic<bool>>(false);
     auto may_finish = std::make_shared<std::atomic<bool>>(false);
@@ -433,16 +434,6 @@ TEST_F(Executor, TheResultOfAJobIsDestroyedOnItsHubToo) {
     auto may_finish = std::make_shared<std::atomic<bool>>(false);
     auto started = std::make_shared<std::atomic<bool>>(false);
     auto where = std::make_shared<std::atomic<std::thread::id>>();
-    struct probe {
-        promise<int> p;
-        std::shared_ptr<std::atomic<std::thread::id>> where;
-        probe(promise<int> pr, std::shared_ptr<std::atomic<std::thread::id>> w)
-            : p(std::move(pr)), where(std::move(w)) {}
-        probe(probe&&) = default;
-        ~probe() {
-            if (where) *where = std::this_thread::get_id();
-        }
-    };
     promise<int> p;
     future<int> f = p.get_future();
     auto reader = spawn([&f] { return f.wait_for(10s) && f.has_exception(); });

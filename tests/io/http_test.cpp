@@ -54,11 +54,8 @@ http::response hello(const http::request& req) {
     return http::make_response(req, http::status::ok, "Hello, World!");
 }
 
-// Sends raw bytes and returns everything the server answers until it closes.
-std::string raw_exchange(unsigned short port, const std::string& bytes) {
-    tcp::socket s;
-    s.connect(tcp::endpoint(asio::ip::address_v4::loopback(), port));
-    s.write(asio::buffer(bytes));
+// Everything `s` receives until the peer closes (or 5 s pass without a byte).
+std::string read_until_closed(tcp::socket& s) {
     std::string out;
     std::array<char, 1024> buf{};
     for (;;) {
@@ -68,6 +65,14 @@ std::string raw_exchange(unsigned short port, const std::string& bytes) {
         if (ec) break;
     }
     return out;
+}
+
+// Sends raw bytes and returns everything the server answers until it closes.
+std::string raw_exchange(unsigned short port, const std::string& bytes) {
+    tcp::socket s;
+    s.connect(tcp::endpoint(asio::ip::address_v4::loopback(), port));
+    s.write(asio::buffer(bytes));
+    return read_until_closed(s);
 }
 
 TEST_F(Http, GetWithKeepAliveReusesTheConnection) {
@@ -317,15 +322,7 @@ std::string raw_exchange_in_parts(unsigned short port, const std::vector<std::st
         s.write(asio::buffer(part));
         sleep(10ms);
     }
-    std::string out;
-    std::array<char, 1024> buf{};
-    for (;;) {
-        error_code ec;
-        const std::size_t n = s.read_some(asio::buffer(buf), 5s, ec);
-        out.append(buf.data(), n);
-        if (ec) break;
-    }
-    return out;
+    return read_until_closed(s);
 }
 
 TEST_F(Http, AHeadArrivingInPiecesIsCheckedWhole) {
