@@ -60,9 +60,12 @@ class event_loop {
     // keyboard_interrupt; a second SIGINT ends the process at once. A bare asyncio loop
     // raises KeyboardInterrupt from Python's signal handler wherever the loop is, leaving
     // the task pending with its cleanup not run; C++ has no asynchronous exceptions, and a
-    // raise that skipped the task's destructors would leak what they release. As under
-    // run(), nothing is installed when SIGINT is not at its default disposition or another
-    // run() or run_until_complete() of the process handles it already (see sigint_guard).
+    // raise that skipped the task's destructors would leak what they release. A program
+    // that wants the bare loop's outcome (the task left pending) installs its own SIGINT
+    // handler that stops the loop (add_signal_handler; samples/002_cancel_on_interrupt.cpp):
+    // then nothing is installed here and the stopped call throws. Nothing is installed
+    // either when SIGINT is ignored, or another run() or run_until_complete() of the
+    // process handles it already (see sigint_guard).
     // Switches: yes.
     // Throws: what `t` throws; keyboard_interrupt (see above); greenfiber::error "Event
     //         loop stopped before the task completed" if stop() came first; "the event loop
