@@ -163,7 +163,8 @@ std::shared_ptr<executor> default_executor();
 // if none was created). Null restores the built-in default, created again at next use.
 // Jobs already submitted to the previous one are unaffected; it is destroyed (and so shut
 // down) when its last owner lets go. Other threads' hubs keep theirs; an executor may be
-// set as the default of several hubs (it is shut down by each of their run()s).
+// set as the default of several hubs, and then each of their run()s and destructions shuts
+// it down (asyncio: loop.close() shuts its default executor down, shared or not).
 // Switches: no.   Thread: thread-bound.   Throws: std::bad_alloc (creating the hub).
 std::shared_ptr<executor> set_default_executor(std::shared_ptr<executor> ex);
 
