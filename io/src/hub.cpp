@@ -380,8 +380,7 @@ void hub::no_work() {
                ? std::string("the main greenlet waits for ") + root_waiter_->what
                : std::string("the main greenlet is suspended");
     msg += ", which nothing can complete (" + std::to_string(parked_) + " fiber" +
-           (parked_ == 1 ? "" : "s") +
-           " parked, no timer, no I/O, no hub_handle held by another thread)";
+           (parked_ == 1 ? "" : "s") + " parked, no timer, no I/O, no hub_handle held)";
     std::string tasks;
     try {
         tasks = parked_tasks_report();

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <latch>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -388,6 +389,7 @@ TEST_F(Hub, TheDeadlockReportListsAFewParkedTasksAndCountsTheRest) {
 
 class HubHandle : public greenfiber::testing::io_checked {};
 
+// The example of hub_handle's comment in hub.hpp.
 TEST_F(HubHandle, AFiberWaitsWhileAnotherThreadHoldsOneAndIsWokenByItsPost) {
     hub& h = hub::current();
     event done;
@@ -499,6 +501,36 @@ TEST_F(HubHandle, OutlivingItsHubIsHarmlessPostReturnsFalseAndDropsTheFunction) 
     EXPECT_TRUE(watch.expired()) << "the function was kept";
     hub_handle copy = hold;  // copying and dropping one of a gone hub is harmless too
     copy.reset();
+    hold.reset();
+}
+
+// Posts race with the exit of the hub's thread: each is either run by the hub or refused
+// (post() returns false); none reaches a destroyed hub (ASan would see it).
+TEST_F(HubHandle, PostingWhileItsHubsThreadExitsEitherRunsOrIsRefused) {
+    hub_handle hold;
+    std::latch taken(1);
+    std::atomic<int> ran{0};
+    std::thread owner([&] {
+        hold = hub::current().keep_alive();
+        taken.count_down();  // `hold` is not touched here any more
+        for (int i = 0; i < 50; ++i) yield_now();
+    });
+    taken.wait();
+    hub_handle mine = hold;
+    int accepted = 0;
+    int refused = 0;
+    for (int i = 0; i < 2000; ++i) {
+        if (mine.post([&ran] { ++ran; })) {
+            ++accepted;
+        } else {
+            ++refused;
+        }
+    }
+    owner.join();
+    EXPECT_FALSE(mine.post([&ran] { ++ran; }));
+    EXPECT_EQ(accepted + refused, 2000);
+    EXPECT_LE(ran.load(), accepted);
+    mine.reset();
     hold.reset();
 }
 
