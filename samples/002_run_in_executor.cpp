@@ -23,7 +23,7 @@
 //
 // greenfiber's run_in_executor() and to_thread() are called from the task that waits (no
 // loop object is needed) and suspend only that task. functools.partial is std::bind_front
-// (or a lambda); the default executor is per process, not per loop. The results are printed
+// (or a lambda); the default executor is per hub, as asyncio's is per loop. The results are printed
 // in the order of the task list once all are done, so the output is the same on every run.
 
 #include <atomic>

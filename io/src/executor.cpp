@@ -11,8 +11,6 @@
 #include <deque>
 #include <thread>
 
-#include <boost/asio/executor_work_guard.hpp>
-
 #include "greenfiber/task.hpp"
 
 namespace greenfiber {
@@ -129,9 +127,9 @@ void job_base::submit_and_wait(executor& ex) {
     // to this frame and to this hub before the frame goes away.
     struct detach {
         job_base& job;
-        hub& h;
-        // The job will post back: the hub must not conclude that nothing can wake this fiber.
-        boost::asio::executor_work_guard<boost::asio::io_context::executor_type> work;
+        // The job will post back: the hub must not conclude that nothing can wake this
+        // fiber while it runs, on whatever thread the executor runs it.
+        hub_handle keep;
         bool returning = false;  // the caller takes the outcome, then drops the payload
         ~detach() {
             job.waiter_ = nullptr;
@@ -142,16 +140,8 @@ void job_base::submit_and_wait(executor& ex) {
             // Left with the outcome here but unused (cancelled after it was posted): drop the
             // payload now. Without an outcome, whoever ends the job sends it back (complete()).
             if (job.completed_ && !returning) job.drop_payload();
-            // The guard is released from a handler the hub runs: releasing the last unit of
-            // work outside io_context::run_one() would leave the io_context stopped, and the
-            // hub would take the stopped context for one with nothing left to do.
-            try {
-                boost::asio::post(h.context(), [g = std::move(work)]() mutable { g.reset(); });
-            } catch (...) {
-                // Out of memory: the capture (and so the guard) is released here instead.
-            }
         }
-    } detach_guard{*this, h, boost::asio::make_work_guard(h.context())};
+    } detach_guard{*this, h.keep_alive()};
 
     ex.submit(shared_from_this());
     while (!completed_) h.park(w);
@@ -352,34 +342,18 @@ std::size_t thread_pool_executor::running() const {
 
 // ---- the default executor ------------------------------------------------------------------
 
-namespace {
-
-struct default_slot {
-    std::mutex mu;
-    std::shared_ptr<executor> ex;  // Guarded by mu.
-};
-
-default_slot& the_default() {
-    static default_slot slot;
+std::shared_ptr<executor> default_executor() {
+    std::shared_ptr<executor>& slot = detail::default_executor_slot(hub::current());
+    if (!slot) {
+        const std::size_t cores = std::thread::hardware_concurrency();
+        slot = std::make_shared<thread_pool_executor>(std::min<std::size_t>(32, cores + 4));
+    }
     return slot;
 }
 
-}  // namespace
-
-std::shared_ptr<executor> default_executor() {
-    default_slot& d = the_default();
-    std::lock_guard<std::mutex> lock(d.mu);
-    if (!d.ex) {
-        const std::size_t cores = std::thread::hardware_concurrency();
-        d.ex = std::make_shared<thread_pool_executor>(std::min<std::size_t>(32, cores + 4));
-    }
-    return d.ex;
-}
-
-std::shared_ptr<executor> set_default_executor(std::shared_ptr<executor> ex) noexcept {
-    default_slot& d = the_default();
-    std::lock_guard<std::mutex> lock(d.mu);
-    d.ex.swap(ex);
+std::shared_ptr<executor> set_default_executor(std::shared_ptr<executor> ex) {
+    std::shared_ptr<executor>& slot = detail::default_executor_slot(hub::current());
+    slot.swap(ex);
     return ex;
 }
 

@@ -13,6 +13,8 @@
 
 #include <boost/asio/steady_timer.hpp>
 
+#include "greenfiber/detail/hub_anchor.hpp"
+#include "greenfiber/executor.hpp"
 #include "greenfiber/task.hpp"
 
 namespace greenfiber {
@@ -88,6 +90,79 @@ hub* detail::hub_if_any() noexcept {
     return this_hub;
 }
 
+std::shared_ptr<executor>& detail::default_executor_slot(hub& h) noexcept {
+    return h.default_executor_;
+}
+
+// ---- hub_handle ------------------------------------------------------------------------------
+
+hub_handle::hub_handle(std::shared_ptr<detail::hub_anchor> a) noexcept : anchor_(std::move(a)) {
+    if (anchor_) anchor_->hold();
+}
+
+hub_handle::hub_handle(const hub_handle& o) noexcept : anchor_(o.anchor_) {
+    if (anchor_) anchor_->hold();
+}
+
+hub_handle& hub_handle::operator=(const hub_handle& o) noexcept {
+    if (this != &o) {
+        hub_handle copy(o);
+        *this = std::move(copy);
+    }
+    return *this;
+}
+
+hub_handle& hub_handle::operator=(hub_handle&& o) noexcept {
+    if (this != &o) {
+        reset();
+        anchor_ = std::move(o.anchor_);
+    }
+    return *this;
+}
+
+void hub_handle::reset() noexcept {
+    if (!anchor_) return;
+    std::shared_ptr<detail::hub_anchor> a = std::move(anchor_);
+    a->unhold();
+}
+
+bool hub_handle::post_erased(detail::unique_function<void()> fn) {
+    if (!anchor_) return false;
+    return anchor_->post([f = std::move(fn)]() mutable {
+        try {
+            f();
+        } catch (const greenlet_exit&) {
+            throw;  // the hub itself is being killed
+        } catch (...) {
+            hub::current().report({"greenfiber: a function posted through a hub_handle threw",
+                                   std::current_exception(), nullptr});
+        }
+    });
+}
+
+hub_handle hub::keep_alive() {
+    if (std::this_thread::get_id() != thread_) {
+        throw error(
+            "greenfiber: hub::keep_alive() must be called on the hub's own thread; copy the "
+            "handle it returns to hand it to other threads");
+    }
+    return hub_handle(detail::hub_anchor::current());
+}
+
+void hub::hold() noexcept {
+    // Work first, count second (unhold() undoes it in the other order): whenever the count
+    // is non-zero the io_context has work, so run_one() blocks instead of returning 0.
+    io_.get_executor().on_work_started();
+    holds_.fetch_add(1, std::memory_order_release);
+}
+
+void hub::unhold() noexcept {
+    holds_.fetch_sub(1, std::memory_order_release);
+    // When this was the io_context's last work it stops, which wakes a hub blocked in
+    // run_one(): it then sees no hold left and reports the deadlock.
+    io_.get_executor().on_work_finished();
+}
+
 hub::hub() : loop_([this] { loop(); }, greenlet::options{"hub", 0}) {
     // The hub returns to the thread's main greenlet, whoever created it.
     greenlet root = greenlet::current();
@@ -113,6 +188,15 @@ hub::~hub() {
         watchdog_ = saved;
     }
     detail::task_base::destroy_all(*this);
+    // The hub's default executor goes with it (asyncio's loop.close()): queued jobs are
+    // dropped; the pool's destructor waits a bounded time for running ones and reports them.
+    if (std::shared_ptr<executor> ex = std::move(default_executor_)) {
+        try {
+            ex->shutdown(std::chrono::seconds(0));
+        } catch (...) {
+            // Jobs still running: the last owner's destructor waits for them and reports.
+        }
+    }
     this_hub = nullptr;
     // Dropping loop_ kills the hub's greenlet if it is suspended in its loop.
 }
@@ -131,7 +215,10 @@ void hub::loop() {
         if (io_.stopped()) io_.restart();
         if (io_.run_one() == 0) {
             io_.restart();
-            if (ready_.empty()) no_work();
+            // A hub_handle held on any thread may still post the wake-up: wait for it.
+            // (The io_context counts the hold as work, so run_one() blocks until it is
+            // dropped or something is posted.)
+            if (ready_.empty() && holds_.load(std::memory_order_acquire) == 0) no_work();
             continue;
         }
         io_.poll();
@@ -263,15 +350,44 @@ void hub::report(const failure_report& r) noexcept {
     }
 }
 
+std::string hub::parked_tasks_report() {
+    // Every parked task, a line each, bounded: the task that is actually stuck is usually
+    // not the main one, which only waits for it.
+    constexpr std::size_t max_lines = 8;
+    std::string out;
+    std::size_t listed = 0;
+    std::size_t more = 0;
+    for (const detail::task_base* t : detail::task_base::all(*this)) {
+        if (t->wait_ == nullptr) continue;
+        if (listed == max_lines) {
+            ++more;
+            continue;
+        }
+        ++listed;
+        out += "\n  task '" + t->name() + "' (spawned with " + t->site() + ") waits for " +
+               t->wait_->what;
+    }
+    if (more > 0) out += "\n  ... and " + std::to_string(more) + " more parked tasks";
+    return out;
+}
+
 void hub::no_work() {
-    // Nothing is ready, the reactor has no pending operation and no other thread will post:
-    // every parked fiber waits forever. Raise loop_exit where the thread's main greenlet is.
+    // Nothing is ready, the reactor has no pending operation and no hub_handle is held, so
+    // no other thread can post: every parked fiber waits forever. Raise loop_exit where the
+    // thread's main greenlet is, naming what each parked task waits for.
     std::string msg = "greenfiber: the hub has nothing left to run: ";
     msg += root_waiter_ != nullptr
                ? std::string("the main greenlet waits for ") + root_waiter_->what
                : std::string("the main greenlet is suspended");
     msg += ", which nothing can complete (" + std::to_string(parked_) + " fiber" +
-           (parked_ == 1 ? "" : "s") + " parked, no timer, no I/O, no other thread)";
+           (parked_ == 1 ? "" : "s") + " parked, no timer, no I/O, no hub_handle held)";
+    std::string tasks;
+    try {
+        tasks = parked_tasks_report();
+    } catch (...) {
+        // Out of memory: the first line alone.
+    }
+    if (!tasks.empty()) msg += "; parked tasks:" + tasks;
     greenlet main = loop_.parent();
     (void)main.throw_in(loop_exit(msg));
 }
@@ -440,6 +556,18 @@ void sleep_until(std::chrono::steady_clock::time_point deadline) {
 
 void sleep(std::chrono::steady_clock::duration d) {
     sleep_until(detail::deadline_after(d));
+}
+
+void detail::yield_shielded() {
+    hub& h = hub::current();
+    waiter w{"its turn (a last turn of the loop)"};
+    h.park_impl(
+        w,
+        [](void* p) noexcept {
+            auto* w = static_cast<waiter*>(p);
+            hub::current().wake(*w);
+        },
+        &w, false, h.loop_);
 }
 
 void yield_now() {

@@ -114,6 +114,9 @@ void event_loop::wait_until_done_or_stopped(detail::task_base& t) {
         t.wait_done_with(sw);
     }
     if (!t.done()) throw error("greenfiber: Event loop stopped before the task completed");
+    // asyncio stops the loop from the task's done callback, and the loop finishes that
+    // iteration: what was ready when the task ended runs before run_until_complete returns.
+    if (hub_->ready_count() > 0) detail::yield_shielded();
 }
 
 void event_loop::run_forever() {

@@ -15,6 +15,7 @@
 
 #include "greenfiber/future.hpp"
 #include "greenfiber/hub.hpp"
+#include "greenfiber/loop.hpp"
 #include "greenfiber/task.hpp"
 #include "io_check.hpp"
 
@@ -459,6 +460,95 @@ TEST_F(Executor, ShutdownAcceptsAnyDurationAndSaturates) {
     pool.shutdown(std::chrono::hours::max());  // nothing runs: returns at once, no overflow
     thread_pool_executor other(1);
     other.shutdown(std::chrono::duration<double>(1e300));
+}
+
+// ---- the default executor belongs to a hub --------------------------------------------------
+
+TEST_F(Executor, EachHubHasItsOwnDefaultExecutor) {
+    std::shared_ptr<executor> mine = default_executor();
+    std::shared_ptr<executor> theirs;
+    std::thread([&] { theirs = default_executor(); }).join();
+    ASSERT_NE(theirs, nullptr);
+    EXPECT_NE(mine, theirs);
+    EXPECT_EQ(default_executor(), mine);
+}
+
+// Thread B's jobs: one running (it waits until thread A's run() has ended) and one queued
+// behind it on B's one-thread default pool. Thread A's run() ends meanwhile and shuts its
+// default executor down: that must be A's alone. With one default per process, A's run()
+// either discarded B's queued job or queued its own job behind B's and waited for it.
+TEST_F(Executor, OneThreadsRunEndingLeavesAnotherThreadsJobsAlone) {
+    std::atomic<bool> a_finished{false};
+    std::latch b_started(1);
+    bool saw_a_finish = false;
+    int queued_result = 0;
+    std::string b_error;
+    std::thread b([&] {
+        try {
+            run([&] {
+                (void)set_default_executor(std::make_shared<thread_pool_executor>(1));
+                auto running = spawn([&] {
+                    return to_thread([&] {
+                        b_started.count_down();
+                        return eventually_on_thread([&] { return a_finished.load(); });
+                    });
+                });
+                auto queued = spawn([] { return to_thread([] { return 2; }); });
+                saw_a_finish = running.get();
+                queued_result = queued.get();
+            });
+        } catch (const std::exception& e) {
+            b_error = e.what();
+        }
+    });
+    std::string a_error;
+    std::thread a([&] {
+        b_started.wait();
+        try {
+            run([] { EXPECT_EQ(to_thread([] { return 1; }), 1); });
+        } catch (const std::exception& e) {
+            a_error = e.what();
+        }
+        a_finished = true;
+    });
+    a.join();
+    b.join();
+    EXPECT_EQ(a_error, "");
+    EXPECT_EQ(b_error, "");
+    EXPECT_TRUE(saw_a_finish) << "thread B's job waited for thread A's run() in vain";
+    EXPECT_EQ(queued_result, 2);
+}
+
+TEST_F(Executor, AHubShutsItsDefaultExecutorDownAsItGoesAway) {
+    std::shared_ptr<executor> theirs;
+    std::thread([&] {
+        theirs = default_executor();
+        auto t = spawn([] { return to_thread([] { return 3; }); });
+        EXPECT_EQ(t.get(), 3);
+    }).join();
+    ASSERT_NE(theirs, nullptr);
+    EXPECT_THROW((void)run_in_executor(*theirs, [] { return 4; }), executor_shutdown_error);
+}
+
+TEST_F(Executor, AJobHoldsItsHubWhileItRunsAndLetsGoAfter) {
+    hub& h = hub::current();
+    EXPECT_EQ(h.handles(), 0u);
+    thread_pool_executor pool(1);
+    const std::size_t during = run_in_executor(pool, [&h] { return h.handles(); });
+    EXPECT_EQ(during, 1u);
+    EXPECT_EQ(h.handles(), 0u);
+    // Cancelled while its job runs: the hold goes with the wait.
+    std::atomic<bool> release{false};
+    auto t = spawn([&] {
+        return run_in_executor(
+            pool, [&] { return eventually_on_thread([&] { return release.load(); }); });
+    });
+    yield_now();
+    t.cancel();
+    EXPECT_THROW(t.get(), cancelled_error);
+    EXPECT_EQ(h.handles(), 0u);
+    release = true;
+    pool.shutdown(10s);
 }
 
 }  // namespace

@@ -346,4 +346,65 @@ TEST_F(Future, TimedWaitsTakeAnyDurationAndSaturate) {
     EXPECT_TRUE(w3.get());
 }
 
+// ---- fulfilled by a plain std::thread ----------------------------------------------------------
+
+// The waiting main greenlet is the only thing on the hub: nothing ready, no timer, no I/O.
+// It must wait for the other thread, not get loop_exit.
+TEST_F(Future, AFiberWaitsForAPromiseThatAPlainThreadFulfilsLater) {
+    promise<int> p;
+    auto f = p.get_future();
+    std::thread other([p = std::move(p)]() mutable {
+        std::this_thread::sleep_for(20ms);  // the hub runs out of everything else meanwhile
+        p.set_value(5);
+    });
+    EXPECT_EQ(f.get(), 5);
+    other.join();
+}
+
+TEST_F(Future, APromiseAPlainThreadDropsBreaksTheWaitInsteadOfLoopExit) {
+    auto p = std::make_unique<promise<int>>();
+    auto f = p->get_future();
+    std::thread other([p = std::move(p)]() mutable {
+        std::this_thread::sleep_for(20ms);
+        p.reset();
+    });
+    EXPECT_THROW(f.get(), broken_promise);
+    other.join();
+}
+
+TEST_F(Future, AWaitingFiberHoldsItsHubOnlyWhileItWaits) {
+    hub& h = hub::current();
+    promise<int> p;
+    auto f = p.get_future();
+    auto waiter = spawn([f = f.share()]() mutable { return f.get(); });
+    yield_now();
+    EXPECT_EQ(h.handles(), 1u);
+    p.set_value(1);
+    EXPECT_EQ(waiter.get(), 1);
+    EXPECT_EQ(h.handles(), 0u);
+    // A cancelled waiter lets go too.
+    promise<int> q;
+    auto g = q.get_future();
+    auto cancelled = spawn([g = g.share()]() mutable { return g.get(); });
+    yield_now();
+    cancelled.cancel();
+    EXPECT_THROW(cancelled.get(), cancelled_error);
+    EXPECT_EQ(h.handles(), 0u);
+}
+
+// Many threads each fulfil their own promise while fibers wait: every value arrives on the
+// promise's hub, no wait is called hopeless. Run repeated to shake out races.
+TEST_F(Future, ManyPlainThreadsFulfilTheirPromisesWhileFibersWait) {
+    constexpr int n = 8;
+    std::vector<std::thread> threads;
+    std::vector<task<int>> waiters;
+    for (int i = 0; i < n; ++i) {
+        promise<int> p;
+        waiters.push_back(spawn([f = p.get_future()]() mutable { return f.get(); }));
+        threads.emplace_back([i, p = std::move(p)]() mutable { p.set_value(i); });
+    }
+    for (int i = 0; i < n; ++i) EXPECT_EQ(waiters[i].get(), i);
+    for (auto& t : threads) t.join();
+}
+
 }  // namespace

@@ -5,14 +5,20 @@
 
 #include <boost/asio/executor_work_guard.hpp>
 
+#include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <latch>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "greenfiber/socket.hpp"
+#include "greenfiber/sync.hpp"
 #include "greenfiber/task.hpp"
 #include "io_check.hpp"
 
@@ -329,6 +335,328 @@ TEST_F(Hub, ItsExceptionHandlerReceivesCallbackFailuresAndTheHubGoesOn) {
     EXPECT_TRUE(after);
     ASSERT_EQ(reports.size(), 1u);
     EXPECT_THAT(reports[0], HasSubstr("callback"));
+}
+
+// ---- the deadlock report ---------------------------------------------------------------------
+
+// The main greenlet only waits for 'outer'; the report must name the task that is stuck
+// ('inner', in an event) and what each parked task waits for.
+TEST_F(Hub, TheDeadlockReportNamesEachParkedTaskAndWhatItWaitsFor) {
+    event never;
+    auto inner = spawn(spawn_options{"inner", 0}, [&] { never.wait(); });
+    auto outer = spawn(spawn_options{"outer", 0}, [&] { inner.get(); });
+    std::string message;
+    try {
+        outer.get();
+        FAIL() << "get() returned";
+    } catch (const loop_exit& e) {
+        message = e.what();
+    }
+    EXPECT_THAT(message, HasSubstr("the main greenlet waits for task 'outer'"));
+    EXPECT_THAT(message, HasSubstr("task 'inner' (spawned with"));
+    EXPECT_THAT(message, HasSubstr("waits for an event"));
+    EXPECT_THAT(message, HasSubstr("task 'outer' (spawned with"));
+    EXPECT_THAT(message, HasSubstr("waits for task 'inner'"));
+    outer.cancel();  // cancels the awaited 'inner' too
+    EXPECT_THROW(outer.get(), cancelled_error);
+    inner.cancel();
+    EXPECT_THROW(inner.get(), cancelled_error);
+}
+
+TEST_F(Hub, TheDeadlockReportListsAFewParkedTasksAndCountsTheRest) {
+    event never;
+    std::vector<task<void>> stuck;
+    for (int i = 0; i < 20; ++i) {
+        stuck.push_back(
+            spawn(spawn_options{"stuck" + std::to_string(i), 0}, [&] { never.wait(); }));
+    }
+    std::string message;
+    try {
+        never.wait();
+        FAIL() << "wait() returned";
+    } catch (const loop_exit& e) {
+        message = e.what();
+    }
+    EXPECT_THAT(message, HasSubstr("task 'stuck0'"));
+    EXPECT_THAT(message, HasSubstr("and 12 more parked tasks"));
+    EXPECT_THAT(message, ::testing::Not(HasSubstr("task 'stuck19'")));
+    EXPECT_LE(std::count(message.begin(), message.end(), '\n'), 10);
+    for (auto& t : stuck) t.cancel();
+    for (auto& t : stuck) EXPECT_THROW(t.get(), cancelled_error);
+}
+
+// ---- hub_handle ------------------------------------------------------------------------------
+
+class HubHandle : public greenfiber::testing::io_checked {};
+
+// The example of hub_handle's comment in hub.hpp.
+TEST_F(HubHandle, AFiberWaitsWhileAnotherThreadHoldsOneAndIsWokenByItsPost) {
+    hub& h = hub::current();
+    event done;
+    std::thread worker([hold = h.keep_alive(), &done]() mutable {
+        // Long enough for the hub to run out of everything else: without the handle it
+        // would raise loop_exit in the waiting main greenlet now.
+        std::this_thread::sleep_for(20ms);
+        EXPECT_TRUE(hold.post([&done] { done.set(); }));
+    });
+    done.wait();
+    worker.join();
+    EXPECT_TRUE(done.is_set());
+    EXPECT_EQ(h.handles(), 0u);
+}
+
+TEST_F(HubHandle, DroppingTheLastHoldBringsTheDeadlockReportBack) {
+    hub& h = hub::current();
+    hub_handle first = h.keep_alive();
+    hub_handle second = first;  // a copy is a hold of its own
+    EXPECT_EQ(h.handles(), 2u);
+    bool posted_ran = false;
+    std::thread worker([&, a = std::move(first), b = std::move(second)]() mutable {
+        std::this_thread::sleep_for(10ms);
+        a.reset();  // one hold left: the hub still waits
+        std::this_thread::sleep_for(10ms);
+        EXPECT_TRUE(b.post([&posted_ran] { posted_ran = true; }));
+        b.reset();  // the last: now nothing can wake the main greenlet
+    });
+    event never;
+    std::string message;
+    try {
+        never.wait();
+        FAIL() << "wait() returned";
+    } catch (const loop_exit& e) {
+        message = e.what();
+    }
+    worker.join();
+    EXPECT_TRUE(posted_ran) << "the hub gave up while a handle was still held";
+    EXPECT_THAT(message, HasSubstr("the main greenlet waits for an event"));
+    EXPECT_THAT(message, HasSubstr("no hub_handle"));
+    EXPECT_EQ(h.handles(), 0u);
+}
+
+TEST_F(HubHandle, CopiesMovesAndResetCountHoldsExactly) {
+    hub& h = hub::current();
+    hub_handle empty;
+    EXPECT_FALSE(empty);
+    EXPECT_FALSE(empty.post([] {}));
+    {
+        hub_handle a = h.keep_alive();
+        EXPECT_TRUE(a);
+        hub_handle b = a;
+        hub_handle c = std::move(a);
+        EXPECT_FALSE(a);  // NOLINT(bugprone-use-after-move): moved-from is empty
+        EXPECT_EQ(h.handles(), 2u);
+        b = c;  // b lets go of its own hold, takes another on the same hub
+        EXPECT_EQ(h.handles(), 2u);
+        b = b;  // NOLINT: self-assignment keeps the hold
+        EXPECT_EQ(h.handles(), 2u);
+        c = std::move(b);
+        EXPECT_EQ(h.handles(), 1u);
+        c.reset();
+        c.reset();  // idempotent
+        EXPECT_EQ(h.handles(), 0u);
+        hub_handle d = h.keep_alive();
+        empty = std::move(d);
+        EXPECT_EQ(h.handles(), 1u);
+    }
+    empty.reset();
+    EXPECT_EQ(h.handles(), 0u);
+}
+
+TEST_F(HubHandle, TakingOneFromAnotherThreadIsRefused) {
+    hub& h = hub::current();
+    std::string message;
+    std::thread([&] {
+        try {
+            (void)h.keep_alive();
+        } catch (const greenfiber::error& e) {
+            message = e.what();
+        }
+    }).join();
+    EXPECT_THAT(message, HasSubstr("keep_alive() must be called on the hub's own thread"));
+    EXPECT_EQ(h.handles(), 0u);
+}
+
+TEST_F(HubHandle, OutlivingItsHubIsHarmlessPostReturnsFalseAndDropsTheFunction) {
+    hub_handle hold;
+    bool cancelled_at_exit = false;
+    std::thread([&] {
+        hold = hub::current().keep_alive();
+        // A fiber still waits as the thread exits: the hub cancels it although a hold is
+        // out, and goes away.
+        auto t = spawn([&] {
+            try {
+                event never;
+                never.wait();
+            } catch (const cancelled_error&) {
+                cancelled_at_exit = true;
+                throw;
+            }
+        });
+        yield_now();
+    }).join();
+    EXPECT_TRUE(cancelled_at_exit);
+    auto token = std::make_shared<int>(1);
+    std::weak_ptr<int> watch = token;
+    EXPECT_FALSE(hold.post([t = std::move(token)] {}));
+    EXPECT_TRUE(watch.expired()) << "the function was kept";
+    hub_handle copy = hold;  // copying and dropping one of a gone hub is harmless too
+    copy.reset();
+    hold.reset();
+}
+
+// Posts race with the exit of the hub's thread: each is either run by the hub or refused
+// (post() returns false); none reaches a destroyed hub (ASan would see it).
+TEST_F(HubHandle, PostingWhileItsHubsThreadExitsEitherRunsOrIsRefused) {
+    hub_handle hold;
+    std::latch taken(1);
+    std::atomic<int> ran{0};
+    std::thread owner([&] {
+        hold = hub::current().keep_alive();
+        taken.count_down();  // `hold` is not touched here any more
+        for (int i = 0; i < 50; ++i) yield_now();
+    });
+    taken.wait();
+    hub_handle mine = hold;
+    int accepted = 0;
+    int refused = 0;
+    for (int i = 0; i < 2000; ++i) {
+        if (mine.post([&ran] { ++ran; })) {
+            ++accepted;
+        } else {
+            ++refused;
+        }
+    }
+    owner.join();
+    EXPECT_FALSE(mine.post([&ran] { ++ran; }));
+    EXPECT_EQ(accepted + refused, 2000);
+    EXPECT_LE(ran.load(), accepted);
+    mine.reset();
+    hold.reset();
+}
+
+TEST_F(HubHandle, ManyThreadsCopyPostAndDropOneConcurrently) {
+    hub& h = hub::current();
+    constexpr int threads = 4;
+    constexpr int posts = 250;
+    int arrived = 0;  // touched on the hub's thread only
+    event all_arrived;
+    std::vector<std::thread> workers;
+    {
+        hub_handle origin = h.keep_alive();
+        for (int i = 0; i < threads; ++i) {
+            workers.emplace_back([&, origin]() {
+                for (int n = 0; n < posts; ++n) {
+                    hub_handle copy = origin;
+                    EXPECT_TRUE(copy.post([&] {
+                        if (++arrived == threads * posts) all_arrived.set();
+                    }));
+                }
+            });
+        }
+    }
+    all_arrived.wait();
+    for (auto& w : workers) w.join();
+    EXPECT_EQ(arrived, threads * posts);
+    EXPECT_EQ(h.handles(), 0u);
+}
+
+TEST_F(HubHandle, AFunctionPostedThroughOneThatThrowsIsReportedAndTheHubGoesOn) {
+    hub& h = hub::current();
+    std::vector<std::string> reports;
+    auto previous =
+        h.set_exception_handler([&](const failure_report& r) { reports.emplace_back(r.message); });
+    event done;
+    std::thread worker([hold = h.keep_alive(), &done]() mutable {
+        (void)hold.post([] { throw std::runtime_error("posted failure"); });
+        (void)hold.post([&done] { done.set(); });
+    });
+    done.wait();
+    worker.join();
+    h.set_exception_handler(std::move(previous));
+    ASSERT_EQ(reports.size(), 1u);
+    EXPECT_THAT(reports[0], HasSubstr("hub_handle threw"));
+}
+
+// ---- liveness: a task that swallows its cancellation -----------------------------------------
+
+// A retry loop with `catch (...) {}` around sleep() swallows every cancelled_error. Each
+// raise comes after a turn of the hub, so the thread does not freeze: another task's timers
+// fire and its socket I/O completes while the swallower spins.
+TEST_F(Hub, ATaskThatSwallowsEveryCancellationDoesNotFreezeTheHub) {
+    bool stop = false;
+    int swallowed = 0;
+    auto swallower = spawn(spawn_options{"swallower", 0}, [&] {
+        while (!stop) {
+            try {
+                sleep(1h);
+            } catch (...) {  // the careless retry loop
+                ++swallowed;
+            }
+        }
+    });
+    yield_now();
+    swallower.cancel();
+    auto [a, b] = unix_stream::pair();
+    char got = 0;
+    auto reader = spawn([&, &b = b] {
+        std::size_t n = b.read_some(boost::asio::buffer(&got, 1));  // parks: nothing sent yet
+        EXPECT_EQ(n, 1u);
+    });
+    int timers = 0;
+    auto worker = spawn([&, &a = a] {
+        for (int i = 0; i < 3; ++i) {
+            sleep(1ms);
+            ++timers;
+        }
+        const char c = 'x';
+        a.write(boost::asio::buffer(&c, 1));
+        reader.get();
+        stop = true;
+    });
+    worker.get();
+    EXPECT_EQ(timers, 3);
+    EXPECT_EQ(got, 'x');
+    EXPECT_GT(swallowed, 0);
+    try {
+        swallower.get();
+    } catch (const cancelled_error&) {
+        // It returned after a swallowed request: ends cancelled (asyncio's _must_cancel).
+    }
+    EXPECT_TRUE(swallower.done());
+}
+
+// A retry loop that backs off with a blocking call once it caught its cancellation keeps
+// the hub from its loop: the watchdog names it and where it was spawned.
+TEST_F(Hub, TheWatchdogNamesATaskThatSwallowsItsCancellationAndBlocks) {
+    hub& h = hub::current();
+    std::vector<std::string> reports;
+    auto previous =
+        h.set_exception_handler([&](const failure_report& r) { reports.emplace_back(r.message); });
+    const auto previous_threshold = h.watchdog();
+    h.set_watchdog(250ms);
+    bool blocked = false;
+    auto swallower = spawn(spawn_options{"swallower", 0}, [&] {
+        while (!blocked) {
+            try {
+                sleep(1h);
+            } catch (...) {
+                std::this_thread::sleep_for(750ms);  // a blocking back-off
+                blocked = true;
+            }
+        }
+    });
+    yield_now();
+    swallower.cancel();
+    try {
+        swallower.get();
+    } catch (const cancelled_error&) {
+    }
+    h.set_watchdog(previous_threshold);
+    h.set_exception_handler(std::move(previous));
+    ASSERT_EQ(reports.size(), 1u);
+    EXPECT_THAT(reports[0], HasSubstr("task 'swallower'"));
+    EXPECT_THAT(reports[0], HasSubstr("spawned with"));
+    EXPECT_THAT(reports[0], HasSubstr("TheWatchdogNamesATaskThatSwallowsItsCancellationAndBlocks"));
 }
 
 }  // namespace

@@ -8,12 +8,14 @@
 #include <chrono>
 #include <csignal>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "greenfiber/executor.hpp"
+#include "greenfiber/sync.hpp"
 #include "io_check.hpp"
 
 using namespace greenfiber;
@@ -275,6 +277,78 @@ TEST_F(Loop, RunRunsTheCallbacksStillQueuedWhenTheMainTaskEnds) {
     });
     EXPECT_EQ(r, 4);
     EXPECT_EQ(ran, 1);
+}
+
+// asyncio: the task's done callback stops the loop, which still finishes that iteration.
+// Here 'main' ends, then 'x' (ready in the same iteration) queues cb2: cb2 runs before
+// run_until_complete returns, and what cb2 queues (cb3) waits for the next run. CPython
+// 3.11 prints ['cb2', 'returned', 'cb3'] for the same program.
+TEST_F(Loop, RunUntilCompleteRunsWhatWasReadyWhenTheTaskEndedAndNoMore) {
+    event_loop& loop = event_loop::current();
+    std::vector<std::string> log;
+    auto main = spawn([] { return 1; });
+    auto x = spawn([&] {
+        loop.call_soon([&] {
+            log.push_back("cb2");
+            loop.call_soon([&] { log.push_back("cb3"); });
+        });
+    });
+    EXPECT_EQ(loop.run_until_complete(main), 1);
+    log.push_back("returned");
+    loop.run_until_complete(x);
+    EXPECT_EQ(log, (std::vector<std::string>{"cb2", "returned", "cb3"}));
+}
+
+// A thread that will call call_soon_threadsafe() later holds a hub_handle meanwhile: the
+// waiting fiber waits for it instead of getting loop_exit.
+TEST_F(Loop, CallSoonThreadsafeFromAThreadHoldingAHubHandleWakesTheWaiter) {
+    event_loop& loop = event_loop::current();
+    event done;
+    std::thread other([&loop, &done, hold = loop.owner().keep_alive()] {
+        std::this_thread::sleep_for(20ms);  // the hub runs out of other work meanwhile
+        loop.call_soon_threadsafe([&done] { done.set(); });
+    });
+    done.wait();
+    other.join();
+    EXPECT_TRUE(done.is_set());
+}
+
+// A task that swallows every cancellation keeps running after run()'s grace period: run()
+// reports it by name and returns instead of spinning forever.
+TEST_F(Loop, RunsShutdownGraceEndsWithAReportNamingATaskThatSwallowsItsCancellation) {
+    hub& h = hub::current();
+    std::vector<std::string> reports;
+    auto previous =
+        h.set_exception_handler([&](const failure_report& r) { reports.emplace_back(r.message); });
+    bool stop = false;
+    std::optional<task<void>> swallower;
+    run([&] {
+        swallower.emplace(spawn(spawn_options{"swallower", 0}, [&] {
+            while (!stop) {
+                try {
+                    sleep(1h);
+                } catch (...) {
+                }
+            }
+        }));
+        yield_now();
+    });
+    h.set_exception_handler(std::move(previous));
+    ASSERT_TRUE(swallower.has_value());
+    EXPECT_FALSE(swallower->done());
+    bool named = false;
+    for (const std::string& r : reports) {
+        if (r.find("task 'swallower'") != std::string::npos &&
+            r.find("grace period") != std::string::npos)
+            named = true;
+    }
+    EXPECT_TRUE(named) << "no report named the task; reports: " << reports.size();
+    stop = true;
+    while (!swallower->done()) yield_now();
+    try {
+        swallower->get();
+    } catch (const cancelled_error&) {
+    }
 }
 
 }  // namespace

@@ -375,4 +375,49 @@ TEST_F(SigintGuardDeathTest, TheSecondSigintKillsAtOnceEvenWithTheHubBlocked) {
         ::testing::KilledBySignal(SIGINT), "");
 }
 
+// A bare run_until_complete() (no run()) handles Ctrl-C as run() does: the task is
+// cancelled, its cleanup runs, then keyboard_interrupt.
+TEST_F(SigintGuard, RunUntilCompleteRaisesKeyboardInterruptAfterTheTasksCleanup) {
+    std::vector<std::string> seen;
+    auto main = spawn([&] {
+        struct cleanup {
+            std::vector<std::string>& seen;
+            ~cleanup() { seen.push_back("task cleaned up"); }
+        } c{seen};
+        sleep(1h);
+        return 1;
+    });
+    auto ctrl_c = spawn([] { ASSERT_EQ(::raise(SIGINT), 0); });
+    try {
+        (void)event_loop::current().run_until_complete(main);
+        FAIL() << "expected keyboard_interrupt";
+    } catch (const keyboard_interrupt&) {
+        seen.push_back("keyboard_interrupt");
+    }
+    ctrl_c.get();
+    EXPECT_EQ(seen, (std::vector<std::string>{"task cleaned up", "keyboard_interrupt"}));
+    EXPECT_TRUE(main.cancelled());
+    EXPECT_TRUE(is_default(SIGINT));  // the handling ends with the call
+}
+
+TEST_F(SigintGuard, RunUntilCompleteOfATaskThatHandlesTheSigintReturnsItsResult) {
+    auto main = spawn([] {
+        try {
+            sleep(1h);
+        } catch (const cancelled_error&) {
+            return 7;
+        }
+        return 1;
+    });
+    auto ctrl_c = spawn([] { ASSERT_EQ(::raise(SIGINT), 0); });
+    EXPECT_EQ(event_loop::current().run_until_complete(main), 7);
+    ctrl_c.get();
+    // A second run_until_complete() handles Ctrl-C afresh.
+    auto again = spawn([] { sleep(1h); });
+    auto ctrl_c2 = spawn([] { ASSERT_EQ(::raise(SIGINT), 0); });
+    EXPECT_THROW(event_loop::current().run_until_complete(again), keyboard_interrupt);
+    ctrl_c2.get();
+    EXPECT_TRUE(is_default(SIGINT));
+}
+
 }  // namespace

@@ -539,6 +539,31 @@ TEST_F(Event, ManyWaitersAreWokenExactlyOnceEach) {
 // ---------------------------------------------------------------- semaphore
 
 // cpython test_locks.SemaphoreTests.test_acquire (FIFO since gh-90155; ours is exact).
+// asyncio's loop.call_soon_threadsafe(event.set), through a hub_handle: the other thread
+// holds it while it works, so the waiters wait for it instead of getting loop_exit.
+TEST_F(Event, SetFromAnotherThreadThroughAHubHandleWakesEveryWaiter) {
+    event ev;
+    int woken = 0;
+    auto a = spawn([&] {
+        ev.wait();
+        ++woken;
+    });
+    auto b = spawn([&] {
+        ev.wait();
+        ++woken;
+    });
+    yield_now();
+    std::thread other([&ev, hold = hub::current().keep_alive()]() mutable {
+        std::this_thread::sleep_for(20ms);
+        EXPECT_TRUE(hold.post([&ev] { ev.set(); }));
+    });
+    a.get();
+    b.get();
+    other.join();
+    EXPECT_EQ(woken, 2);
+    EXPECT_EQ(hub::current().handles(), 0u);
+}
+
 TEST_F(Semaphore, AcquireIsFifoAsAsyncio) {
     semaphore sem(3);
     std::vector<int> result;

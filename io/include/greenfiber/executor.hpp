@@ -148,23 +148,30 @@ class thread_pool_executor final : public executor {
     std::shared_ptr<state> s_;  // Shared with the worker threads.
 };
 
-// The process-wide default executor used by run_in_executor(fn, ...) and to_thread():
-// created at first use as a thread_pool_executor of min(32, cores + 4) threads, unless one
-// was set. The caller shares ownership, so it stays usable while it is in use.
-// Switches: no.   Thread: thread-safe.   Throws: std::bad_alloc.
+// The calling thread's hub's default executor, used by run_in_executor(fn, ...) and
+// to_thread(): created at first use as a thread_pool_executor of min(32, cores + 4)
+// threads, unless one was set. Each hub has its own (asyncio's default executor is per
+// loop), so one thread's run() ending, or its hub going away, never touches the jobs of
+// another thread. The hub shuts it down as it is destroyed (its thread exits): queued jobs
+// are dropped, running ones waited for a bounded time (see thread_pool_executor). The
+// caller shares ownership, so it stays usable while it is in use.
+// Switches: no.   Thread: thread-bound (creates the calling thread's hub if it has none).
+// Throws: std::bad_alloc.
 std::shared_ptr<executor> default_executor();
 
-// Replaces the default executor and returns the previous one (null if none was created).
-// Null restores the built-in default, created again at next use. Jobs already submitted
-// to the previous one are unaffected; it is destroyed (and so shut down) when its last
-// owner lets go. Unlike asyncio (one per loop) the default is per process.
-// Switches: no.   Thread: thread-safe.
-std::shared_ptr<executor> set_default_executor(std::shared_ptr<executor> ex) noexcept;
+// Replaces the calling thread's hub's default executor and returns the previous one (null
+// if none was created). Null restores the built-in default, created again at next use.
+// Jobs already submitted to the previous one are unaffected; it is destroyed (and so shut
+// down) when its last owner lets go. Other threads' hubs keep theirs; an executor may be
+// set as the default of several hubs, and then each of their run()s and destructions shuts
+// it down (asyncio: loop.close() shuts its default executor down, shared or not).
+// Switches: no.   Thread: thread-bound.   Throws: std::bad_alloc (creating the hub).
+std::shared_ptr<executor> set_default_executor(std::shared_ptr<executor> ex);
 
-// Shuts the current default executor down (see executor::shutdown) and forgets it; the
-// next use creates a new one. No effect if none was created. asyncio.run() does this on
-// its way out. Switches: no; blocks up to `wait_for`.   Thread: thread-safe.
-// Throws: shutdown_timeout_error.
+// Shuts the calling thread's hub's default executor down (see executor::shutdown) and
+// forgets it; the next use creates a new one. No effect if none was created. asyncio.run()
+// does this on its way out, and so does run(). Switches: no; blocks up to `wait_for`.
+// Thread: thread-bound.   Throws: shutdown_timeout_error.
 void shutdown_default_executor(std::chrono::steady_clock::duration wait_for);
 // The same with any duration type, saturating (hours::max() waits practically forever).
 template <class Rep, class Period>
@@ -340,7 +347,7 @@ inline constexpr bool is_executor_arg_v = std::is_base_of_v<executor, std::remov
 // starts. The function, the arguments and the result are destroyed on the calling fiber's
 // hub thread even then (a captured promise is broken there), unless that thread has exited. A
 // std::stop_callback registered on the token runs inside cancel(), on the hub's thread. The hub
-// counts the job as pending work (no loop_exit while it runs). Switches: yes.   Thread:
+// holds a hub_handle for the job (no loop_exit while it runs). Switches: yes.   Thread:
 // thread-bound (the job runs on the executor's threads). Throws: the job's exception;
 // cancelled_error; executor_shutdown_error if `ex` is shut
 //         down or shuts down before the job starts; greenfiber::error when called on the

@@ -13,7 +13,11 @@
 // other waiters are not affected.
 //
 // Thread: thread-bound (fibers of one hub), except that a promise may be fulfilled, broken
-// or destroyed from any thread: that is sent to its hub (see promise).
+// or destroyed from any thread, a plain std::thread included: that is sent to its hub (see
+// promise). A fiber waiting for a result holds a hub_handle meanwhile, since the promise
+// may be on another thread: the hub never raises loop_exit in it. A promise that nobody
+// will ever set must therefore be destroyed (its waiters then get broken_promise), or the
+// wait bounded (wait_for), or the waiting task cancelled.
 
 #include <chrono>
 #include <concepts>
@@ -263,9 +267,10 @@ class future {
     // Whether it is set to an exception. Switches: no.
     bool has_exception() const noexcept { return s_ != nullptr && s_->error != nullptr; }
 
-    // Waits until the result is set; returns at once if it is.
+    // Waits until the result is set; returns at once if it is. Never loop_exit: the promise
+    // may be set from another thread (see the file comment).
     // Switches: only when it must wait.
-    // Throws: cancelled_error; loop_exit; greenfiber::error if !valid().
+    // Throws: cancelled_error; greenfiber::error if !valid().
     void wait() { (void)wait_impl(nullptr); }
     // wait() that gives up at `deadline`: returns whether the result is set.
     // Switches: only when it must wait.   Throws: as wait().
@@ -281,7 +286,7 @@ class future {
     // as long as any handle to the result, or rethrows the exception.
     // Switches: only when it must wait.
     // Throws: the exception that was set (broken_promise included); cancelled_error;
-    // loop_exit; greenfiber::error if !valid().
+    // greenfiber::error if !valid().
     typename detail::future_ref<T>::type get() {
         wait();
         return result();
@@ -343,6 +348,9 @@ class future {
         if (deadline != nullptr && detail::deadline_passed(*deadline)) return false;
         // Keep the state alive while parked, whatever happens to this handle meanwhile.
         std::shared_ptr<detail::future_state<T>> keep = s_;
+        // The promise may be on another thread, which will post the result: while this
+        // fiber waits the hub does not call the wait hopeless (see the class comment).
+        hub_handle hold = hub::current().keep_alive();
         detail::sync_waiter sw("a future's result");
         // Nothing to pass on: setting the result woke every waiter.
         (void)detail::wait_in(keep->waiters, sw, deadline);

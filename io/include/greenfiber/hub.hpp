@@ -1,9 +1,11 @@
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <thread>
 #include <utility>
@@ -19,8 +21,9 @@
 namespace greenfiber {
 
 // Raised in a fiber whose wait can never end: the hub has nothing ready, nothing pending in
-// its reactor and nothing that another thread could post (gevent's LoopExit). The message
-// names what the fiber was waiting for.
+// its reactor and no hub_handle is held anywhere, so no other thread can post to it
+// (gevent's LoopExit). The message names what the thread's main greenlet waits for and
+// every parked task with what it waits for.
 class loop_exit : public error {
   public:
     using error::error;
@@ -41,15 +44,24 @@ class cancelled_error {
 };
 
 class hub;
+class executor;
 
 namespace detail {
 
 class task_base;
+class hub_anchor;
 // This thread's hub if it has one (never creates it). Switches: no.
 hub* hub_if_any() noexcept;
 // Cancels every unfinished task of this thread's hub and waits for them, at most `grace`
 // (a task still running then is reported by name). Switches: yes.
 void cancel_and_join_tasks(std::chrono::steady_clock::duration grace) noexcept;
+// The hub's default executor (null until first use); see executor.hpp. Switches: no.
+// Thread: `h`'s thread.
+std::shared_ptr<executor>& default_executor_slot(hub& h) noexcept;
+// Lets every other ready fiber and callback run once, like yield_now(), but is never a
+// cancellation point (run_until_complete's last turn). Switches: yes.
+// Throws: greenfiber::error on the hub itself.
+void yield_shielded();
 
 class ready_queue;
 
@@ -141,6 +153,63 @@ class ready_queue {
 
 }  // namespace detail
 
+// A thread-safe handle on one hub that keeps it waiting: while any thread holds one, the hub
+// does not call a wait hopeless (no loop_exit), because the holder may still post the
+// wake-up; once every handle is dropped (or reset), the deadlock report comes back. Take it
+// on the hub's thread (hub::keep_alive()), hand it to the thread that will complete the
+// wait, and post() the completion through it:
+//
+//   greenfiber::event done;
+//   std::thread worker([h = greenfiber::hub::current().keep_alive(), &done]() mutable {
+//       do_blocking_work();
+//       h.post([&done] { done.set(); });  // runs on the hub's thread
+//   });                                   // h is dropped as the thread ends
+//   done.wait();                          // waits, never loop_exit, while `worker` holds h
+//
+// Copies are further holds on the same hub; a moved-from or default-constructed handle
+// holds nothing. A handle outliving its hub is harmless: post() then returns false.
+// greenfiber holds one itself for every executor job and for every fiber waiting on a
+// future (its promise may be on another thread).
+// Thread: thread-safe (one object used by one thread at a time, like std::shared_ptr; the
+// hub it refers to may be on any thread).
+class hub_handle {
+  public:
+    // A handle that holds no hub. Switches: no.
+    hub_handle() noexcept = default;
+    // Another hold on the same hub. Switches: no.   Thread: thread-safe.
+    hub_handle(const hub_handle& o) noexcept;
+    hub_handle& operator=(const hub_handle& o) noexcept;
+    // Takes over `o`'s hold; `o` is left empty. Switches: no.
+    hub_handle(hub_handle&& o) noexcept = default;
+    hub_handle& operator=(hub_handle&& o) noexcept;
+    // Lets go of the hold (see reset()). Switches: no.   Thread: thread-safe.
+    ~hub_handle() { reset(); }
+
+    // Runs `fn()` on the hub's thread, on its stack, as soon as it can (hub::post), and
+    // returns true; returns false once the hub is gone (its thread exited) or when the
+    // handle is empty, and then `fn` is destroyed on the calling thread without running.
+    // An exception from `fn` goes to the hub's exception handler. Switches: no.
+    // Thread: thread-safe.   Throws: std::bad_alloc (nothing is posted).
+    template <class Fn>
+    bool post(Fn&& fn) {
+        return post_erased(detail::unique_function<void()>(std::forward<Fn>(fn)));
+    }
+
+    // Lets go of the hold: when it was the last one, a hub with nothing else to do raises
+    // loop_exit in its waiting fibers. The handle is empty afterwards.
+    // Switches: no.   Thread: thread-safe.
+    void reset() noexcept;
+
+    // Whether the handle holds a hub (that may be gone by now). Switches: no.
+    explicit operator bool() const noexcept { return anchor_ != nullptr; }
+
+  private:
+    friend class hub;
+    explicit hub_handle(std::shared_ptr<detail::hub_anchor> a) noexcept;
+    bool post_erased(detail::unique_function<void()> fn);
+    std::shared_ptr<detail::hub_anchor> anchor_;  // Shared; counted as one hold while set.
+};
+
 // The hub: one per thread, created at first use. It is a greenlet that drives an
 // io_context (epoll on Linux) and a FIFO ready queue. A fiber that waits parks itself and
 // switches to the hub; the hub switches back when the wait ends. Fibers spawned as tasks
@@ -162,12 +231,24 @@ class hub {
     // The reactor. Asio objects used from fibers of this hub must be created on it.
     boost::asio::io_context& context() noexcept { return io_; }
 
-    // Runs `fn()` on the hub's thread, on the hub's stack, as soon as it can.
+    // Runs `fn()` on the hub's thread, on the hub's stack, as soon as it can. A thread that
+    // will post later holds a hub_handle meanwhile (keep_alive()), or the hub may find
+    // nothing left to do first and raise loop_exit in its waiting fibers; the handle's own
+    // post() is also safe once the hub is gone.
     // Switches: no.   Thread: thread-safe (the one cross-thread entry point).
     template <class Fn>
     void post(Fn&& fn) {
         boost::asio::post(io_, std::forward<Fn>(fn));
     }
+
+    // A handle that keeps this hub waiting while it is held and posts to it from any
+    // thread (see hub_handle). Switches: no.
+    // Thread: thread-bound (take it on the hub's thread, then hand it to any thread).
+    // Throws: greenfiber::error from another thread; std::bad_alloc.
+    hub_handle keep_alive();
+
+    // hub_handles held right now, on any thread. Switches: no.   Thread: thread-safe.
+    std::size_t handles() const noexcept { return holds_.load(std::memory_order_acquire); }
 
     // Parks the calling fiber until `w` is woken by wake(). `arm(arg)` runs on the hub's
     // stack once the fiber is fully parked: an operation started there can never complete
@@ -260,6 +341,9 @@ class hub {
 
   private:
     friend class detail::task_base;
+    friend class detail::hub_anchor;
+    friend std::shared_ptr<executor>& detail::default_executor_slot(hub& h) noexcept;
+    friend void detail::yield_shielded();
     hub();
     ~hub();
     struct holder;
@@ -271,6 +355,11 @@ class hub {
     void loop();
     void run_ready();
     void no_work();
+    std::string parked_tasks_report();
+    // A hub_handle was taken / let go: counted here and as work in io_ (so that run_one()
+    // blocks while one is held). Thread-safe; called by hub_anchor under its lock.
+    void hold() noexcept;
+    void unhold() noexcept;
 
     boost::asio::io_context io_{1};
     greenlet loop_;
@@ -278,7 +367,12 @@ class hub {
     std::size_t budget_ = 64;
     std::size_t parked_ = 0;
     std::size_t timed_parks_ = 0;
-    std::size_t outstanding_ = 0;            // cross-thread operations that will post back
+    // hub_handles held on any thread. Written under the anchor's lock, read by the loop.
+    std::atomic<std::size_t> holds_{0};
+    // The default executor of to_thread() and run_in_executor(fn) (asyncio's is per loop);
+    // created at first use, shut down by run() and by ~hub. Owned (shared with the callers
+    // using it). Thread-bound.
+    std::shared_ptr<executor> default_executor_;
     detail::waiter* root_waiter_ = nullptr;  // the main greenlet's wait, if it waits
     std::chrono::milliseconds watchdog_{100};
     report_handler exception_handler_;

@@ -50,14 +50,32 @@ class event_loop {
     // This thread's loop (its hub's face). Switches: no.
     static event_loop& current();
 
-    // Runs the loop until `t` finishes and returns its result (or rethrows).
+    // Runs the loop until `t` finishes and returns its result (or rethrows). When `t` has
+    // finished, the callbacks and fibers already ready then get one more turn before it
+    // returns, as asyncio's loop finishes the iteration in which the task's done callback
+    // stops it; what they queue in turn waits for the next run.
+    // Ctrl-C while it runs is handled as under run() (asyncio.Runner's handling, not that of
+    // a bare asyncio loop.run_until_complete): the first SIGINT cancels `t`, which unwinds
+    // (its cleanup runs), and if `t` then ends cancelled, run_until_complete throws
+    // keyboard_interrupt; a second SIGINT ends the process at once. A bare asyncio loop
+    // raises KeyboardInterrupt from Python's signal handler wherever the loop is, leaving
+    // the task pending with its cleanup not run; C++ has no asynchronous exceptions, and a
+    // raise that skipped the task's destructors would leak what they release. A program
+    // that wants the bare loop's outcome (the task left pending) installs its own SIGINT
+    // handler that stops the loop (add_signal_handler; samples/002_cancel_on_interrupt.cpp):
+    // then nothing is installed here and the stopped call throws. Nothing is installed
+    // either when SIGINT is ignored, or another run() or run_until_complete() of the
+    // process handles it already (see sigint_guard).
     // Switches: yes.
-    // Throws: greenfiber::error "Event loop stopped before the task completed" if stop()
-    //         came first; "the event loop is closed"; "already running" when nested.
+    // Throws: what `t` throws; keyboard_interrupt (see above); greenfiber::error "Event
+    //         loop stopped before the task completed" if stop() came first; "the event loop
+    //         is closed"; "already running" when nested.
     template <class T>
     T run_until_complete(task<T>& t) {
-        wait_until_done_or_stopped(*t.t_);
-        return t.result();
+        return detail::run_interruptible(t, [&]() -> T {
+            wait_until_done_or_stopped(*t.t_);
+            return t.result();
+        });
     }
 
     // Runs the loop until stop(). Switches: yes.   Throws: as run_until_complete.
@@ -76,7 +94,10 @@ class event_loop {
     // Runs `fn()` on the hub after what is already ready (FIFO). Switches: no.
     void call_soon(detail::unique_function<void()> fn) { hub_->call_soon(std::move(fn)); }
 
-    // call_soon() from any thread: the one cross-thread entry (hub::post).
+    // call_soon() from any thread: the one cross-thread entry (hub::post). A fiber that
+    // waits for what `fn` will do gets loop_exit if the hub runs out of work before the
+    // call arrives; the calling thread holds a hub_handle (hub::keep_alive()) for as long as
+    // it may still call, or posts through the handle itself.
     // Switches: no.   Thread: thread-safe.
     template <class Fn>
     void call_soon_threadsafe(Fn&& fn) {
@@ -120,12 +141,13 @@ class event_loop {
 };
 
 // asyncio.run(): runs `fn(args...)` as the main task of this thread's loop and returns its
-// result. On the way out, every task still unfinished is cancelled and waited for (up to
-// 5 s; a task still running after that is reported by name), the default executor is shut
-// down within what is left of that time (the default executor is process-wide: a later
-// use creates a new one; programs running loops on several threads give each its own
-// executor), and exceptions nobody retrieved are reported. While it runs, SIGINT cancels the main
-// task and run() then throws keyboard_interrupt; a second SIGINT ends the process at once.
+// result. On the way out, the callbacks still queued run, every task still unfinished is
+// cancelled and waited for (up to 5 s; a task still running after that, one that swallows
+// its cancellation, is reported by name and left to the hub's destruction), this hub's
+// default executor is shut down within what is left of that time (each hub has its own:
+// other threads' jobs are not touched), and exceptions nobody retrieved are reported.
+// While it runs, SIGINT cancels the main task and run() then throws keyboard_interrupt,
+// after the cleanup; a second SIGINT ends the process at once (see run_until_complete).
 // Switches: yes.   Throws: what the main task throws; keyboard_interrupt;
 // greenfiber::error if the loop is already running (run() inside run()).
 template <class Fn, class... Args>
@@ -137,9 +159,9 @@ auto run(Fn&& fn, Args&&... args) {
     struct cleanup {
         ~cleanup() { detail::finish_run(std::chrono::seconds(5)); }
     } at_exit;
-    // Ctrl-C cancels the main task (keyboard_interrupt leaves run() after the cleanup); a
-    // second Ctrl-C ends the process at once.
-    return detail::run_interruptible(main, [&] { return loop.run_until_complete(main); });
+    // Ctrl-C cancels the main task (run_until_complete handles it; keyboard_interrupt
+    // leaves run() after the cleanup); a second Ctrl-C ends the process at once.
+    return loop.run_until_complete(main);
 }
 
 }  // namespace greenfiber

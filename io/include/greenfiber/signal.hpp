@@ -15,12 +15,14 @@
 
 namespace greenfiber {
 
-// Thrown by run() when a SIGINT (Ctrl-C) cancelled its main task and the main task ended
-// cancelled: Python's KeyboardInterrupt, raised after the cleanup. It derives from
-// greenfiber::error, hence from std::exception, unlike cancelled_error: it is thrown only by
-// run() itself, after the main task finished, so no task's `catch (const std::exception&)`
-// can swallow it, while main()'s usual `catch (const std::exception&)` does report it. A
-// program that wants the shell convention exits with status 130 (128 + SIGINT) on it.
+// Thrown by run() and event_loop::run_until_complete() when a SIGINT (Ctrl-C) cancelled the
+// task they run and that task ended cancelled: Python's KeyboardInterrupt, raised after the
+// cleanup (asyncio.Runner's order; see run_until_complete for how a bare asyncio loop
+// differs). It derives from greenfiber::error, hence from std::exception, unlike
+// cancelled_error: it is thrown only by those calls themselves, after the task finished, so
+// no task's `catch (const std::exception&)` can swallow it, while main()'s usual
+// `catch (const std::exception&)` does report it. A program that wants the shell convention
+// exits with status 130 (128 + SIGINT) on it.
 class keyboard_interrupt : public error {
   public:
     keyboard_interrupt() : error("greenfiber: interrupted by SIGINT (Ctrl-C)") {}
@@ -63,7 +65,8 @@ std::size_t signal_handler_count() noexcept;
 
 namespace detail {
 
-// run()'s Ctrl-C handling, installed for the lifetime of the guard (asyncio.Runner):
+// The Ctrl-C handling of run() and run_until_complete(), installed for the lifetime of the
+// guard (asyncio.Runner):
 // - the first SIGINT cancels the main task (on its hub, message "KeyboardInterrupt");
 //   interrupted() becomes true and run() turns the main task's cancelled_error into
 //   keyboard_interrupt (see run_interruptible);
@@ -71,7 +74,8 @@ namespace detail {
 //   130 in a shell, WIFSIGNALED for a parent), even while a fiber blocks the hub.
 // It installs nothing (installed() is false) when SIGINT is not at its default disposition
 // (ignored, as in background jobs, or handled by someone, including add_signal_handler on
-// any hub), or when another guard is active in the process (only one run() gets Ctrl-C).
+// any hub), or when another guard is active in the process (only one run() or
+// run_until_complete() in the process at a time gets Ctrl-C).
 // The previous disposition is restored by the destructor. The signal handler itself only
 // writes to a pipe; a helper thread posts the cancellation to the hub, so the guard adds
 // no pending work to the hub (loop_exit still works under run()).

@@ -180,7 +180,17 @@ class rlock {
 
 // asyncio's Event: a flag that fibers can wait for. set() wakes every waiter; a waiter
 // that was woken returns true even if the flag is cleared again before it runs.
-// Thread: thread-bound. Must outlive its waiters.
+// From another thread (asyncio: loop.call_soon_threadsafe(event.set)), set it through a
+// hub_handle taken on the event's thread: the handle posts set() to the hub, and while the
+// other thread holds it the waiting fibers wait instead of getting loop_exit:
+//
+//   greenfiber::event ready;
+//   std::thread worker([h = greenfiber::hub::current().keep_alive(), &ready]() mutable {
+//       h.post([&ready] { ready.set(); });
+//   });
+//   ready.wait();
+//
+// Thread: thread-bound (set it from another thread as above). Must outlive its waiters.
 class event {
   public:
     // A cleared event. Switches: no.

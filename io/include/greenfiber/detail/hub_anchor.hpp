@@ -4,6 +4,7 @@
 // on its hub (a promise's waiters, the captures of an executor job), and that must not
 // reach a hub that is already gone.
 
+#include <cstddef>
 #include <memory>
 #include <mutex>
 #include <thread>
@@ -44,10 +45,27 @@ class hub_anchor {
     // Whether the caller runs on the hub's thread. Switches: no.   Thread: thread-safe.
     bool on_its_thread() const noexcept { return std::this_thread::get_id() == thread_; }
 
+    // Counts one more hub_handle on the hub (it then waits instead of raising loop_exit);
+    // nothing once the hub is going away. Switches: no.   Thread: thread-safe.
+    void hold() noexcept {
+        std::lock_guard<std::mutex> lock(mu_);
+        ++holds_;
+        if (h_ != nullptr) h_->hold();
+    }
+    // Undoes one hold(). Switches: no.   Thread: thread-safe.
+    void unhold() noexcept {
+        std::lock_guard<std::mutex> lock(mu_);
+        --holds_;
+        if (h_ != nullptr) h_->unhold();
+    }
+
   private:
     struct holder;
     std::mutex mu_;
     hub* h_;  // Guarded by mu_. Borrowed; null from the moment the hub starts going away.
+    // hub_handles on this anchor (guarded by mu_): released on the hub when it goes away,
+    // so that its last turns (~hub cancels and joins its tasks) see no stale hold.
+    std::size_t holds_ = 0;
     const std::thread::id thread_;
 };
 
@@ -59,6 +77,9 @@ struct hub_anchor::holder {
         exited() = true;
         if (!anchor) return;
         std::lock_guard<std::mutex> lock(anchor->mu_);
+        if (anchor->h_ != nullptr) {
+            for (std::size_t i = 0; i < anchor->holds_; ++i) anchor->h_->unhold();
+        }
         anchor->h_ = nullptr;
     }
     // Trivially destructible, so still readable while the thread's other thread_locals
