@@ -209,9 +209,9 @@ void entry(bctx::transfer_t t) noexcept {
     try {
         value arg = arrive({t.fctx, t.data});
         result = self->run->invoke(std::move(arg));
-    } catch (const greenlet_exit& x) {
-        result = value(x);
     } catch (...) {
+        // A greenlet_exit too: deliver() turns it into a value where it lands, and it
+        // must still kill a parent that has not started on the way (greenlet's rule 6).
         failure = std::current_exception();
     }
     delete std::exchange(self->run, nullptr);
@@ -262,12 +262,26 @@ value deliver(thread_state& ts, greenlet_impl* target, message m, extra_switch e
     greenlet_impl* const self = ts.current;
     value converted;         // a greenlet_exit turned into a value
     std::exception_ptr err;  // an error raised while delivering
+    // Set while `converted` holds a greenlet_exit that escaped a greenlet (its death, or a
+    // throw passing a dead one): it kills an unstarted greenlet like an exception would,
+    // where a greenlet_exit switched as an ordinary value would start it.
+    bool exit_in_flight = false;
     // Drops the message being replaced (it is consumed) and installs `e`.
     auto fail = [&](std::exception_ptr e) {
         if (m.val != nullptr) m.val->reset();
         err = std::move(e);
         m = message{nullptr, &err};
+        exit_in_flight = false;
     };
+    // A greenlet_exit leaving a greenlet travels on as the value it becomes.
+    auto exit_to_value = [&] {
+        converted = value(as_greenlet_exit(*m.exc));
+        *m.exc = nullptr;
+        m = message{&converted, nullptr};
+        exit_in_flight = true;
+    };
+    if (self->state == gstate::dead && m.exc != nullptr && is_greenlet_exit(*m.exc))
+        exit_to_value();
     for (;;) {
         if (target == self && self->state != gstate::dead) {
             if (extra.after_fn != nullptr) extra.after_fn(extra.after_arg);
@@ -281,11 +295,7 @@ value deliver(thread_state& ts, greenlet_impl* target, message m, extra_switch e
                 std::fputs("greenfiber: a parent chain ends at a dead main greenlet\n", stderr);
                 std::abort();
             }
-            if (m.exc != nullptr && is_greenlet_exit(*m.exc)) {
-                converted = value(as_greenlet_exit(*m.exc));
-                *m.exc = nullptr;
-                m = message{&converted, nullptr};
-            }
+            if (m.exc != nullptr && is_greenlet_exit(*m.exc)) exit_to_value();
             target = target->parent;
             continue;
         }
@@ -296,9 +306,9 @@ value deliver(thread_state& ts, greenlet_impl* target, message m, extra_switch e
                 target = target->parent;
                 continue;
             }
-            if (m.exc != nullptr) {
+            if (m.exc != nullptr || exit_in_flight) {
                 kill_unstarted(target);
-                continue;  // now dead: the exception goes on up its chain
+                continue;  // now dead: the exception (or the exit's value) goes on up its chain
             }
             if (!target->run->accepts(*m.val)) {
                 const std::type_info& want = target->run->parameter();

@@ -890,6 +890,70 @@ TEST_F(GreenletThrow, GreenletExitEscapingTheFunctionArrivesAsAValue) {
     EXPECT_TRUE(g.dead());
 }
 
+// A greenlet_exit that escapes a greenlet (raised, or a kill) and meets a parent that has
+// not started kills that parent without running it, like any other exception, and goes on
+// up the chain; it arrives as a value at the first suspended greenlet. (Python's greenlet
+// 2.0.2 starts the parent with a non-tuple argument there, which is undefined behaviour in
+// CPython: tests/fibers/greenlet_diff/README.md.)
+TEST_F(GreenletThrow, GreenletExitEscapingAChildKillsItsUnstartedParentAndGoesOnUp) {
+    std::vector<std::string> ran;
+    greenlet p([&](value) { ran.push_back("parent"); }, named("unstarted_parent"));
+    greenlet c([] { throw greenlet_exit("bye"); }, p);
+    value r = c.switch_to();
+    ASSERT_TRUE(r.is<greenlet_exit>());
+    EXPECT_EQ(r.get<greenlet_exit>().message(), "bye");
+    EXPECT_TRUE(c.dead());
+    EXPECT_TRUE(p.dead());
+    EXPECT_TRUE(ran.empty());
+}
+
+TEST_F(GreenletThrow, KillingAChildKillsEveryUnstartedAncestorUpToTheFirstSuspendedOne) {
+    std::vector<std::string> ran;
+    greenlet main = greenlet::current();
+    greenlet gp([&](value) { ran.push_back("grandparent"); });
+    greenlet p([&](value) { ran.push_back("parent"); }, gp);
+    greenlet c([&] { (void)main.switch_to(std::string("child waits")); }, p);
+    EXPECT_EQ(c.switch_to().get<std::string>(), "child waits");
+    value r = c.throw_in();
+    EXPECT_TRUE(r.is<greenlet_exit>());
+    EXPECT_TRUE(c.dead());
+    EXPECT_TRUE(p.dead());
+    EXPECT_TRUE(gp.dead());
+    EXPECT_TRUE(ran.empty());
+}
+
+TEST_F(GreenletThrow, GreenletExitThrownIntoADeadChildKillsItsUnstartedParent) {
+    std::vector<std::string> ran;
+    greenlet c([] {});
+    (void)c.switch_to();
+    ASSERT_TRUE(c.dead());
+    greenlet p([&](value) { ran.push_back("parent"); });
+    c.set_parent(p);
+    EXPECT_TRUE(c.throw_in().is<greenlet_exit>());
+    EXPECT_TRUE(p.dead());
+    EXPECT_TRUE(ran.empty());
+}
+
+// Only an *escaping* greenlet_exit kills: one returned or switched as an ordinary value
+// starts an unstarted greenlet with it as the argument, as Python's greenlet does.
+TEST_F(GreenletThrow, GreenletExitPassedAsAPlainValueStillStartsAnUnstartedParent) {
+    std::vector<std::string> ran;
+    greenlet p([&](value v) {
+        ran.push_back(v.is<greenlet_exit>() ? "parent got " + v.get<greenlet_exit>().message()
+                                            : "parent got something else");
+        return std::string("parent done");
+    });
+    greenlet c([] { return greenlet_exit("returned"); }, p);
+    EXPECT_EQ(c.switch_to().get<std::string>(), "parent done");
+    EXPECT_EQ(ran, (std::vector<std::string>{"parent got returned"}));
+    greenlet q([&](value v) {
+        ran.push_back(v.is<greenlet_exit>() ? "q got " + v.get<greenlet_exit>().message()
+                                            : "q got something else");
+    });
+    EXPECT_TRUE(q.switch_to(greenlet_exit("switched")).empty());
+    EXPECT_EQ(ran.back(), "q got switched");
+}
+
 TEST_F(GreenletThrow, ThrowInWithANullExceptionPtrIsAnError) {
     greenlet g([] {}, named("target"));
     EXPECT_THAT(error_message([&] { (void)g.throw_in(std::exception_ptr()); }),

@@ -18,7 +18,10 @@ namespace greenfiber {
 
 // Kills a greenlet: thrown into it by throw_in() with no argument and when its last
 // handle is dropped while it is suspended. When it escapes a greenlet's function it is
-// not an error: the parent receives it as a value (`v.is<greenlet_exit>()`).
+// not an error: the parent receives it as a value (`v.is<greenlet_exit>()`). On its way
+// it kills, without running them, the parents that have not started, as any exception
+// would, and lands as a value at the first started one (a greenlet_exit returned or
+// switched as an ordinary value starts an unstarted greenlet with it, as in Python).
 // Deliberately not derived from std::exception, so `catch (const std::exception&)` does
 // not swallow it. Code that catches (...) must rethrow it.
 class greenlet_exit {
