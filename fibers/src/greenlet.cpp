@@ -198,7 +198,20 @@ struct extra_switch {
     unsigned post = 0;
     void (*after_fn)(void*) noexcept = nullptr;
     void* after_arg = nullptr;
+    // The scheduler's own wake-up (switch_value()): may resume a parked fiber with a value.
+    bool may_resume_parked = false;
 };
+
+// Why a value from `self` must not resume `target`, parked by a scheduler.
+error parked_error(const greenlet_impl* self, const greenlet_impl* target) {
+    return error("greenfiber: " + describe(self) +
+                 (self->state == gstate::dead ? " finished, but cannot return its value to "
+                                              : " cannot switch to ") +
+                 describe(target) + ": it is parked by the hub, waiting for " + target->parked_for +
+                 ", and only the hub resumes it (a switch would end that wait as if it were "
+                 "over). Wake what it waits for, or interrupt the wait with throw_in() or its "
+                 "task's cancel()");
+}
 
 [[noreturn]] void die(greenlet_impl* self, message m) noexcept;
 
@@ -329,6 +342,14 @@ value deliver(thread_state& ts, greenlet_impl* target, message m, extra_switch e
             }
         }
         // target is alive and suspended on this thread.
+        if (target->parked_for != nullptr && m.val != nullptr && !extra.may_resume_parked)
+            [[unlikely]] {
+            // A live caller gets the error without switching. A dying one cannot take it:
+            // the error is raised in the parked fiber instead, ending its wait as any
+            // exception may (gevent raises its InvalidSwitchError there too).
+            if (self->state != gstate::dead) throw parked_error(self, target);
+            fail(std::make_exception_ptr(parked_error(self, target)));
+        }
         ts.msg = m;
         ts.post |= extra.post | (self->state == gstate::dead ? post_dead : 0u) |
                    (full(ts).trace ? post_trace : 0u);
@@ -384,6 +405,11 @@ void report(const std::string& what, std::exception_ptr e, greenlet_impl* g) noe
 }  // namespace
 
 value switch_slow(greenlet_impl* target, message m) {
+    thread_state& ts = checked(target, "switch to");
+    return deliver(ts, target, m, {0, nullptr, nullptr, true});
+}
+
+value switch_slow_checked(greenlet_impl* target, message m) {
     thread_state& ts = checked(target, "switch to");
     return deliver(ts, target, m);
 }
@@ -615,7 +641,7 @@ value greenlet::switch_to_parent(value v) {
     detail::greenlet_impl* par = ts.current->parent;
     if (par == nullptr)
         throw error("greenfiber: switch_to_parent from a main greenlet, which has no parent");
-    return detail::switch_value(par, v);
+    return detail::switch_checked(par, v);
 }
 
 greenlet greenlet::parent() const {

@@ -676,6 +676,134 @@ TEST_F(GreenletExceptions, ParentWithoutFunctionSendsTheErrorToMain) {
 }
 
 // ---------------------------------------------------------------------------------------
+// Greenlets parked by a scheduler (io/'s hub sets parked_for around its park; here a test
+// plays the scheduler). Only the scheduler's switch_value() may resume one with a value;
+// tests/io/greenlet_hub_test.cpp has the same rules with the real hub.
+
+class GreenletParked : public greenfiber::testing::leak_checked {};
+
+// Parks the calling greenlet "for `what`" and switches to `to`, as the hub's park does;
+// returns what resumes it.
+value fake_park(greenlet& to, const char* what) {
+    greenfiber::detail::greenlet_impl* self = greenfiber::detail::access::impl(greenlet::current());
+    self->parked_for = what;
+    struct unpark {
+        greenfiber::detail::greenlet_impl* g;
+        ~unpark() { g->parked_for = nullptr; }
+    } guard{self};
+    return to.switch_to();
+}
+
+// The scheduler's wake-up.
+value scheduler_resume(const greenlet& g, value v = {}) {
+    return greenfiber::detail::switch_value(greenfiber::detail::access::impl(g), v);
+}
+
+TEST_F(GreenletParked, ValueSwitchIsRefusedNamingBothAndTheSchedulerStillResumesIt) {
+    greenlet main = greenlet::current();
+    std::vector<std::string> log;
+    greenlet w(
+        [&] {
+            log.push_back("woken with " +
+                          std::to_string(fake_park(main, "a test wait").get<int>()));
+        },
+        named("parked_one"));
+    (void)w.switch_to();
+    const std::string msg = error_message([&] { (void)w.switch_to(1); });
+    EXPECT_THAT(msg, HasSubstr("the main greenlet"));
+    EXPECT_THAT(msg, HasSubstr("'parked_one'"));
+    EXPECT_THAT(msg, HasSubstr("waiting for a test wait"));
+    bool ran = false;
+    EXPECT_THAT(error_message([&] {
+                    (void)w.switch_to_then(
+                        value(2), [](void* p) noexcept { *static_cast<bool*>(p) = true; }, &ran);
+                }),
+                HasSubstr("parked by the hub"));
+    EXPECT_FALSE(ran);
+    EXPECT_TRUE(log.empty());
+    EXPECT_TRUE(scheduler_resume(w, 3).empty());
+    EXPECT_EQ(log, (std::vector<std::string>{"woken with 3"}));
+    EXPECT_TRUE(w.dead());
+}
+
+// With a trace hook every switch takes the slow path: the rule and the scheduler's
+// wake-up must hold there too.
+TEST_F(GreenletParked, RuleHoldsOnTheSlowPathWithATraceHook) {
+    greenlet main = greenlet::current();
+    std::vector<trace_record> events;
+    trace_scope tracing(recorder(events));
+    greenlet w([&] { return fake_park(main, "a traced wait"); }, named("w"));
+    (void)w.switch_to();
+    EXPECT_THAT(error_message([&] { (void)w.switch_to(1); }), HasSubstr("a traced wait"));
+    EXPECT_EQ(scheduler_resume(w, 4).get<int>(), 4);
+    EXPECT_TRUE(w.dead());
+    EXPECT_EQ(events, (std::vector<trace_record>{{"switch", "main", "w"},
+                                                 {"switch", "w", "main"},
+                                                 {"switch", "main", "w"},
+                                                 {"switch", "w", "main"}}));
+}
+
+TEST_F(GreenletParked, ExceptionThrownInEndsTheWait) {
+    greenlet main = greenlet::current();
+    greenlet w([&]() -> std::string {
+        try {
+            (void)fake_park(main, "a test wait");
+        } catch (const some_error& e) {
+            return std::string("interrupted: ") + e.what();
+        }
+        return "not interrupted";
+    });
+    (void)w.switch_to();
+    EXPECT_EQ(w.throw_in(some_error("stop")).get<std::string>(), "interrupted: stop");
+}
+
+TEST_F(GreenletParked, SwitchToParentAndSwitchesUpADeadChildsChainAreRefused) {
+    greenlet main = greenlet::current();
+    greenlet w([&] { (void)fake_park(main, "a test wait"); }, named("w"));
+    greenlet dead_child([] {});
+    (void)dead_child.switch_to();
+    (void)w.switch_to();
+    dead_child.set_parent(w);
+    EXPECT_THAT(error_message([&] { (void)dead_child.switch_to(1); }), HasSubstr("'w'"));
+    // throw_in(greenlet_exit) into a dead greenlet arrives as a value: refused as well.
+    EXPECT_THAT(error_message([&] { (void)dead_child.throw_in(); }), HasSubstr("'w'"));
+    std::string from_child;
+    greenlet child(
+        [&] {
+            from_child = error_message([] { (void)greenlet::switch_to_parent(5); });
+            (void)main.switch_to();
+        },
+        w, named("child"));
+    (void)child.switch_to();
+    EXPECT_THAT(from_child, HasSubstr("'child' (#"));
+    EXPECT_THAT(from_child, HasSubstr("cannot switch to greenlet 'w'"));
+    EXPECT_TRUE(scheduler_resume(w).empty());
+    EXPECT_TRUE(w.dead());
+}
+
+// A child cannot hand its return value to a parked parent, and nobody is there to take an
+// error in its place: the error ends the parent's wait (gevent raises it in the waiter).
+TEST_F(GreenletParked, ChildFinishingIntoAParkedParentEndsTheParentsWaitWithTheError) {
+    greenlet main = greenlet::current();
+    greenlet w(
+        [&] {
+            std::string msg = error_message([&] { (void)fake_park(main, "a test wait"); });
+            (void)main.switch_to(std::move(msg));
+        },
+        named("parent"));
+    (void)w.switch_to();
+    greenlet child([] { return 7; }, w, named("child"));
+    value r = child.switch_to();  // the child ends; the parent takes the error, then hands
+                                  // it to main, where the child's start is pending
+    ASSERT_TRUE(r.is<std::string>());
+    EXPECT_THAT(r.get<std::string>(), HasSubstr("greenlet 'child' (#"));
+    EXPECT_THAT(r.get<std::string>(),
+                HasSubstr("finished, but cannot return its value to greenlet 'parent'"));
+    EXPECT_TRUE(child.dead());
+    EXPECT_TRUE(w.active());  // suspended in its switch to main; dropped (killed) at the end
+}
+
+// ---------------------------------------------------------------------------------------
 // Parent assignment
 
 // G29: `parent=None` is the C++ constructor without a parent.

@@ -130,23 +130,31 @@ class greenlet {
     // - dead: `v` goes to the first live greenlet up its parent chain.
     // Returns the value of the next switch back into the caller: that of whoever switches
     // to it, or a child's return value.
+    // A fiber parked by the hub (io/: in sleep(), a socket wait, a lock...) is resumed only
+    // by the hub, when what it waits for happens: a value switched to it (directly, or up
+    // a dead greenlet's chain) is refused with greenfiber::error naming both greenlets and
+    // what the target waits for, without switching (gevent's InvalidSwitchError). An
+    // exception may interrupt such a wait (throw_in(), a task's cancel()).
     // Switches: yes.   Thread: only from this greenlet's thread.
-    // Throws: greenfiber::error if this greenlet belongs to another thread or the handle is
-    //         empty; an exception that a child lets escape, or that is thrown into the
-    //         caller (throw_in()) while it is suspended; stack_error (stack.hpp) if a start
-    //         finds no memory for the stack (the greenlet stays not started).
-    [[nodiscard]] value switch_to(value v = {}) { return detail::switch_value(p_, v); }
+    // Throws: greenfiber::error if this greenlet belongs to another thread, the handle is
+    //         empty, or the value would resume a fiber parked by the hub; an exception that
+    //         a child lets escape, or that is thrown into the caller (throw_in()) while it is
+    //         suspended; stack_error (stack.hpp) if a start finds no memory for the stack
+    //         (the greenlet stays not started).
+    [[nodiscard]] value switch_to(value v = {}) { return detail::switch_checked(p_, v); }
 
     // Switches to the parent of the calling greenlet, like `current().parent().switch_to(v)`
     // but without holding a handle to the parent while suspended (a generator must not keep
     // its consumer alive).
-    // Switches: yes.   Throws: greenfiber::error from a main greenlet; as switch_to().
+    // Switches: yes.   Throws: greenfiber::error from a main greenlet; as switch_to() (a
+    //         parent parked by the hub is refused).
     [[nodiscard]] static value switch_to_parent(value v = {});
 
     // Resumes this greenlet by raising `e` at its suspension point. Into a not-started
     // greenlet it kills it without running it; into a dead one it goes up the parent chain
     // like a switch (a greenlet_exit arriving there as a value, anything else raised).
-    // With no argument it throws greenlet_exit{}.
+    // With no argument it throws greenlet_exit{}. Raised into a fiber parked by the hub,
+    // it ends the wait with that exception (the hub's own kills and deadlock report do so).
     // Switches: yes.   Thread: as switch_to().
     // Throws: as switch_to(); greenfiber::error, without switching, if this greenlet is
     //         suspended while unwinding or inside a no_kill_scope (see the class comment).
@@ -162,6 +170,7 @@ class greenlet {
     // `action(arg)` on this greenlet's stack once the caller is fully parked (its context
     // saved), before this greenlet continues. A wake-up published by `action` can
     // therefore never arrive before the caller is suspended. `action` must not switch.
+    // Refuses a fiber parked by the hub as switch_to() does (then `action` does not run).
     // Switches: yes.   Thread, Throws: as switch_to().
     [[nodiscard]] value switch_to_then(value v, void (*action)(void*) noexcept, void* arg);
 
