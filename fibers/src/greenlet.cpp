@@ -45,6 +45,11 @@ const std::uintptr_t main_canary = canary_value;
 struct thread_full : thread_state {
     greenlet_impl* main = nullptr;  // Owned (one reference).
     trace_function trace;
+    // The origin the trace hook reports for the switch in progress when it is not the
+    // greenlet that jumped: the last unstarted greenlet an exception killed on the way
+    // (greenlet starts it to raise there, and it switches on as it dies).
+    // Strong reference, taken by the sender and dropped by the receiver.
+    greenlet_impl* trace_origin = nullptr;
     std::atomic<std::uint32_t> refs{2};  // the thread itself + every greenlet's `owner` (main too)
     std::thread::id id = std::this_thread::get_id();
     long tid = static_cast<long>(syscall(SYS_gettid));
@@ -231,6 +236,25 @@ void entry(bctx::transfer_t t) noexcept {
     die(self, failure ? message{nullptr, &failure} : message{&result, nullptr});
 }
 
+// Calls the trace hook for a switch or throw from `origin` to `target`. An exception from
+// the hook turns tracing off and propagates (to be raised in the target).
+void call_trace(thread_full& t, bool is_throw, greenlet_impl* origin, greenlet_impl* target) {
+    if (!t.trace) return;
+    retain(origin);
+    retain(target);
+    const greenlet o = access::adopt(origin);
+    const greenlet g = access::adopt(target);
+    try {
+        trace_function hook = t.trace;  // the hook may replace itself
+        hook(is_throw ? trace_event::throw_in : trace_event::switch_to, o, g);
+    } catch (...) {
+        std::lock_guard lock(t.mu);
+        t.trace = nullptr;
+        recompute_slow(t);
+        throw;
+    }
+}
+
 // Gives a not-started greenlet its stack. On failure it is left as it was.
 void take_stack(greenlet_impl* g) {
     const stack_block s = allocate_stack(g->stack_size, g);
@@ -295,9 +319,15 @@ value deliver(thread_state& ts, greenlet_impl* target, message m, extra_switch e
     };
     if (self->state == gstate::dead && m.exc != nullptr && is_greenlet_exit(*m.exc))
         exit_to_value();
+    // Whom the trace hook names as the origin: the caller, or the last unstarted greenlet
+    // killed on the way (greenlet's trace shows it starting and switching on as it dies).
+    greenlet_impl* origin = self;
     for (;;) {
         if (target == self && self->state != gstate::dead) {
             if (extra.after_fn != nullptr) extra.after_fn(extra.after_arg);
+            // greenlet traces a switch that lands where it started too (to the current
+            // greenlet, or up a dead one's chain back to the caller).
+            if (full(ts).trace) call_trace(full(ts), m.exc != nullptr, origin, self);
             if (m.exc != nullptr) rethrow_message(m.exc);
             return std::move(*m.val);
         }
@@ -321,6 +351,15 @@ value deliver(thread_state& ts, greenlet_impl* target, message m, extra_switch e
             }
             if (m.exc != nullptr || exit_in_flight) {
                 kill_unstarted(target);
+                if (full(ts).trace) {
+                    // It dies without running, so the hook runs here, on the caller's stack.
+                    try {
+                        call_trace(full(ts), true, origin, target);
+                    } catch (...) {
+                        fail(std::current_exception());
+                    }
+                    origin = target;
+                }
                 continue;  // now dead: the exception (or the exit's value) goes on up its chain
             }
             if (!target->run->accepts(*m.val)) {
@@ -353,6 +392,10 @@ value deliver(thread_state& ts, greenlet_impl* target, message m, extra_switch e
         ts.msg = m;
         ts.post |= extra.post | (self->state == gstate::dead ? post_dead : 0u) |
                    (full(ts).trace ? post_trace : 0u);
+        if (origin != self) {
+            retain(origin);  // released by the receiver once the hook has run
+            full(ts).trace_origin = origin;
+        }
         if (extra.after_fn != nullptr) {
             ts.post |= post_after;
             ts.after_fn = extra.after_fn;
@@ -442,21 +485,9 @@ value post_switch(greenlet_impl* prev) {
     }
     if (post & post_trace) {
         thread_full& t = full(ts);
-        if (t.trace) {
-            retain(prev);
-            retain(ts.current);
-            const greenlet origin = access::adopt(prev);
-            const greenlet target = access::adopt(ts.current);
-            try {
-                trace_function hook = t.trace;  // the hook may replace itself
-                hook(is_throw ? trace_event::throw_in : trace_event::switch_to, origin, target);
-            } catch (...) {
-                std::lock_guard lock(t.mu);
-                t.trace = nullptr;
-                recompute_slow(t);
-                throw;
-            }
-        }
+        greenlet_impl* origin = std::exchange(t.trace_origin, nullptr);
+        const greenlet held = access::adopt(origin);  // drops the sender's reference after
+        call_trace(t, is_throw, origin != nullptr ? origin : prev, ts.current);
     }
     if (e) std::rethrow_exception(e);
     return v;

@@ -1584,6 +1584,50 @@ TEST_F(GreenletTrace, ThrowIntoASuspendedGreenletIsTracedAsThrowBothWays) {
 }
 
 // G60
+// As in greenlet (found by tests/fibers/greenlet_diff): a switch that lands where it
+// started is traced too, with the caller as origin and target.
+TEST_F(GreenletTrace, SwitchThatLandsBackInTheCallerIsTracedAsFromAndToTheCaller) {
+    std::vector<trace_record> events;
+    greenlet dead_child([] {}, named("child"));
+    (void)dead_child.switch_to();
+    ASSERT_TRUE(dead_child.dead());
+    {
+        trace_scope ts(recorder(events));
+        EXPECT_EQ(greenlet::current().switch_to(5).get<int>(), 5);
+        EXPECT_EQ(dead_child.switch_to(6).get<int>(), 6);  // up its chain to main
+        EXPECT_THROW((void)greenlet::current().throw_in(some_error("self")), some_error);
+        EXPECT_THROW((void)dead_child.throw_in(some_error("dead")), some_error);
+    }
+    EXPECT_EQ(events, (std::vector<trace_record>{{"switch", "main", "main"},
+                                                 {"switch", "main", "main"},
+                                                 {"throw", "main", "main"},
+                                                 {"throw", "main", "main"}}));
+}
+
+// greenlet starts an unstarted greenlet to raise a thrown exception in it, and it dies at
+// once: its trace shows the throw into it and its death's switch to its parent. greenfiber
+// kills it without a stack, and the hook sees the same two events (on the caller's stack).
+TEST_F(GreenletTrace, ThrowIntoAnUnstartedGreenletIsTracedAsItsStartAndItsDeath) {
+    std::vector<trace_record> events;
+    greenlet g([] { ADD_FAILURE() << "ran"; }, named("g"));
+    greenlet e([] { ADD_FAILURE() << "ran"; }, named("e"));
+    greenlet g1([] { ADD_FAILURE() << "ran"; }, named("g1"));
+    greenlet g2([] { ADD_FAILURE() << "ran"; }, g1, named("g2"));
+    {
+        trace_scope ts(recorder(events));
+        EXPECT_THROW((void)g.throw_in(some_error("x")), some_error);
+        EXPECT_TRUE(e.throw_in().is<greenlet_exit>());  // the exit arrives as a value
+        EXPECT_THROW((void)g2.throw_in(index_error("i")), index_error);
+    }
+    EXPECT_EQ(events, (std::vector<trace_record>{{"throw", "main", "g"},
+                                                 {"throw", "g", "main"},
+                                                 {"throw", "main", "e"},
+                                                 {"switch", "e", "main"},
+                                                 {"throw", "main", "g2"},
+                                                 {"throw", "g2", "g1"},
+                                                 {"throw", "g1", "main"}}));
+}
+
 TEST_F(GreenletTrace, ExceptionFromTheTracerIsThrownIntoTheTargetAndDisablesTracing) {
     std::vector<trace_record> events;
     greenlet g([] { (void)to_parent(); }, named("g"));

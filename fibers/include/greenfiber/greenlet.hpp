@@ -278,8 +278,13 @@ class no_kill_scope {
 enum class trace_event { switch_to, throw_in };
 
 // Called for every switch and throw between greenlets of a thread, on the target's
-// stack, after the switch and before the target continues. An exception from the hook is
-// raised in the target as if thrown into it, and turns tracing off for the thread.
+// stack, after the switch and before the target continues. As in greenlet, that includes
+// a switch that lands back in the caller (to itself, or up a dead greenlet's chain:
+// origin and target are the caller), and an unstarted greenlet killed by an exception
+// shows as a throw into it followed by its death's switch or throw on to its parent
+// (those two calls run on the caller's stack: the killed greenlet never gets one). An
+// exception from the hook is raised in the target as if thrown into it, and turns
+// tracing off for the thread.
 using trace_function =
     std::function<void(trace_event, const greenlet& origin, const greenlet& target)>;
 

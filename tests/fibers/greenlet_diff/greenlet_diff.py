@@ -78,13 +78,17 @@ def generate(seed):
                 ops.append("exi")
             # else: the script runs off its end (returns 100 + i)
         scripts[i] = ops
+    # Half the programs also record every switch and throw seen by the trace hook.
+    scripts["trace"] = rnd.random() < 0.5
     return scripts
 
 
 def program_text(seed, scripts):
     lines = ["program %d" % seed]
-    for i in sorted(scripts):
+    for i in sorted(k for k in scripts if k != "trace"):
         lines.append("g %d %s" % (i, ";".join(scripts[i])))
+    if scripts["trace"]:
+        lines.append("trace")
     lines.append("run")
     return "\n".join(lines) + "\n"
 
@@ -230,6 +234,12 @@ def oracle(seed, scripts):
 
         return run
 
+    def tracer(event, args):
+        if not state["done"]:
+            trace.append("trace %s g%d g%d" % (event, index[args[0]], index[args[1]]))
+
+    if scripts["trace"]:
+        gl.settrace(tracer)
     try:
         interp(0, ())
     except Undefined:
@@ -237,6 +247,7 @@ def oracle(seed, scripts):
     except BaseException as e:
         trace.append("main raised %s" % name(e))
     state["done"] = True
+    gl.settrace(None)
     trace.append("end")
     # Unwind what is left while `done` makes every script return at once.
     for g in list(table.values()):

@@ -52,8 +52,18 @@ class program {
         table_.emplace(0, greenlet::current());
     }
 
-    // Runs the program; returns its trace.
-    std::vector<std::string> run() {
+    // Runs the program, with the trace hook recording when `traced`; returns its trace.
+    std::vector<std::string> run(bool traced) {
+        if (traced) {
+            greenfiber::settrace([this](greenfiber::trace_event e, const greenlet& origin,
+                                        const greenlet& target) {
+                if (done_) return;
+                trace_.push_back(std::string("trace ") +
+                                 (e == greenfiber::trace_event::switch_to ? "switch" : "throw") +
+                                 " g" + std::to_string(index_of(origin)) + " g" +
+                                 std::to_string(index_of(target)));
+            });
+        }
         try {
             (void)interp(0, value());
         } catch (const test_error& e) {
@@ -64,6 +74,7 @@ class program {
             trace_.push_back("main raised error");
         }
         done_ = true;
+        greenfiber::settrace(nullptr);
         trace_.push_back("end");
         // Unwind what is left while `done_` makes every script return at once.
         for (auto& [i, g] : table_) {
@@ -117,9 +128,7 @@ class program {
         if (!done_) trace_.push_back("g" + std::to_string(i) + " got " + fmt(r));
     }
 
-    static value arg_of(const std::string& w) {
-        return w == "-" ? value() : value(std::stoi(w));
-    }
+    static value arg_of(const std::string& w) { return w == "-" ? value() : value(std::stoi(w)); }
 
     value interp(int i, value args) {
         const std::string me = "g" + std::to_string(i);
@@ -136,16 +145,20 @@ class program {
                 }
                 trace_.push_back(me + " " + k + " g" + w[1] + " " + w[2]);
                 if (k == "sw") {
-                    result(i, [&] { return t->switch_to(arg_of(w[2])); }, w[3]);
+                    result(
+                        i, [&] { return t->switch_to(arg_of(w[2])); }, w[3]);
                 } else if (w[2] == "exit") {
-                    result(i, [&] { return t->throw_in(); }, w[3]);
+                    result(
+                        i, [&] { return t->throw_in(); }, w[3]);
                 } else {
-                    result(i, [&] { return t->throw_in(test_error{w[2]}); }, w[3]);
+                    result(
+                        i, [&] { return t->throw_in(test_error{w[2]}); }, w[3]);
                 }
             } else if (k == "par") {
                 const int p = index_of(greenlet::current().parent());
                 trace_.push_back(me + " par g" + std::to_string(p) + " " + w[1]);
-                result(i, [&] { return greenlet::switch_to_parent(arg_of(w[1])); }, w[2]);
+                result(
+                    i, [&] { return greenlet::switch_to_parent(arg_of(w[1])); }, w[2]);
             } else if (k == "cr") {
                 const int c = std::stoi(w[1]);
                 const int p = std::stoi(w[2]);
@@ -202,11 +215,15 @@ int main() {
     std::string line;
     int seed = -1;
     std::map<int, std::vector<std::string>> scripts;
+    bool traced = false;
     int failures = 0;
     while (std::getline(std::cin, line)) {
         if (line.rfind("program ", 0) == 0) {
             seed = std::stoi(line.substr(8));
             scripts.clear();
+            traced = false;
+        } else if (line == "trace") {
+            traced = true;
         } else if (line.rfind("g ", 0) == 0) {
             std::istringstream in(line.substr(2));
             int i = 0;
@@ -215,7 +232,7 @@ int main() {
             std::getline(in, rest);
             scripts[i] = split(rest.empty() ? rest : rest.substr(1), ';');
         } else if (line == "run") {
-            std::vector<std::string> trace = program(scripts).run();
+            std::vector<std::string> trace = program(scripts).run(traced);
             std::cout << "program " << seed << '\n';
             for (const std::string& t : trace) std::cout << t << '\n';
             // Every greenlet of the program is dead and freed once its handles are gone.
