@@ -322,6 +322,9 @@ value deliver(thread_state& ts, greenlet_impl* target, message m, extra_switch e
     // Whom the trace hook names as the origin: the caller, or the last unstarted greenlet
     // killed on the way (greenlet's trace shows it starting and switching on as it dies).
     greenlet_impl* origin = self;
+    // Whether the greenlet now handing the message on is dead: the caller when it is
+    // finishing, or an unstarted greenlet that an exception killed on the way.
+    bool sender_dead = self->state == gstate::dead;
     for (;;) {
         if (target == self && self->state != gstate::dead) {
             if (extra.after_fn != nullptr) extra.after_fn(extra.after_arg);
@@ -343,14 +346,21 @@ value deliver(thread_state& ts, greenlet_impl* target, message m, extra_switch e
             continue;
         }
         if (target->state == gstate::not_started) {
+            // A start that fails before the function runs fails in the greenlet that is
+            // switching (greenlet's rule): a live caller gets the error without switching,
+            // and the target stays unstarted; a dying greenlet (or an unstarted one that an
+            // exception just killed on the way) hands it on up the chain.
             if (target->run == nullptr) {
-                fail(std::make_exception_ptr(error("greenfiber: cannot start " + describe(target) +
-                                                   ": it has no function (greenlet::set_run)")));
+                error e("greenfiber: cannot start " + describe(target) +
+                        ": it has no function (greenlet::set_run)");
+                if (!sender_dead) throw e;
+                fail(std::make_exception_ptr(std::move(e)));
                 target = target->parent;
                 continue;
             }
             if (m.exc != nullptr || exit_in_flight) {
                 kill_unstarted(target);
+                sender_dead = true;
                 if (full(ts).trace) {
                     // It dies without running, so the hook runs here, on the caller's stack.
                     try {
@@ -375,6 +385,7 @@ value deliver(thread_state& ts, greenlet_impl* target, message m, extra_switch e
             try {
                 start(target);
             } catch (...) {
+                if (!sender_dead) throw;
                 fail(std::current_exception());
                 target = target->parent;
                 continue;

@@ -665,6 +665,37 @@ TEST_F(GreenletExceptions, SwitchToDeadChildStartsItsNewUnstartedParent) {
     EXPECT_TRUE(p.dead());
 }
 
+// Found by tests/fibers/greenlet_diff: greenlet fails a start in the greenlet that switches.
+// A live caller gets the "no function" error itself, without switching, even when the
+// target's parent is another, suspended greenlet, and the target stays unstarted; a
+// throw_in() likewise.
+TEST_F(GreenletExceptions, StartWithoutFunctionFailsInTheLiveCallerNotInTheTargetsParent) {
+    greenlet main = greenlet::current();
+    std::vector<std::string> parent_saw;
+    greenlet p([&] {
+        try {
+            (void)main.switch_to(std::string("p waits"));
+        } catch (const error&) {
+            parent_saw.push_back("error");
+        }
+    });
+    EXPECT_EQ(p.switch_to().get<std::string>(), "p waits");
+    greenlet runless(named("runless"));
+    runless.set_parent(p);
+    EXPECT_THAT(error_message([&] { (void)runless.switch_to(1); }), HasSubstr("has no function"));
+    EXPECT_THAT(error_message([&] { (void)runless.throw_in(some_error("x")); }),
+                HasSubstr("has no function"));
+    EXPECT_TRUE(parent_saw.empty());
+    EXPECT_FALSE(runless.started());
+    // Up a dead greenlet's chain too: the caller is still the one switching.
+    greenlet dead([] {});
+    (void)dead.switch_to();
+    dead.set_parent(runless);
+    EXPECT_THAT(error_message([&] { (void)dead.switch_to(); }), HasSubstr("has no function"));
+    EXPECT_TRUE(parent_saw.empty());
+    EXPECT_TRUE(p.active());
+}
+
 // G28
 TEST_F(GreenletExceptions, ParentWithoutFunctionSendsTheErrorToMain) {
     greenlet g1(named("runless_parent"));

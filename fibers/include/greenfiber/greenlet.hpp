@@ -137,7 +137,9 @@ class greenlet {
     // exception may interrupt such a wait (throw_in(), a task's cancel()).
     // Switches: yes.   Thread: only from this greenlet's thread.
     // Throws: greenfiber::error if this greenlet belongs to another thread, the handle is
-    //         empty, or the value would resume a fiber parked by the hub; an exception that
+    //         empty, the value would resume a fiber parked by the hub, or the greenlet to
+    //         start (this one, or the first unstarted one up a dead one's chain) has no
+    //         function (it stays unstarted, as in greenlet); an exception that
     //         a child lets escape, or that is thrown into the caller (throw_in()) while it is
     //         suspended; stack_error (stack.hpp) if a start finds no memory for the stack
     //         (the greenlet stays not started).

@@ -51,8 +51,12 @@ def generate(seed):
             return "th %d %s %s" % (target(), e, catch())
         if r < 0.60 and i != 0:
             return "par %s %s" % (value(), catch())
-        if r < 0.72:
+        if r < 0.70:
             return "cr %d %d" % (target(False), rnd.choice([-1, -1, target()]))
+        if r < 0.72:  # a greenlet without a function, given one later (or never)
+            return "crn %d %d" % (target(False), rnd.choice([-1, -1, target()]))
+        if r < 0.74:
+            return "run %d" % target()
         if r < 0.84:
             return "sp %d %d" % (target(), target())
         return "sw %d %s %s" % (target(), value(), catch())
@@ -189,16 +193,26 @@ def oracle(seed, scripts):
                 trace.append("g%d par g%d %s" % (i, index[p], w[1]))
                 args = () if w[1] == "-" else (int(w[1]),)
                 result(i, lambda: p.switch(*args), w[2])
-            elif k == "cr":
+            elif k in ("cr", "crn"):
                 c, p = int(w[1]), int(w[2])
                 if c in table:
-                    trace.append("g%d cr g%d exists" % (i, c))
+                    trace.append("g%d %s g%d exists" % (i, k, c))
                     continue
                 par = table.get(p) if p >= 0 else None
-                g = G(make_run(c), parent=par)
+                g = G(make_run(c), parent=par) if k == "cr" else G(parent=par)
                 table[c] = g
                 index[g] = c
-                trace.append("g%d cr g%d parent g%d" % (i, c, index[g.parent]))
+                trace.append("g%d %s g%d parent g%d" % (i, k, c, index[g.parent]))
+            elif k == "run":
+                t = table.get(int(w[1]))
+                if t is None:
+                    trace.append("g%d run g%s missing" % (i, w[1]))
+                    continue
+                try:
+                    t.run = make_run(int(w[1]))
+                    trace.append("g%d run g%s ok" % (i, w[1]))
+                except AttributeError:
+                    trace.append("g%d run g%s refused" % (i, w[1]))
             elif k == "sp":
                 c, p = table.get(int(w[1])), table.get(int(w[2]))
                 if c is None or p is None:

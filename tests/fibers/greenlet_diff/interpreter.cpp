@@ -130,6 +130,11 @@ class program {
 
     static value arg_of(const std::string& w) { return w == "-" ? value() : value(std::stoi(w)); }
 
+    // Greenlet c's function: its script.
+    auto run_of(int c) {
+        return [this, c](value a) { return interp(c, std::move(a)); };
+    }
+
     value interp(int i, value args) {
         const std::string me = "g" + std::to_string(i);
         if (i != 0 && !done_) trace_.push_back(me + " start " + fmt(args));
@@ -159,19 +164,36 @@ class program {
                 trace_.push_back(me + " par g" + std::to_string(p) + " " + w[1]);
                 result(
                     i, [&] { return greenlet::switch_to_parent(arg_of(w[1])); }, w[2]);
-            } else if (k == "cr") {
+            } else if (k == "cr" || k == "crn") {
                 const int c = std::stoi(w[1]);
                 const int p = std::stoi(w[2]);
                 if (find(c) != nullptr) {
-                    trace_.push_back(me + " cr g" + std::to_string(c) + " exists");
+                    trace_.push_back(me + " " + k + " g" + std::to_string(c) + " exists");
                     continue;
                 }
-                auto fn = [this, c](value a) { return interp(c, std::move(a)); };
                 greenlet* par = p >= 0 ? find(p) : nullptr;
-                greenlet g = par != nullptr ? greenlet(fn, *par) : greenlet(fn);
+                greenlet g;
+                if (k == "cr") {
+                    g = par != nullptr ? greenlet(run_of(c), *par) : greenlet(run_of(c));
+                } else {
+                    g = greenlet(greenlet::options{});
+                    if (par != nullptr) g.set_parent(*par);
+                }
                 const greenlet& added = table_.emplace(c, std::move(g)).first->second;
-                trace_.push_back(me + " cr g" + std::to_string(c) + " parent g" +
+                trace_.push_back(me + " " + k + " g" + std::to_string(c) + " parent g" +
                                  std::to_string(index_of(added.parent())));
+            } else if (k == "run") {
+                greenlet* t = find(std::stoi(w[1]));
+                if (t == nullptr) {
+                    trace_.push_back(me + " run g" + w[1] + " missing");
+                    continue;
+                }
+                try {
+                    t->set_run(run_of(std::stoi(w[1])));
+                    trace_.push_back(me + " run g" + w[1] + " ok");
+                } catch (const greenfiber::error&) {
+                    trace_.push_back(me + " run g" + w[1] + " refused");
+                }
             } else if (k == "sp") {
                 greenlet* c = find(std::stoi(w[1]));
                 greenlet* p = find(std::stoi(w[2]));
