@@ -29,7 +29,8 @@ ERRORS = ("E1", "E2")
 
 def generate(seed):
     rnd = random.Random(seed)
-    n = rnd.randint(2, 6)  # greenlets besides main: g1..gn
+    big = rnd.random() < 0.3  # longer scripts and more greenlets
+    n = rnd.randint(2, 8 if big else 6)  # greenlets besides main: g1..gn
     scripts = {}
 
     def value():
@@ -68,9 +69,9 @@ def generate(seed):
             for k in range(1, n + 1):
                 if rnd.random() < 0.7:
                     ops.append("cr %d %d" % (k, rnd.choice([-1, -1, rnd.randint(0, k - 1)])))
-            length = rnd.randint(3, 12)
+            length = rnd.randint(3, 20 if big else 12)
         else:
-            length = rnd.randint(0, 6)
+            length = rnd.randint(0, 10 if big else 6)
         ops += [op(i) for _ in range(length)]
         if i != 0:
             r = rnd.random()
