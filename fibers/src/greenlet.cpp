@@ -403,7 +403,9 @@ value deliver(thread_state& ts, greenlet_impl* target, message m, extra_switch e
         ts.msg = m;
         ts.post |= extra.post | (self->state == gstate::dead ? post_dead : 0u) |
                    (full(ts).trace ? post_trace : 0u);
-        if (origin != self) {
+        // Only a receiver that calls the hook takes the origin (a hook that threw on the way
+        // turned tracing off).
+        if (origin != self && (ts.post & post_trace) != 0) {
             retain(origin);  // released by the receiver once the hook has run
             full(ts).trace_origin = origin;
         }

@@ -1659,6 +1659,34 @@ TEST_F(GreenletTrace, ThrowIntoAnUnstartedGreenletIsTracedAsItsStartAndItsDeath)
                                                  {"throw", "g1", "main"}}));
 }
 
+// The hook throws on the throw into the first of two unstarted greenlets: its exception
+// replaces the thrown one, tracing turns off, and the switch that lands in the suspended
+// greenlet further up neither calls the hook nor keeps a reference to the killed ones.
+TEST_F(GreenletTrace, HookThatThrowsForAnUnstartedGreenletTurnsTracingOffAndLeaksNothing) {
+    greenlet main = greenlet::current();
+    greenlet p([&]() -> std::string {
+        try {
+            (void)main.switch_to();
+        } catch (const some_error& e) {
+            return std::string("p caught ") + e.what();
+        }
+        return "p resumed normally";
+    });
+    (void)p.switch_to();
+    greenlet g1([] { ADD_FAILURE() << "ran"; }, p, named("g1"));
+    greenlet g2([] { ADD_FAILURE() << "ran"; }, g1, named("g2"));
+    int calls = 0;
+    trace_scope ts([&](trace_event, const greenlet&, const greenlet&) {
+        ++calls;
+        throw some_error("from the hook");
+    });
+    EXPECT_EQ(g2.throw_in(index_error("i")).get<std::string>(), "p caught from the hook");
+    EXPECT_EQ(calls, 1);
+    EXPECT_FALSE(greenfiber::gettrace());
+    EXPECT_TRUE(g1.dead());
+    EXPECT_TRUE(g2.dead());
+}
+
 TEST_F(GreenletTrace, ExceptionFromTheTracerIsThrownIntoTheTargetAndDisablesTracing) {
     std::vector<trace_record> events;
     greenlet g([] { (void)to_parent(); }, named("g"));
