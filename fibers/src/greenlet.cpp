@@ -303,9 +303,11 @@ value deliver(thread_state& ts, greenlet_impl* target, message m, extra_switch e
     // throw passing a dead one): it kills an unstarted greenlet like an exception would,
     // where a greenlet_exit switched as an ordinary value would start it.
     bool exit_in_flight = false;
-    // Drops the message being replaced (it is consumed) and installs `e`.
+    // Drops the message being replaced (it is consumed) and installs `e`. The replaced
+    // one may live in a dying greenlet's frame, which is never unwound: empty it here.
     auto fail = [&](std::exception_ptr e) {
         if (m.val != nullptr) m.val->reset();
+        if (m.exc != nullptr && m.exc != &err) *m.exc = nullptr;
         err = std::move(e);
         m = message{nullptr, &err};
         exit_in_flight = false;

@@ -696,6 +696,27 @@ TEST_F(GreenletExceptions, StartWithoutFunctionFailsInTheLiveCallerNotInTheTarge
     EXPECT_TRUE(p.active());
 }
 
+// An exception object that counts its live copies.
+struct counted_error {
+    static inline int live = 0;
+    counted_error() { ++live; }
+    counted_error(const counted_error&) { ++live; }
+    ~counted_error() { --live; }
+};
+
+// Found by tests/fibers/greenlet_diff under LeakSanitizer: when the start of the parent
+// fails, its error replaces the exception a finishing child was handing on. That exception
+// lived in the child's frame, which is never unwound: it must be released, not leaked.
+TEST_F(GreenletExceptions, ExceptionReplacedByAFailedStartOfTheParentIsReleased) {
+    {
+        greenlet p(named("runless_parent"));
+        greenlet c([] { throw counted_error(); }, p);
+        EXPECT_THAT(error_message([&] { (void)c.switch_to(); }), HasSubstr("has no function"));
+        EXPECT_TRUE(c.dead());
+    }
+    EXPECT_EQ(counted_error::live, 0);
+}
+
 // G28
 TEST_F(GreenletExceptions, ParentWithoutFunctionSendsTheErrorToMain) {
     greenlet g1(named("runless_parent"));
