@@ -34,7 +34,10 @@ def generate(seed):
     scripts = {}
 
     def value():
-        return "-" if rnd.random() < 0.3 else str(rnd.randint(1, 99))
+        r = rnd.random()
+        if r < 0.05:
+            return "X"  # a GreenletExit object passed as an ordinary value
+        return "-" if r < 0.3 else str(rnd.randint(1, 99))
 
     def catch():
         return "c" if rnd.random() < 0.6 else "n"
@@ -76,7 +79,7 @@ def generate(seed):
         if i != 0:
             r = rnd.random()
             if r < 0.5:
-                ops.append("ret %d" % rnd.randint(1, 99))
+                ops.append("ret %s" % ("X" if rnd.random() < 0.1 else rnd.randint(1, 99)))
             elif r < 0.75:
                 ops.append("rai %s" % rnd.choice(ERRORS))
             elif r < 0.9:
@@ -165,6 +168,11 @@ def oracle(seed, scripts):
         if not state["done"]:
             trace.append("g%d got %s" % (i, fmt(r)))
 
+    def arg_of(w):
+        if w == "-":
+            return ()
+        return (GreenletExit(),) if w == "X" else (int(w),)
+
     def interp(i, args):
         if i != 0 and not state["done"]:
             trace.append("g%d start %s" % (i, fmt(args[0]) if len(args) == 1 else fmt(args)))
@@ -180,7 +188,7 @@ def oracle(seed, scripts):
                     continue
                 trace.append("g%d %s g%s %s" % (i, k, w[1], w[2]))
                 if k == "sw":
-                    args = () if w[2] == "-" else (int(w[2]),)
+                    args = arg_of(w[2])
                     result(i, lambda: t.switch(*args), w[3])
                 else:
                     if w[2] == "exit":
@@ -192,7 +200,7 @@ def oracle(seed, scripts):
             elif k == "par":
                 p = gl.getcurrent().parent
                 trace.append("g%d par g%d %s" % (i, index[p], w[1]))
-                args = () if w[1] == "-" else (int(w[1]),)
+                args = arg_of(w[1])
                 result(i, lambda: p.switch(*args), w[2])
             elif k in ("cr", "crn"):
                 c, p = int(w[1]), int(w[2])
@@ -226,7 +234,7 @@ def oracle(seed, scripts):
                     trace.append("g%d sp g%s g%s refused" % (i, w[1], w[2]))
             elif k == "ret":
                 trace.append("g%d return %s" % (i, w[1]))
-                return int(w[1])
+                return arg_of(w[1])[0]
             elif k == "rai":
                 trace.append("g%d raise %s" % (i, w[1]))
                 raise excs[w[1]]()
@@ -290,7 +298,9 @@ def run_oracle(first, count):
             made += 1
             print(json.dumps({"seed": seed, "text": program_text(seed, scripts), "trace": trace}))
         seed += 1
-    print(json.dumps({"left_out": left_out}))
+    import greenlet
+
+    print(json.dumps({"left_out": left_out, "version": greenlet.__version__}))
 
 
 # ---------------------------------------------------------------------------------------
@@ -346,7 +356,8 @@ def main(argv):
         print("greenlet_diff: the oracle failed:\n" + r.stderr, file=sys.stderr)
         return 1
     rows = [json.loads(line) for line in r.stdout.splitlines()]
-    left_out = rows.pop()["left_out"]
+    summary = rows.pop()
+    left_out = summary["left_out"]
     programs = "".join(row["text"] for row in rows)
     c = subprocess.run([interpreter], input=programs, capture_output=True, text=True)
     got = {}
@@ -370,10 +381,11 @@ def main(argv):
             b = have[k] if k < len(have) else ""
             print("%-50s %s%s" % (a, b, "" if a == b else "   <-- differs"))
     same = len(rows) - len(differ)
-    print("greenlet_diff: %d of %d programs (seeds %d..%d) gave identical traces (%.1f %%); "
-          "%d generated programs left out as undefined in greenlet (README.md)"
+    print("greenlet_diff: %d of %d programs (seeds %d..%d) gave identical traces (%.1f %%) "
+          "under greenlet %s (%s); %d generated programs left out as undefined in greenlet "
+          "(README.md)"
           % (same, len(rows), first, rows[-1]["seed"] if rows else first,
-             100.0 * same / max(1, len(rows)), left_out))
+             100.0 * same / max(1, len(rows)), summary["version"], py, left_out))
     return 0 if not differ and c.returncode == 0 else 1
 
 

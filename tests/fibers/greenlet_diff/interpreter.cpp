@@ -128,7 +128,11 @@ class program {
         if (!done_) trace_.push_back("g" + std::to_string(i) + " got " + fmt(r));
     }
 
-    static value arg_of(const std::string& w) { return w == "-" ? value() : value(std::stoi(w)); }
+    static value arg_of(const std::string& w) {
+        if (w == "-") return value();
+        if (w == "X") return value(greenlet_exit());  // an exit passed as an ordinary value
+        return value(std::stoi(w));
+    }
 
     // Greenlet c's function: its script.
     auto run_of(int c) {
@@ -210,7 +214,7 @@ class program {
                 }
             } else if (k == "ret") {
                 trace_.push_back(me + " return " + w[1]);
-                return value(std::stoi(w[1]));
+                return arg_of(w[1]);
             } else if (k == "rai") {
                 trace_.push_back(me + " raise " + w[1]);
                 throw test_error{w[1]};
