@@ -53,7 +53,7 @@ def generate(seed):
         if r < 0.50:
             e = rnd.choice(ERRORS + ("exit", "exit"))
             return "th %d %s %s" % (target(), e, catch())
-        if r < 0.60 and i != 0:
+        if r < 0.60 and (i != 0 or rnd.random() < 0.1):  # main has no parent: an error
             return "par %s %s" % (value(), catch())
         if r < 0.70:
             return "cr %d %d" % (target(False), rnd.choice([-1, -1, target()]))
@@ -199,7 +199,7 @@ def oracle(seed, scripts):
                     result(i, lambda: t.throw(exc), w[3])
             elif k == "par":
                 p = gl.getcurrent().parent
-                trace.append("g%d par g%d %s" % (i, index[p], w[1]))
+                trace.append("g%d par %s %s" % (i, "g%d" % index[p] if p is not None else "none", w[1]))
                 args = arg_of(w[1])
                 result(i, lambda: p.switch(*args), w[2])
             elif k in ("cr", "crn"):

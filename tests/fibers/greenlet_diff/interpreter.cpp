@@ -164,8 +164,10 @@ class program {
                         i, [&] { return t->throw_in(test_error{w[2]}); }, w[3]);
                 }
             } else if (k == "par") {
-                const int p = index_of(greenlet::current().parent());
-                trace_.push_back(me + " par g" + std::to_string(p) + " " + w[1]);
+                const greenlet parent = greenlet::current().parent();
+                trace_.push_back(me + " par " +
+                                 (parent ? "g" + std::to_string(index_of(parent)) : "none") + " " +
+                                 w[1]);
                 result(
                     i, [&] { return greenlet::switch_to_parent(arg_of(w[1])); }, w[2]);
             } else if (k == "cr" || k == "crn") {
