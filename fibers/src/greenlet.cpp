@@ -45,6 +45,11 @@ const std::uintptr_t main_canary = canary_value;
 struct thread_full : thread_state {
     greenlet_impl* main = nullptr;  // Owned (one reference).
     trace_function trace;
+    // The origin the trace hook reports for the switch in progress when it is not the
+    // greenlet that jumped: the last unstarted greenlet an exception killed on the way
+    // (greenlet starts it to raise there, and it switches on as it dies).
+    // Strong reference, taken by the sender and dropped by the receiver.
+    greenlet_impl* trace_origin = nullptr;
     std::atomic<std::uint32_t> refs{2};  // the thread itself + every greenlet's `owner` (main too)
     std::thread::id id = std::this_thread::get_id();
     long tid = static_cast<long>(syscall(SYS_gettid));
@@ -198,7 +203,20 @@ struct extra_switch {
     unsigned post = 0;
     void (*after_fn)(void*) noexcept = nullptr;
     void* after_arg = nullptr;
+    // The scheduler's own wake-up (switch_value()): may resume a parked fiber with a value.
+    bool may_resume_parked = false;
 };
+
+// Why a value from `self` must not resume `target`, parked by a scheduler.
+error parked_error(const greenlet_impl* self, const greenlet_impl* target) {
+    return error("greenfiber: " + describe(self) +
+                 (self->state == gstate::dead ? " finished, but cannot return its value to "
+                                              : " cannot switch to ") +
+                 describe(target) + ": it is parked by the hub, waiting for " + target->parked_for +
+                 ", and only the hub resumes it (a switch would end that wait as if it were "
+                 "over). Wake what it waits for, or interrupt the wait with throw_in() or its "
+                 "task's cancel()");
+}
 
 [[noreturn]] void die(greenlet_impl* self, message m) noexcept;
 
@@ -209,13 +227,32 @@ void entry(bctx::transfer_t t) noexcept {
     try {
         value arg = arrive({t.fctx, t.data});
         result = self->run->invoke(std::move(arg));
-    } catch (const greenlet_exit& x) {
-        result = value(x);
     } catch (...) {
+        // A greenlet_exit too: deliver() turns it into a value where it lands, and it
+        // must still kill a parent that has not started on the way (greenlet's rule 6).
         failure = std::current_exception();
     }
     delete std::exchange(self->run, nullptr);
     die(self, failure ? message{nullptr, &failure} : message{&result, nullptr});
+}
+
+// Calls the trace hook for a switch or throw from `origin` to `target`. An exception from
+// the hook turns tracing off and propagates (to be raised in the target).
+void call_trace(thread_full& t, bool is_throw, greenlet_impl* origin, greenlet_impl* target) {
+    if (!t.trace) return;
+    retain(origin);
+    retain(target);
+    const greenlet o = access::adopt(origin);
+    const greenlet g = access::adopt(target);
+    try {
+        trace_function hook = t.trace;  // the hook may replace itself
+        hook(is_throw ? trace_event::throw_in : trace_event::switch_to, o, g);
+    } catch (...) {
+        std::lock_guard lock(t.mu);
+        t.trace = nullptr;
+        recompute_slow(t);
+        throw;
+    }
 }
 
 // Gives a not-started greenlet its stack. On failure it is left as it was.
@@ -262,15 +299,40 @@ value deliver(thread_state& ts, greenlet_impl* target, message m, extra_switch e
     greenlet_impl* const self = ts.current;
     value converted;         // a greenlet_exit turned into a value
     std::exception_ptr err;  // an error raised while delivering
-    // Drops the message being replaced (it is consumed) and installs `e`.
+    // Set while `converted` holds a greenlet_exit that escaped a greenlet (its death, or a
+    // throw passing a dead one): it kills an unstarted greenlet like an exception would,
+    // where a greenlet_exit switched as an ordinary value would start it.
+    bool exit_in_flight = false;
+    // Drops the message being replaced (it is consumed) and installs `e`. The replaced
+    // one may live in a dying greenlet's frame, which is never unwound: empty it here.
     auto fail = [&](std::exception_ptr e) {
         if (m.val != nullptr) m.val->reset();
+        if (m.exc != nullptr && m.exc != &err) *m.exc = nullptr;
         err = std::move(e);
         m = message{nullptr, &err};
+        exit_in_flight = false;
     };
+    // A greenlet_exit leaving a greenlet travels on as the value it becomes.
+    auto exit_to_value = [&] {
+        converted = value(as_greenlet_exit(*m.exc));
+        *m.exc = nullptr;
+        m = message{&converted, nullptr};
+        exit_in_flight = true;
+    };
+    if (self->state == gstate::dead && m.exc != nullptr && is_greenlet_exit(*m.exc))
+        exit_to_value();
+    // Whom the trace hook names as the origin: the caller, or the last unstarted greenlet
+    // killed on the way (greenlet's trace shows it starting and switching on as it dies).
+    greenlet_impl* origin = self;
+    // Whether the greenlet now handing the message on is dead: the caller when it is
+    // finishing, or an unstarted greenlet that an exception killed on the way.
+    bool sender_dead = self->state == gstate::dead;
     for (;;) {
         if (target == self && self->state != gstate::dead) {
             if (extra.after_fn != nullptr) extra.after_fn(extra.after_arg);
+            // greenlet traces a switch that lands where it started too (to the current
+            // greenlet, or up a dead one's chain back to the caller).
+            if (full(ts).trace) call_trace(full(ts), m.exc != nullptr, origin, self);
             if (m.exc != nullptr) rethrow_message(m.exc);
             return std::move(*m.val);
         }
@@ -281,24 +343,36 @@ value deliver(thread_state& ts, greenlet_impl* target, message m, extra_switch e
                 std::fputs("greenfiber: a parent chain ends at a dead main greenlet\n", stderr);
                 std::abort();
             }
-            if (m.exc != nullptr && is_greenlet_exit(*m.exc)) {
-                converted = value(as_greenlet_exit(*m.exc));
-                *m.exc = nullptr;
-                m = message{&converted, nullptr};
-            }
+            if (m.exc != nullptr && is_greenlet_exit(*m.exc)) exit_to_value();
             target = target->parent;
             continue;
         }
         if (target->state == gstate::not_started) {
+            // A start that fails before the function runs fails in the greenlet that is
+            // switching (greenlet's rule): a live caller gets the error without switching,
+            // and the target stays unstarted; a dying greenlet (or an unstarted one that an
+            // exception just killed on the way) hands it on up the chain.
             if (target->run == nullptr) {
-                fail(std::make_exception_ptr(error("greenfiber: cannot start " + describe(target) +
-                                                   ": it has no function (greenlet::set_run)")));
+                error e("greenfiber: cannot start " + describe(target) +
+                        ": it has no function (greenlet::set_run)");
+                if (!sender_dead) throw e;
+                fail(std::make_exception_ptr(std::move(e)));
                 target = target->parent;
                 continue;
             }
-            if (m.exc != nullptr) {
+            if (m.exc != nullptr || exit_in_flight) {
                 kill_unstarted(target);
-                continue;  // now dead: the exception goes on up its chain
+                sender_dead = true;
+                if (full(ts).trace) {
+                    // It dies without running, so the hook runs here, on the caller's stack.
+                    try {
+                        call_trace(full(ts), true, origin, target);
+                    } catch (...) {
+                        fail(std::current_exception());
+                    }
+                    origin = target;
+                }
+                continue;  // now dead: the exception (or the exit's value) goes on up its chain
             }
             if (!target->run->accepts(*m.val)) {
                 const std::type_info& want = target->run->parameter();
@@ -313,15 +387,30 @@ value deliver(thread_state& ts, greenlet_impl* target, message m, extra_switch e
             try {
                 start(target);
             } catch (...) {
+                if (!sender_dead) throw;
                 fail(std::current_exception());
                 target = target->parent;
                 continue;
             }
         }
         // target is alive and suspended on this thread.
+        if (target->parked_for != nullptr && m.val != nullptr && !extra.may_resume_parked)
+            [[unlikely]] {
+            // A live caller gets the error without switching. A dying one cannot take it:
+            // the error is raised in the parked fiber instead, ending its wait as any
+            // exception may (gevent raises its InvalidSwitchError there too).
+            if (self->state != gstate::dead) throw parked_error(self, target);
+            fail(std::make_exception_ptr(parked_error(self, target)));
+        }
         ts.msg = m;
         ts.post |= extra.post | (self->state == gstate::dead ? post_dead : 0u) |
                    (full(ts).trace ? post_trace : 0u);
+        // Only a receiver that calls the hook takes the origin (a hook that threw on the way
+        // turned tracing off).
+        if (origin != self && (ts.post & post_trace) != 0) {
+            retain(origin);  // released by the receiver once the hook has run
+            full(ts).trace_origin = origin;
+        }
         if (extra.after_fn != nullptr) {
             ts.post |= post_after;
             ts.after_fn = extra.after_fn;
@@ -375,6 +464,11 @@ void report(const std::string& what, std::exception_ptr e, greenlet_impl* g) noe
 
 value switch_slow(greenlet_impl* target, message m) {
     thread_state& ts = checked(target, "switch to");
+    return deliver(ts, target, m, {0, nullptr, nullptr, true});
+}
+
+value switch_slow_checked(greenlet_impl* target, message m) {
+    thread_state& ts = checked(target, "switch to");
     return deliver(ts, target, m);
 }
 
@@ -406,21 +500,9 @@ value post_switch(greenlet_impl* prev) {
     }
     if (post & post_trace) {
         thread_full& t = full(ts);
-        if (t.trace) {
-            retain(prev);
-            retain(ts.current);
-            const greenlet origin = access::adopt(prev);
-            const greenlet target = access::adopt(ts.current);
-            try {
-                trace_function hook = t.trace;  // the hook may replace itself
-                hook(is_throw ? trace_event::throw_in : trace_event::switch_to, origin, target);
-            } catch (...) {
-                std::lock_guard lock(t.mu);
-                t.trace = nullptr;
-                recompute_slow(t);
-                throw;
-            }
-        }
+        greenlet_impl* origin = std::exchange(t.trace_origin, nullptr);
+        const greenlet held = access::adopt(origin);  // drops the sender's reference after
+        call_trace(t, is_throw, origin != nullptr ? origin : prev, ts.current);
     }
     if (e) std::rethrow_exception(e);
     return v;
@@ -605,7 +687,7 @@ value greenlet::switch_to_parent(value v) {
     detail::greenlet_impl* par = ts.current->parent;
     if (par == nullptr)
         throw error("greenfiber: switch_to_parent from a main greenlet, which has no parent");
-    return detail::switch_value(par, v);
+    return detail::switch_checked(par, v);
 }
 
 greenlet greenlet::parent() const {

@@ -456,13 +456,16 @@ void hub::park_impl(detail::waiter& w, void (*arm)(void*) noexcept, void* arg, b
         detail::waiter& w;
         detail::task_base* task;
         bool root;
+        detail::greenlet_impl* self;
+        const char* was_parked_for;  // while parked, a user's switch to `self` is refused
         ~unpark() {
             --h.parked_;
             h.ready_.remove(w);
             if (task != nullptr) task->wait_ = nullptr;
             if (root) h.root_waiter_ = nullptr;
+            self->parked_for = was_parked_for;
         }
-    } guard{*this, w, task, root};
+    } guard{*this, w, task, root, self, std::exchange(self->parked_for, w.what)};
     (void)to.switch_to_then(
         value(), arm != nullptr ? arm : [](void*) noexcept {}, arg);
     if (w.cancelled && task != nullptr) task->raise_cancel();

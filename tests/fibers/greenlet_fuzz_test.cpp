@@ -432,13 +432,26 @@ class fuzz {
         cur_ = x;
         expect(x, e);
     }
+    // A greenlet_exit leaving a greenlet (its death, or a throw passing a dead one): like an
+    // exception it kills every unstarted greenlet it meets, and it arrives as a value.
+    void deliver_exit(int to) {
+        int x = live_ancestor(to);
+        while (x != cur_ && m(x).state == model_greenlet::not_started) {
+            m(x).state = model_greenlet::dead;
+            x = live_ancestor(m(x).parent);
+        }
+        if (x != cur_) m(x).state = model_greenlet::running;
+        cur_ = x;
+        expect(x, {payload::exit_value, 0, false});
+    }
     // Greenlet `d` (current) ends with a value or an exception.
     void escape(int d, payload what) {
         m(d).state = model_greenlet::dead;
-        if (what.kind == payload::thrown_exit) what = {payload::exit_value, 0, false};
         cur_ = -1;  // nobody runs until it is delivered
         if (what.kind == payload::thrown_error) {
             deliver_exception(m(d).parent, what);
+        } else if (what.kind == payload::thrown_exit) {
+            deliver_exit(m(d).parent);
         } else {
             deliver_value(m(d).parent, what);
         }
@@ -586,7 +599,7 @@ class fuzz {
                 break;
             default:  // dead: up the parent chain, greenlet_exit as a value
                 if (e.kind == payload::thrown_exit) {
-                    deliver_value(t, {payload::exit_value, 0, false});
+                    deliver_exit(t);
                 } else {
                     deliver_exception(t, e);
                 }

@@ -665,6 +665,58 @@ TEST_F(GreenletExceptions, SwitchToDeadChildStartsItsNewUnstartedParent) {
     EXPECT_TRUE(p.dead());
 }
 
+// Found by tests/fibers/greenlet_diff: greenlet fails a start in the greenlet that switches.
+// A live caller gets the "no function" error itself, without switching, even when the
+// target's parent is another, suspended greenlet, and the target stays unstarted; a
+// throw_in() likewise.
+TEST_F(GreenletExceptions, StartWithoutFunctionFailsInTheLiveCallerNotInTheTargetsParent) {
+    greenlet main = greenlet::current();
+    std::vector<std::string> parent_saw;
+    greenlet p([&] {
+        try {
+            (void)main.switch_to(std::string("p waits"));
+        } catch (const error&) {
+            parent_saw.push_back("error");
+        }
+    });
+    EXPECT_EQ(p.switch_to().get<std::string>(), "p waits");
+    greenlet runless(named("runless"));
+    runless.set_parent(p);
+    EXPECT_THAT(error_message([&] { (void)runless.switch_to(1); }), HasSubstr("has no function"));
+    EXPECT_THAT(error_message([&] { (void)runless.throw_in(some_error("x")); }),
+                HasSubstr("has no function"));
+    EXPECT_TRUE(parent_saw.empty());
+    EXPECT_FALSE(runless.started());
+    // Up a dead greenlet's chain too: the caller is still the one switching.
+    greenlet dead([] {});
+    (void)dead.switch_to();
+    dead.set_parent(runless);
+    EXPECT_THAT(error_message([&] { (void)dead.switch_to(); }), HasSubstr("has no function"));
+    EXPECT_TRUE(parent_saw.empty());
+    EXPECT_TRUE(p.active());
+}
+
+// An exception object that counts its live copies.
+struct counted_error {
+    static inline int live = 0;
+    counted_error() { ++live; }
+    counted_error(const counted_error&) { ++live; }
+    ~counted_error() { --live; }
+};
+
+// Found by tests/fibers/greenlet_diff under LeakSanitizer: when the start of the parent
+// fails, its error replaces the exception a finishing child was handing on. That exception
+// lived in the child's frame, which is never unwound: it must be released, not leaked.
+TEST_F(GreenletExceptions, ExceptionReplacedByAFailedStartOfTheParentIsReleased) {
+    {
+        greenlet p(named("runless_parent"));
+        greenlet c([] { throw counted_error(); }, p);
+        EXPECT_THAT(error_message([&] { (void)c.switch_to(); }), HasSubstr("has no function"));
+        EXPECT_TRUE(c.dead());
+    }
+    EXPECT_EQ(counted_error::live, 0);
+}
+
 // G28
 TEST_F(GreenletExceptions, ParentWithoutFunctionSendsTheErrorToMain) {
     greenlet g1(named("runless_parent"));
@@ -673,6 +725,134 @@ TEST_F(GreenletExceptions, ParentWithoutFunctionSendsTheErrorToMain) {
     EXPECT_THAT(msg, HasSubstr("has no function"));
     EXPECT_THAT(msg, HasSubstr("'runless_parent'"));
     EXPECT_TRUE(g2.dead());
+}
+
+// ---------------------------------------------------------------------------------------
+// Greenlets parked by a scheduler (io/'s hub sets parked_for around its park; here a test
+// plays the scheduler). Only the scheduler's switch_value() may resume one with a value;
+// tests/io/greenlet_hub_test.cpp has the same rules with the real hub.
+
+class GreenletParked : public greenfiber::testing::leak_checked {};
+
+// Parks the calling greenlet "for `what`" and switches to `to`, as the hub's park does;
+// returns what resumes it.
+value fake_park(greenlet& to, const char* what) {
+    greenfiber::detail::greenlet_impl* self = greenfiber::detail::access::impl(greenlet::current());
+    self->parked_for = what;
+    struct unpark {
+        greenfiber::detail::greenlet_impl* g;
+        ~unpark() { g->parked_for = nullptr; }
+    } guard{self};
+    return to.switch_to();
+}
+
+// The scheduler's wake-up.
+value scheduler_resume(const greenlet& g, value v = {}) {
+    return greenfiber::detail::switch_value(greenfiber::detail::access::impl(g), v);
+}
+
+TEST_F(GreenletParked, ValueSwitchIsRefusedNamingBothAndTheSchedulerStillResumesIt) {
+    greenlet main = greenlet::current();
+    std::vector<std::string> log;
+    greenlet w(
+        [&] {
+            log.push_back("woken with " +
+                          std::to_string(fake_park(main, "a test wait").get<int>()));
+        },
+        named("parked_one"));
+    (void)w.switch_to();
+    const std::string msg = error_message([&] { (void)w.switch_to(1); });
+    EXPECT_THAT(msg, HasSubstr("the main greenlet"));
+    EXPECT_THAT(msg, HasSubstr("'parked_one'"));
+    EXPECT_THAT(msg, HasSubstr("waiting for a test wait"));
+    bool ran = false;
+    EXPECT_THAT(error_message([&] {
+                    (void)w.switch_to_then(
+                        value(2), [](void* p) noexcept { *static_cast<bool*>(p) = true; }, &ran);
+                }),
+                HasSubstr("parked by the hub"));
+    EXPECT_FALSE(ran);
+    EXPECT_TRUE(log.empty());
+    EXPECT_TRUE(scheduler_resume(w, 3).empty());
+    EXPECT_EQ(log, (std::vector<std::string>{"woken with 3"}));
+    EXPECT_TRUE(w.dead());
+}
+
+// With a trace hook every switch takes the slow path: the rule and the scheduler's
+// wake-up must hold there too.
+TEST_F(GreenletParked, RuleHoldsOnTheSlowPathWithATraceHook) {
+    greenlet main = greenlet::current();
+    std::vector<trace_record> events;
+    trace_scope tracing(recorder(events));
+    greenlet w([&] { return fake_park(main, "a traced wait"); }, named("w"));
+    (void)w.switch_to();
+    EXPECT_THAT(error_message([&] { (void)w.switch_to(1); }), HasSubstr("a traced wait"));
+    EXPECT_EQ(scheduler_resume(w, 4).get<int>(), 4);
+    EXPECT_TRUE(w.dead());
+    EXPECT_EQ(events, (std::vector<trace_record>{{"switch", "main", "w"},
+                                                 {"switch", "w", "main"},
+                                                 {"switch", "main", "w"},
+                                                 {"switch", "w", "main"}}));
+}
+
+TEST_F(GreenletParked, ExceptionThrownInEndsTheWait) {
+    greenlet main = greenlet::current();
+    greenlet w([&]() -> std::string {
+        try {
+            (void)fake_park(main, "a test wait");
+        } catch (const some_error& e) {
+            return std::string("interrupted: ") + e.what();
+        }
+        return "not interrupted";
+    });
+    (void)w.switch_to();
+    EXPECT_EQ(w.throw_in(some_error("stop")).get<std::string>(), "interrupted: stop");
+}
+
+TEST_F(GreenletParked, SwitchToParentAndSwitchesUpADeadChildsChainAreRefused) {
+    greenlet main = greenlet::current();
+    greenlet w([&] { (void)fake_park(main, "a test wait"); }, named("w"));
+    greenlet dead_child([] {});
+    (void)dead_child.switch_to();
+    (void)w.switch_to();
+    dead_child.set_parent(w);
+    EXPECT_THAT(error_message([&] { (void)dead_child.switch_to(1); }), HasSubstr("'w'"));
+    // throw_in(greenlet_exit) into a dead greenlet arrives as a value: refused as well.
+    EXPECT_THAT(error_message([&] { (void)dead_child.throw_in(); }), HasSubstr("'w'"));
+    std::string from_child;
+    greenlet child(
+        [&] {
+            from_child = error_message([] { (void)greenlet::switch_to_parent(5); });
+            (void)main.switch_to();
+        },
+        w, named("child"));
+    (void)child.switch_to();
+    EXPECT_THAT(from_child, HasSubstr("'child' (#"));
+    EXPECT_THAT(from_child, HasSubstr("cannot switch to greenlet 'w'"));
+    EXPECT_TRUE(scheduler_resume(w).empty());
+    EXPECT_TRUE(w.dead());
+}
+
+// A child cannot hand its return value to a parked parent, and nobody is there to take an
+// error in its place: the error ends the parent's wait (gevent raises it in the waiter).
+TEST_F(GreenletParked, ChildFinishingIntoAParkedParentEndsTheParentsWaitWithTheError) {
+    greenlet main = greenlet::current();
+    greenlet w(
+        [&] {
+            std::string msg = error_message([&] { (void)fake_park(main, "a test wait"); });
+            (void)main.switch_to(std::move(msg));
+        },
+        named("parent"));
+    (void)w.switch_to();
+    greenlet child([] { return 7; }, w, named("child"));
+    value r = child.switch_to();  // the child ends; the parent takes the error, then hands
+                                  // it to main, where the child's start is pending
+    ASSERT_TRUE(r.is<std::string>());
+    EXPECT_THAT(r.get<std::string>(), HasSubstr("greenlet 'child' (#"));
+    EXPECT_THAT(r.get<std::string>(),
+                HasSubstr("finished, but cannot return its value to greenlet 'parent'"));
+    EXPECT_TRUE(child.dead());
+    EXPECT_TRUE(w.active());  // suspended in its switch to main; dropped (killed) at the end
 }
 
 // ---------------------------------------------------------------------------------------
@@ -888,6 +1068,70 @@ TEST_F(GreenletThrow, GreenletExitEscapingTheFunctionArrivesAsAValue) {
     ASSERT_TRUE(r.is<greenlet_exit>());
     EXPECT_EQ(r.get<greenlet_exit>().message(), "bye");
     EXPECT_TRUE(g.dead());
+}
+
+// A greenlet_exit that escapes a greenlet (raised, or a kill) and meets a parent that has
+// not started kills that parent without running it, like any other exception, and goes on
+// up the chain; it arrives as a value at the first suspended greenlet. (Python's greenlet
+// 2.0.2 starts the parent with a non-tuple argument there, which is undefined behaviour in
+// CPython: tests/fibers/greenlet_diff/README.md.)
+TEST_F(GreenletThrow, GreenletExitEscapingAChildKillsItsUnstartedParentAndGoesOnUp) {
+    std::vector<std::string> ran;
+    greenlet p([&](value) { ran.push_back("parent"); }, named("unstarted_parent"));
+    greenlet c([] { throw greenlet_exit("bye"); }, p);
+    value r = c.switch_to();
+    ASSERT_TRUE(r.is<greenlet_exit>());
+    EXPECT_EQ(r.get<greenlet_exit>().message(), "bye");
+    EXPECT_TRUE(c.dead());
+    EXPECT_TRUE(p.dead());
+    EXPECT_TRUE(ran.empty());
+}
+
+TEST_F(GreenletThrow, KillingAChildKillsEveryUnstartedAncestorUpToTheFirstSuspendedOne) {
+    std::vector<std::string> ran;
+    greenlet main = greenlet::current();
+    greenlet gp([&](value) { ran.push_back("grandparent"); });
+    greenlet p([&](value) { ran.push_back("parent"); }, gp);
+    greenlet c([&] { (void)main.switch_to(std::string("child waits")); }, p);
+    EXPECT_EQ(c.switch_to().get<std::string>(), "child waits");
+    value r = c.throw_in();
+    EXPECT_TRUE(r.is<greenlet_exit>());
+    EXPECT_TRUE(c.dead());
+    EXPECT_TRUE(p.dead());
+    EXPECT_TRUE(gp.dead());
+    EXPECT_TRUE(ran.empty());
+}
+
+TEST_F(GreenletThrow, GreenletExitThrownIntoADeadChildKillsItsUnstartedParent) {
+    std::vector<std::string> ran;
+    greenlet c([] {});
+    (void)c.switch_to();
+    ASSERT_TRUE(c.dead());
+    greenlet p([&](value) { ran.push_back("parent"); });
+    c.set_parent(p);
+    EXPECT_TRUE(c.throw_in().is<greenlet_exit>());
+    EXPECT_TRUE(p.dead());
+    EXPECT_TRUE(ran.empty());
+}
+
+// Only an *escaping* greenlet_exit kills: one returned or switched as an ordinary value
+// starts an unstarted greenlet with it as the argument, as Python's greenlet does.
+TEST_F(GreenletThrow, GreenletExitPassedAsAPlainValueStillStartsAnUnstartedParent) {
+    std::vector<std::string> ran;
+    greenlet p([&](value v) {
+        ran.push_back(v.is<greenlet_exit>() ? "parent got " + v.get<greenlet_exit>().message()
+                                            : "parent got something else");
+        return std::string("parent done");
+    });
+    greenlet c([] { return greenlet_exit("returned"); }, p);
+    EXPECT_EQ(c.switch_to().get<std::string>(), "parent done");
+    EXPECT_EQ(ran, (std::vector<std::string>{"parent got returned"}));
+    greenlet q([&](value v) {
+        ran.push_back(v.is<greenlet_exit>() ? "q got " + v.get<greenlet_exit>().message()
+                                            : "q got something else");
+    });
+    EXPECT_TRUE(q.switch_to(greenlet_exit("switched")).empty());
+    EXPECT_EQ(ran.back(), "q got switched");
 }
 
 TEST_F(GreenletThrow, ThrowInWithANullExceptionPtrIsAnError) {
@@ -1392,6 +1636,78 @@ TEST_F(GreenletTrace, ThrowIntoASuspendedGreenletIsTracedAsThrowBothWays) {
 }
 
 // G60
+// As in greenlet (found by tests/fibers/greenlet_diff): a switch that lands where it
+// started is traced too, with the caller as origin and target.
+TEST_F(GreenletTrace, SwitchThatLandsBackInTheCallerIsTracedAsFromAndToTheCaller) {
+    std::vector<trace_record> events;
+    greenlet dead_child([] {}, named("child"));
+    (void)dead_child.switch_to();
+    ASSERT_TRUE(dead_child.dead());
+    {
+        trace_scope ts(recorder(events));
+        EXPECT_EQ(greenlet::current().switch_to(5).get<int>(), 5);
+        EXPECT_EQ(dead_child.switch_to(6).get<int>(), 6);  // up its chain to main
+        EXPECT_THROW((void)greenlet::current().throw_in(some_error("self")), some_error);
+        EXPECT_THROW((void)dead_child.throw_in(some_error("dead")), some_error);
+    }
+    EXPECT_EQ(events, (std::vector<trace_record>{{"switch", "main", "main"},
+                                                 {"switch", "main", "main"},
+                                                 {"throw", "main", "main"},
+                                                 {"throw", "main", "main"}}));
+}
+
+// greenlet starts an unstarted greenlet to raise a thrown exception in it, and it dies at
+// once: its trace shows the throw into it and its death's switch to its parent. greenfiber
+// kills it without a stack, and the hook sees the same two events (on the caller's stack).
+TEST_F(GreenletTrace, ThrowIntoAnUnstartedGreenletIsTracedAsItsStartAndItsDeath) {
+    std::vector<trace_record> events;
+    greenlet g([] { ADD_FAILURE() << "ran"; }, named("g"));
+    greenlet e([] { ADD_FAILURE() << "ran"; }, named("e"));
+    greenlet g1([] { ADD_FAILURE() << "ran"; }, named("g1"));
+    greenlet g2([] { ADD_FAILURE() << "ran"; }, g1, named("g2"));
+    {
+        trace_scope ts(recorder(events));
+        EXPECT_THROW((void)g.throw_in(some_error("x")), some_error);
+        EXPECT_TRUE(e.throw_in().is<greenlet_exit>());  // the exit arrives as a value
+        EXPECT_THROW((void)g2.throw_in(index_error("i")), index_error);
+    }
+    EXPECT_EQ(events, (std::vector<trace_record>{{"throw", "main", "g"},
+                                                 {"throw", "g", "main"},
+                                                 {"throw", "main", "e"},
+                                                 {"switch", "e", "main"},
+                                                 {"throw", "main", "g2"},
+                                                 {"throw", "g2", "g1"},
+                                                 {"throw", "g1", "main"}}));
+}
+
+// The hook throws on the throw into the first of two unstarted greenlets: its exception
+// replaces the thrown one, tracing turns off, and the switch that lands in the suspended
+// greenlet further up neither calls the hook nor keeps a reference to the killed ones.
+TEST_F(GreenletTrace, HookThatThrowsForAnUnstartedGreenletTurnsTracingOffAndLeaksNothing) {
+    greenlet main = greenlet::current();
+    greenlet p([&]() -> std::string {
+        try {
+            (void)main.switch_to();
+        } catch (const some_error& e) {
+            return std::string("p caught ") + e.what();
+        }
+        return "p resumed normally";
+    });
+    (void)p.switch_to();
+    greenlet g1([] { ADD_FAILURE() << "ran"; }, p, named("g1"));
+    greenlet g2([] { ADD_FAILURE() << "ran"; }, g1, named("g2"));
+    int calls = 0;
+    trace_scope ts([&](trace_event, const greenlet&, const greenlet&) {
+        ++calls;
+        throw some_error("from the hook");
+    });
+    EXPECT_EQ(g2.throw_in(index_error("i")).get<std::string>(), "p caught from the hook");
+    EXPECT_EQ(calls, 1);
+    EXPECT_FALSE(greenfiber::gettrace());
+    EXPECT_TRUE(g1.dead());
+    EXPECT_TRUE(g2.dead());
+}
+
 TEST_F(GreenletTrace, ExceptionFromTheTracerIsThrownIntoTheTargetAndDisablesTracing) {
     std::vector<trace_record> events;
     greenlet g([] { (void)to_parent(); }, named("g"));

@@ -18,7 +18,10 @@ namespace greenfiber {
 
 // Kills a greenlet: thrown into it by throw_in() with no argument and when its last
 // handle is dropped while it is suspended. When it escapes a greenlet's function it is
-// not an error: the parent receives it as a value (`v.is<greenlet_exit>()`).
+// not an error: the parent receives it as a value (`v.is<greenlet_exit>()`). On its way
+// it kills, without running them, the parents that have not started, as any exception
+// would, and lands as a value at the first started one (a greenlet_exit returned or
+// switched as an ordinary value starts an unstarted greenlet with it, as in Python).
 // Deliberately not derived from std::exception, so `catch (const std::exception&)` does
 // not swallow it. Code that catches (...) must rethrow it.
 class greenlet_exit {
@@ -127,23 +130,33 @@ class greenlet {
     // - dead: `v` goes to the first live greenlet up its parent chain.
     // Returns the value of the next switch back into the caller: that of whoever switches
     // to it, or a child's return value.
+    // A fiber parked by the hub (io/: in sleep(), a socket wait, a lock...) is resumed only
+    // by the hub, when what it waits for happens: a value switched to it (directly, or up
+    // a dead greenlet's chain) is refused with greenfiber::error naming both greenlets and
+    // what the target waits for, without switching (gevent's InvalidSwitchError). An
+    // exception may interrupt such a wait (throw_in(), a task's cancel()).
     // Switches: yes.   Thread: only from this greenlet's thread.
-    // Throws: greenfiber::error if this greenlet belongs to another thread or the handle is
-    //         empty; an exception that a child lets escape, or that is thrown into the
-    //         caller (throw_in()) while it is suspended; stack_error (stack.hpp) if a start
-    //         finds no memory for the stack (the greenlet stays not started).
-    [[nodiscard]] value switch_to(value v = {}) { return detail::switch_value(p_, v); }
+    // Throws: greenfiber::error if this greenlet belongs to another thread, the handle is
+    //         empty, the value would resume a fiber parked by the hub, or the greenlet to
+    //         start (this one, or the first unstarted one up a dead one's chain) has no
+    //         function (it stays unstarted, as in greenlet); an exception that
+    //         a child lets escape, or that is thrown into the caller (throw_in()) while it is
+    //         suspended; stack_error (stack.hpp) if a start finds no memory for the stack
+    //         (the greenlet stays not started).
+    [[nodiscard]] value switch_to(value v = {}) { return detail::switch_checked(p_, v); }
 
     // Switches to the parent of the calling greenlet, like `current().parent().switch_to(v)`
     // but without holding a handle to the parent while suspended (a generator must not keep
     // its consumer alive).
-    // Switches: yes.   Throws: greenfiber::error from a main greenlet; as switch_to().
+    // Switches: yes.   Throws: greenfiber::error from a main greenlet; as switch_to() (a
+    //         parent parked by the hub is refused).
     [[nodiscard]] static value switch_to_parent(value v = {});
 
     // Resumes this greenlet by raising `e` at its suspension point. Into a not-started
     // greenlet it kills it without running it; into a dead one it goes up the parent chain
     // like a switch (a greenlet_exit arriving there as a value, anything else raised).
-    // With no argument it throws greenlet_exit{}.
+    // With no argument it throws greenlet_exit{}. Raised into a fiber parked by the hub,
+    // it ends the wait with that exception (the hub's own kills and deadlock report do so).
     // Switches: yes.   Thread: as switch_to().
     // Throws: as switch_to(); greenfiber::error, without switching, if this greenlet is
     //         suspended while unwinding or inside a no_kill_scope (see the class comment).
@@ -159,6 +172,7 @@ class greenlet {
     // `action(arg)` on this greenlet's stack once the caller is fully parked (its context
     // saved), before this greenlet continues. A wake-up published by `action` can
     // therefore never arrive before the caller is suspended. `action` must not switch.
+    // Refuses a fiber parked by the hub as switch_to() does (then `action` does not run).
     // Switches: yes.   Thread, Throws: as switch_to().
     [[nodiscard]] value switch_to_then(value v, void (*action)(void*) noexcept, void* arg);
 
@@ -266,8 +280,13 @@ class no_kill_scope {
 enum class trace_event { switch_to, throw_in };
 
 // Called for every switch and throw between greenlets of a thread, on the target's
-// stack, after the switch and before the target continues. An exception from the hook is
-// raised in the target as if thrown into it, and turns tracing off for the thread.
+// stack, after the switch and before the target continues. As in greenlet, that includes
+// a switch that lands back in the caller (to itself, or up a dead greenlet's chain:
+// origin and target are the caller), and an unstarted greenlet killed by an exception
+// shows as a throw into it followed by its death's switch or throw on to its parent
+// (those two calls run on the caller's stack: the killed greenlet never gets one). An
+// exception from the hook is raised in the target as if thrown into it, and turns
+// tracing off for the thread.
 using trace_function =
     std::function<void(trace_event, const greenlet& origin, const greenlet& target)>;
 

@@ -92,6 +92,11 @@ struct thread_state;
 struct greenlet_impl {
     void* ctx = nullptr;  // Saved context while suspended; null if current, not started or dead.
     thread_state* owner;  // The thread this greenlet lives on. Strong reference.
+    // What it waits for while an upper layer's scheduler (io/: the hub) has parked it, else
+    // null. Only that scheduler may then resume it with a value (switch_value()); a public
+    // switch carrying a value to it throws instead of ending the wait early. Set and
+    // cleared by the scheduler around the park; points at a static or longer-lived string.
+    const char* parked_for = nullptr;
     greenlet_impl* parent = nullptr;  // Strong reference; null only for a main greenlet.
     const std::uintptr_t* canary;     // The word at the stack limit (a static one for main).
     // The lowest valid saved stack pointer: the bottom of its stack (0 for main, whose
@@ -197,8 +202,11 @@ inline value resume(thread_state& ts, greenlet_impl* self, greenlet_impl* target
 }
 
 value switch_slow(greenlet_impl* target, message m);
+value switch_slow_checked(greenlet_impl* target, message m);
 
-// The whole of greenlet::switch_to(v) when the target is suspended on this thread.
+// A switch that may resume a fiber parked by the upper layer's scheduler (see
+// greenlet_impl::parked_for): the scheduler's own wake-up. Users' switches go through
+// switch_checked().
 inline value switch_value(greenlet_impl* target, value& v) {
     thread_state* ts = tls;
     if (ts != nullptr && target != nullptr && target->ctx != nullptr && target->owner == ts &&
@@ -207,6 +215,19 @@ inline value switch_value(greenlet_impl* target, value& v) {
         return resume(*ts, ts->current, target);
     }
     return switch_slow(target, message{&v, nullptr});
+}
+
+// The whole of greenlet::switch_to(v) when the target is suspended on this thread and not
+// parked by a scheduler. A parked target costs one load and a branch here (parked_for
+// sits beside ctx, on the line already loaded); the slow path then refuses the switch.
+inline value switch_checked(greenlet_impl* target, value& v) {
+    thread_state* ts = tls;
+    if (ts != nullptr && target != nullptr && target->ctx != nullptr && target->owner == ts &&
+        target->parked_for == nullptr && !ts->slow.load(std::memory_order_relaxed)) [[likely]] {
+        ts->msg = message{&v, nullptr};
+        return resume(*ts, ts->current, target);
+    }
+    return switch_slow_checked(target, message{&v, nullptr});
 }
 
 void last_release(greenlet_impl* g) noexcept;
