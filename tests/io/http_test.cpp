@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <functional>
@@ -968,6 +969,32 @@ TEST_F(Http, ARequestCancelledAtAnyStepLeavesNoConnectionBehind) {
         while (srv.srv.active() > 0) yield_now();
         EXPECT_TRUE(closed_by_client) << "step " << step;
     }
+}
+
+}  // namespace
+
+namespace {
+
+TEST_F(Http, ManyFibersSendExpectingRequestsOnOneClient) {
+    recording_server rs;
+    http::client session(http::client_options{.expect_timeout = 30s});
+    std::vector<task<std::string>> posts;
+    for (int i = 0; i < 8; ++i) {
+        posts.push_back(spawn([&, i] {
+            http::request req = expecting_post("body" + std::to_string(i));
+            return session.send(rs.srv.url("/" + std::to_string(i)), std::move(req), 10s).body();
+        }));
+    }
+    for (auto& p : posts) EXPECT_EQ(p.get(), "Hello, World!");
+    std::vector<std::string> seen = rs.seen;
+    std::sort(seen.begin(), seen.end());
+    std::vector<std::string> expected;
+    for (int i = 0; i < 8; ++i) {
+        expected.push_back("POST /" + std::to_string(i) + " body" + std::to_string(i));
+    }
+    EXPECT_EQ(seen, expected);
+    // Each connection went back to the client once its exchange ended.
+    EXPECT_EQ(session.idle_connections(), 8u);
 }
 
 }  // namespace

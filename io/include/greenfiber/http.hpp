@@ -195,6 +195,8 @@ struct client_options {
 // - A response to HEAD has its headers (Content-Length included) and an empty body; the
 //   connection stays usable.
 // - The limits are client_options' (see Limits at the top).
+// Thread: thread-bound. A client must outlive the requests running on it (a request
+// returns its connection to the client when it ends).
 class client {
   public:
     // A client with no connections yet. Switches: no.
