@@ -36,7 +36,7 @@
 //
 // Default run: 20 000 rounds, a few seconds (GREENFIBER_HTTP_FUZZ_ROUNDS overrides the
 // number of rounds, GREENFIBER_HTTP_FUZZ_SEED the seed). Long run: `meson test -C build
-// --setup long long/io/http_fuzz` (GREENFIBER_LONG=1): 200 000 rounds per repeat, ten
+// --setup long long/io/http_fuzz` (GREENFIBER_LONG=1): 100 000 rounds per repeat, ten
 // repeats, each on another seed (GoogleTest's random seed, which changes per repeat, is
 // added to it). Or as long as you like:
 //     GREENFIBER_HTTP_FUZZ_ROUNDS=1000000 build/tests/io_http_fuzz_test
@@ -51,6 +51,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <map>
 #include <random>
 #include <string>
 #include <string_view>
@@ -292,9 +293,9 @@ void check_request(const http::request& req, const http::server_options& opts, o
 
 // Parses `bytes` as the server's answers to the requests in `o`; "" if they are a valid
 // sequence, else what is wrong.
-std::string check_responses(std::string_view bytes, const observed& o, bool& closing_error) {
+std::string check_responses(std::string_view bytes, const observed& o, unsigned& closing_error) {
     std::size_t finals = 0;
-    closing_error = false;
+    closing_error = 0;
     while (!bytes.empty()) {
         if (finals > o.seen.size()) return "bytes after the error answer";
         bhttp::response_parser<bhttp::string_body> p;
@@ -319,7 +320,7 @@ std::string check_responses(std::string_view bytes, const observed& o, bool& clo
                 return "unexpected status " + std::to_string(code) + " for a rejected request";
             }
             if (p.get().keep_alive()) return "an error answer without Connection: close";
-            closing_error = true;
+            closing_error = code;
         } else if (code != 200) {
             return "status " + std::to_string(code) + " for a request the handler answered";
         }
@@ -338,7 +339,7 @@ TEST_F(HttpFuzz, ServerHandlesMutatedRequestStreams) {
                  : 0));
     const std::uint64_t rounds =
         env_number("GREENFIBER_HTTP_FUZZ_ROUNDS",
-                   static_cast<std::uint64_t>(greenfiber::testing::rounds(20000, 200000)));
+                   static_cast<std::uint64_t>(greenfiber::testing::rounds(20000, 100000)));
     const http::server_options opts = fuzz_options();
     observed o;
     server<tcp::protocol> srv(
@@ -358,6 +359,7 @@ TEST_F(HttpFuzz, ServerHandlesMutatedRequestStreams) {
     const auto endpoint = srv.local_endpoint();
     generator gen{std::mt19937_64(seed)};
     std::size_t mutated = 0, rejected = 0, answered = 0;
+    std::map<unsigned, std::size_t> rejected_with;  // status → rounds
     for (std::uint64_t round = 0; round < rounds; ++round) {
         SCOPED_TRACE("GREENFIBER_HTTP_FUZZ_SEED=" + std::to_string(seed) + ", round " +
                      std::to_string(round));
@@ -397,15 +399,16 @@ TEST_F(HttpFuzz, ServerHandlesMutatedRequestStreams) {
         c.shutdown(asio::socket_base::shutdown_send, sec);
         reader.get();
         ASSERT_NE(rec, asio::error::timed_out) << "the server neither answered nor closed";
-        bool closing_error = false;
+        unsigned closing_error = 0;
         const std::string wrong = check_responses(answer, o, closing_error);
         EXPECT_EQ(wrong, "") << "input:\n" << input << "\nanswer:\n" << answer;
         EXPECT_EQ(o.violations, std::vector<std::string>{}) << "input:\n" << input;
         if (!mutate) {
             EXPECT_EQ(o.seen, expected) << "input:\n" << input << "\nanswer:\n" << answer;
-            EXPECT_FALSE(closing_error) << answer;
+            EXPECT_EQ(closing_error, 0u) << answer;
         }
-        rejected += closing_error ? 1 : 0;
+        if (closing_error != 0) ++rejected_with[closing_error];
+        rejected += closing_error != 0 ? 1 : 0;
         answered += o.seen.size();
         if (::testing::Test::HasFailure()) break;
     }
@@ -414,8 +417,18 @@ TEST_F(HttpFuzz, ServerHandlesMutatedRequestStreams) {
     // The generator must reach both sides of the server: requests handled and rejected.
     EXPECT_GT(answered, rounds / 2);
     EXPECT_GT(rejected, mutated / 20);
-    std::printf("http fuzz: %llu rounds (%zu mutated), %zu requests handled, %zu rejected\n",
-                static_cast<unsigned long long>(rounds), mutated, answered, rejected);
+    // And the limits: past header_limit (431), past body_limit or the buffer (413).
+    if (rounds >= 1000) {
+        EXPECT_GT(rejected_with[431], 0u);
+        EXPECT_GT(rejected_with[413], 0u);
+    }
+    std::string statuses;
+    for (const auto& [code, n] : rejected_with) {
+        statuses += " " + std::to_string(code) + ":" + std::to_string(n);
+    }
+    std::printf("http fuzz: %llu rounds (%zu mutated), %zu requests handled, %zu rejected (%s )\n",
+                static_cast<unsigned long long>(rounds), mutated, answered, rejected,
+                statuses.c_str());
 }
 
 }  // namespace
