@@ -108,10 +108,11 @@ using handler = std::function<response(const request&)>;
 // closed). Switches: yes.   Throws: cancelled_error.
 //
 // Memory. What one connection holds from its peer is bounded by the options: the read
-// buffer by header_limit + buffer_limit, a request's fields (trailers included) by what
-// that buffer held, its body by body_limit. Past header_limit the answer is 431, past
-// body_limit or the buffer 413 (a chunk extension or a trailer that never ends gets 413 once
-// the buffer is full), then the connection is closed.
+// buffer by header_limit + buffer_limit, a request's fields by its head (header_limit)
+// plus its trailer (what the buffer held: header_limit + buffer_limit), so by
+// 2 * header_limit + buffer_limit in all, its body by body_limit. Past header_limit the
+// answer is 431, past body_limit or the buffer 413 (a chunk extension or a trailer that
+// never ends gets 413 once the buffer is full), then the connection is closed.
 //
 // Framing (RFC 9112 §6). A request whose body length is in doubt is answered and the
 // connection closed before any of its body is read, so that no part of it is ever taken
