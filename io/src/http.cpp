@@ -4,9 +4,14 @@
 
 #include "greenfiber/net.hpp"
 
+#include <sys/socket.h>
+
+#include <cerrno>
+
 #include <algorithm>
 #include <array>
 #include <limits>
+#include <optional>
 #include <stdexcept>
 #include <string_view>
 #include <utility>
@@ -135,6 +140,18 @@ status check_framing(const request& head) {
     return status::ok;
 }
 
+// RFC 9110 §10.1.1: what a request's Expect field asks of the server before it sends the
+// body. 100-continue is the only expectation defined; an HTTP/1.0 request's is ignored.
+enum class expectation { none, continue_100, unknown };
+expectation expects(const request& head) {
+    const auto [first, last] = head.equal_range(field::expect);
+    if (first == last) return expectation::none;
+    if (head.version() < 11) return expectation::none;
+    if (std::next(first) != last) return expectation::unknown;
+    return boost::beast::iequals(first->value(), "100-continue") ? expectation::continue_100
+                                                                 : expectation::unknown;
+}
+
 // Writes the error answer and closes.
 void reject(tcp::socket& s, status st, const server_options& opts) {
     error_code ec;
@@ -174,6 +191,20 @@ void serve_connection(tcp::socket& s, const handler& h, const server_options& op
             if (const status st = check_framing(parser.get()); st != status::ok) {
                 reject(s, st, opts);
                 return;
+            }
+            // A body too large for body_limit has already failed the head (413) without
+            // a 100, so the client can stop before sending it.
+            const expectation ex = expects(parser.get());
+            if (ex == expectation::unknown) {
+                reject(s, status::expectation_failed, opts);
+                return;
+            }
+            // The client waits for this before it sends the body. A request with no body
+            // to come needs none (§10.1.1 lets the server omit it).
+            if (ex == expectation::continue_100 && !parser.is_done()) {
+                static constexpr std::string_view go_on = "HTTP/1.1 100 Continue\r\n\r\n";
+                s.write(boost::asio::buffer(go_on), after(opts.io_timeout), ec);
+                if (ec) return;
             }
         }
         if (!ec && !parser.is_done()) {
@@ -276,13 +307,103 @@ std::size_t client::idle_connections() const noexcept {
     return n;
 }
 
+namespace {
+
+// Whether a kept-alive connection has stayed quiet since its last response: no FIN and no
+// unsolicited bytes (a server that sent more than its Content-Length said), which would
+// otherwise be read as the answer to the next request sent on it. Switches: no.
+bool still_quiet(tcp::socket& s) {
+    char c = 0;
+    const ssize_t n = ::recv(s.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+// RFC 9110 §9.2.2: the methods a client may resend without the user asking.
+bool is_idempotent(verb v) {
+    switch (v) {
+        case verb::get:
+        case verb::head:
+        case verb::options:
+        case verb::trace:
+        case verb::put:
+        case verb::delete_:
+            return true;
+        default:
+            return false;
+    }
+}
+
+using response_parser = beast_http::response_parser<beast_http::string_body>;
+
+// One request on one connection, as far as it got.
+struct exchange {
+    std::optional<response_parser> parser;  // the response being read
+    bool received = false;                  // any byte of any response arrived
+    bool body_sent = true;                  // false once a final answer came before the body
+    std::size_t interim_bytes = 0;          // the heads of the 1xx responses read so far
+};
+
+// Reads response heads into `x.parser` until one is final (or `ec`), skipping the interim
+// 1xx responses (RFC 9110 §15.2), except a 100 Continue when `stop_at_100`. A head that
+// was already being read when an earlier call returned is read on.
+template <class Stream>
+void read_final_head(Stream& in, boost::beast::flat_buffer& buffer, exchange& x, const request& req,
+                     const client_options& opts, bool stop_at_100, error_code& ec) {
+    for (;;) {
+        if (!x.parser || x.parser->is_header_done()) {
+            x.parser.emplace();
+            x.parser->header_limit(static_cast<std::uint32_t>(std::min<std::size_t>(
+                opts.header_limit, std::numeric_limits<std::uint32_t>::max())));
+            x.parser->body_limit(opts.body_limit);
+            // A response to HEAD has the GET response's Content-Length but no body (RFC
+            // 9110 §9.3.2): Beast cannot tell from the response alone.
+            x.parser->skip(req.method() == verb::head);
+        }
+        const std::size_t n = beast_http::read_header(in, buffer, *x.parser, ec);
+        x.received = x.received || x.parser->got_some() || buffer.size() > 0;
+        if (ec) return;
+        const unsigned code = x.parser->get().result_int();
+        if (code < 100 || code >= 200 || code == 101) return;
+        // Endless interim responses must not keep the client forever: all the heads of one
+        // exchange count against header_limit.
+        x.interim_bytes += n;
+        if (x.interim_bytes > opts.header_limit) {
+            ec = beast_http::error::header_limit;
+            return;
+        }
+        if (code == 100 && stop_at_100) return;
+    }
+}
+
+// The error to throw for `ec`, saying which client limit a response broke.
+boost::system::system_error client_error(error_code ec, const std::string& what,
+                                         const client_options& opts) {
+    std::string msg = "greenfiber::http: " + what;
+    if (ec == beast_http::error::header_limit) {
+        msg += ": the response head is larger than client_options::header_limit (" +
+               std::to_string(opts.header_limit) + " bytes)";
+    } else if (ec == beast_http::error::body_limit) {
+        msg += ": the response body is larger than client_options::body_limit (" +
+               std::to_string(opts.body_limit) + " bytes)";
+    } else if (ec == beast_http::error::buffer_overflow) {
+        msg += ": the response holds more than client_options::buffer_limit (" +
+               std::to_string(opts.buffer_limit) +
+               " bytes) unparsed beyond its head (a chunk line or trailer that does not end)";
+    }
+    return boost::system::system_error(ec, msg);
+}
+
+}  // namespace
+
 tcp::socket client::checkout(const url_parts& u, deadline dl, bool& reused) {
     auto it = idle_.find(u.host + ":" + u.port);
-    if (it != idle_.end() && !it->second.empty()) {
+    while (it != idle_.end() && !it->second.empty()) {
         tcp::socket s = std::move(it->second.back());
         it->second.pop_back();
-        reused = true;
-        return s;
+        if (still_quiet(s)) {
+            reused = true;
+            return s;
+        }
     }
     reused = false;
     return create_connection(u.host, u.port, dl);
@@ -313,31 +434,66 @@ response client::send(std::string_view url, request req, deadline dl) {
     if (req.find(field::user_agent) == req.end()) req.set(field::user_agent, opts_.user_agent);
     req.keep_alive(true);
     req.prepare_payload();
+    const std::string what = std::string(req.method_string()) + " " + std::string(url);
+    const auto expect = req.find(field::expect);
+    const bool wait_for_100 = expect != req.end() &&
+                              boost::beast::iequals(expect->value(), "100-continue") &&
+                              !req.body().empty();
+    const std::size_t buffer_max = opts_.header_limit + opts_.buffer_limit >= opts_.header_limit
+                                       ? opts_.header_limit + opts_.buffer_limit
+                                       : std::numeric_limits<std::size_t>::max();
     for (int attempt = 0;; ++attempt) {
         bool reused = false;
         tcp::socket s = checkout(u, dl, reused);
         error_code ec;
         auto io = with_deadline(s, dl);
-        beast_http::write(io, req, ec);
-        boost::beast::flat_buffer buffer;
-        beast_http::response_parser<beast_http::string_body> parser;
-        parser.body_limit(opts_.body_limit);
-        // A response to HEAD has the GET response's Content-Length but no body (RFC 9110
-        // §9.3.2): Beast cannot tell from the response alone.
-        parser.skip(req.method() == verb::head);
-        if (!ec) beast_http::read(io, buffer, parser, ec);
+        boost::beast::flat_buffer buffer(buffer_max);
+        exchange x;
+        beast_http::request_serializer<beast_http::string_body> sr{req};
+        if (wait_for_100) {
+            // RFC 9110 §10.1.1: the head alone, then the body once the server says 100 (or
+            // after expect_timeout without an answer); a final answer instead ends the
+            // request without its body.
+            beast_http::write_header(io, sr, ec);
+            if (!ec) {
+                auto waiting = with_deadline(s, earliest(dl, after(opts_.expect_timeout)));
+                read_final_head(waiting, buffer, x, req, opts_, true, ec);
+                if (ec == boost::asio::error::timed_out &&
+                    (!dl.is_set() || std::chrono::steady_clock::now() < dl.at())) {
+                    ec = {};  // the wait for 100 is over, not the request's deadline
+                } else if (!ec && x.parser->get().result_int() != 100) {
+                    x.body_sent = false;
+                }
+            }
+        }
+        if (!ec && x.body_sent) {
+            beast_http::write(io, sr, ec);
+            if (!ec) read_final_head(io, buffer, x, req, opts_, false, ec);
+        }
+        if (!ec && x.parser->get().result() == status::switching_protocols) {
+            throw boost::system::system_error(
+                make_error_code(boost::system::errc::protocol_error),
+                "greenfiber::http: " + what +
+                    ": the server answered 101 Switching Protocols; http::client does not "
+                    "upgrade connections" +
+                    (req.find(field::upgrade) == req.end() ? " and the request did not ask to"
+                                                           : ""));
+        }
+        if (!ec && !x.parser->is_done()) beast_http::read(io, buffer, *x.parser, ec);
         if (ec) {
-            // A kept-alive connection the server closed meanwhile: once more, on a new one.
+            // A kept-alive connection the server closed just before the request reached it:
+            // nothing at all came back. Only then, and only for an idempotent request, can
+            // sending it again not do twice what the server did once (RFC 9110 §9.2.2).
             const bool stale =
                 ec == beast_http::error::end_of_stream || ec == boost::asio::error::eof ||
                 ec == boost::asio::error::connection_reset || ec == boost::asio::error::broken_pipe;
-            if (reused && attempt == 0 && stale && !parser.got_some()) continue;
-            throw boost::system::system_error(
-                ec,
-                "greenfiber::http: " + std::string(req.method_string()) + " " + std::string(url));
+            if (reused && attempt == 0 && stale && !x.received && is_idempotent(req.method())) {
+                continue;
+            }
+            throw client_error(ec, what, opts_);
         }
-        response res = parser.release();
-        if (res.keep_alive() && buffer.size() == 0) checkin(u, std::move(s));
+        response res = x.parser->release();
+        if (res.keep_alive() && x.body_sent && buffer.size() == 0) checkin(u, std::move(s));
         return res;
     }
 }

@@ -3,8 +3,10 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <array>
 #include <chrono>
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -13,6 +15,7 @@
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/write.hpp>
 
+#include "greenfiber/sync.hpp"
 #include "greenfiber/task.hpp"
 #include "io_check.hpp"
 #include "net_support.hpp"
@@ -530,6 +533,468 @@ TEST_F(Http, ARequestWithinTheLimitsStillGoesThroughAfterACutOff) {
                          "\r\nhello\r\n0\r\nX-T: " + std::string(1000, 't') + "\r\n\r\n");
     EXPECT_EQ(answer.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << answer;
     EXPECT_EQ(rs.seen, std::vector<std::string>{"POST / hello"});
+}
+
+}  // namespace
+
+namespace {
+
+// A loopback server whose every connection runs `script` (given the connection's number,
+// from 0): a server that misbehaves on purpose, for the client's tests.
+struct scripted_server {
+    explicit scripted_server(std::function<void(tcp::socket&, int)> script)
+        : srv(tcp::acceptor(tcp::endpoint(asio::ip::address_v4::loopback(), 0)),
+              [this, script = std::move(script)](tcp::socket s) { script(s, connections++); }) {
+        port = srv.local_endpoint().port();
+        loop = srv.start();
+    }
+    ~scripted_server() {
+        srv.stop(100ms);
+        loop.get();
+    }
+    std::string url(const std::string& path = "/") const {
+        return "http://127.0.0.1:" + std::to_string(port) + path;
+    }
+    int connections = 0;
+    server<tcp::protocol> srv;
+    unsigned short port = 0;
+    task<void> loop;
+};
+
+// Reads one request (head and body) from `s`, 5 s at most; false if none came.
+bool read_request(tcp::socket& s, boost::beast::flat_buffer& buf, http::request& req) {
+    error_code ec;
+    auto in = with_deadline(s, deadline(5s));
+    req = {};
+    boost::beast::http::read(in, buf, req, ec);
+    return !ec;
+}
+
+void write_all(tcp::socket& s, const std::string& bytes) {
+    error_code ec;
+    s.write(asio::buffer(bytes), 5s, ec);
+}
+
+const std::string ok_response = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+// Answers the first request of each connection, then reads the second and closes without
+// a byte of answer: what a server that closed a kept-alive connection just as the client
+// reused it looks like. Counts the requests it got.
+struct one_answer_per_connection {
+    std::vector<std::string> requests;
+    scripted_server srv{[this](tcp::socket& s, int) {
+        boost::beast::flat_buffer buf;
+        http::request req;
+        if (!read_request(s, buf, req)) return;
+        requests.push_back(std::string(req.method_string()) + " " + req.body());
+        write_all(s, ok_response);
+        if (!read_request(s, buf, req)) return;
+        requests.push_back(std::string(req.method_string()) + " " + req.body());
+    }};
+};
+
+TEST_F(Http, APostTheServerConsumedIsNeverResent) {
+    // RFC 9110 §9.2.2: a non-idempotent request is never retried automatically; the server
+    // may have acted on it.
+    one_answer_per_connection s;
+    http::client session;
+    EXPECT_EQ(session.get(s.srv.url()).body(), "ok");
+    try {
+        (void)session.post(s.srv.url(), "pay once", "text/plain", 5s);
+        FAIL() << "the POST got an answer";
+    } catch (const boost::system::system_error& e) {
+        EXPECT_THAT(e.what(), HasSubstr("POST http://127.0.0.1:"));
+    }
+    EXPECT_EQ(s.requests, (std::vector<std::string>{"GET ", "POST pay once"}));
+    EXPECT_EQ(s.srv.connections, 1);
+}
+
+TEST_F(Http, IdempotentRequestsOnAStaleConnectionAreResentOnce) {
+    for (const http::verb v : {http::verb::get, http::verb::put, http::verb::delete_}) {
+        one_answer_per_connection s;
+        http::client session;
+        EXPECT_EQ(session.get(s.srv.url()).body(), "ok");
+        http::request req{v, "/", 11};
+        req.body() = "x";
+        EXPECT_EQ(session.send(s.srv.url(), req, 5s).body(), "ok");
+        const std::string m(http::beast_http::to_string(v));
+        EXPECT_EQ(s.requests, (std::vector<std::string>{"GET ", m + " x", m + " x"}));
+        EXPECT_EQ(s.srv.connections, 2);
+    }
+}
+
+TEST_F(Http, AResponseCutShortIsNotRetried) {
+    // Only a connection that answered nothing at all may be stale; a response begun and
+    // cut off means the server got the request.
+    int requests = 0;
+    scripted_server srv([&](tcp::socket& s, int) {
+        boost::beast::flat_buffer buf;
+        http::request req;
+        if (!read_request(s, buf, req)) return;
+        ++requests;
+        write_all(s, ok_response);
+        if (!read_request(s, buf, req)) return;
+        ++requests;
+        write_all(s, "HTTP/1.1 200 OK\r\nContent-Le");
+    });
+    http::client session;
+    EXPECT_EQ(session.get(srv.url()).body(), "ok");
+    EXPECT_THROW((void)session.get(srv.url(), 5s), boost::system::system_error);
+    EXPECT_EQ(requests, 2);
+    EXPECT_EQ(srv.connections, 1);
+}
+
+TEST_F(Http, InterimResponsesAreSkipped) {
+    // RFC 9110 §15.2: a client reads past 1xx responses to the final one.
+    scripted_server srv([](tcp::socket& s, int) {
+        boost::beast::flat_buffer buf;
+        http::request req;
+        while (read_request(s, buf, req)) {
+            write_all(s,
+                      "HTTP/1.1 100 Continue\r\n\r\n"
+                      "HTTP/1.1 103 Early Hints\r\nLink: </style.css>; rel=preload\r\n\r\n"
+                      "HTTP/1.1 102 Processing\r\n\r\n" +
+                          ok_response);
+        }
+    });
+    http::client session;
+    for (int i = 0; i < 2; ++i) {
+        const http::response res = session.get(srv.url(), 5s);
+        EXPECT_EQ(res.result(), http::status::ok);
+        EXPECT_EQ(res.body(), "ok");
+    }
+    EXPECT_EQ(srv.connections, 1);
+}
+
+TEST_F(Http, SwitchingProtocolsUnaskedIsAnError) {
+    // 101 is not interim for a client that did not ask to upgrade: what follows it on the
+    // connection is not HTTP.
+    scripted_server srv([](tcp::socket& s, int) {
+        boost::beast::flat_buffer buf;
+        http::request req;
+        if (!read_request(s, buf, req)) return;
+        write_all(
+            s, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n" +
+                   ok_response);
+    });
+    http::client session;
+    try {
+        (void)session.get(srv.url(), 5s);
+        FAIL() << "a 101 was taken for an answer";
+    } catch (const boost::system::system_error& e) {
+        EXPECT_THAT(e.what(), HasSubstr("101 Switching Protocols"));
+        EXPECT_THAT(e.what(), HasSubstr("GET http://127.0.0.1:"));
+    }
+    EXPECT_EQ(session.idle_connections(), 0u);
+}
+
+TEST_F(Http, AConnectionWithUnsolicitedBytesIsNotReused) {
+    // A server that sent more than its Content-Length said: the excess would be read as
+    // the answer to the next request on that connection.
+    scripted_server srv([](tcp::socket& s, int n) {
+        boost::beast::flat_buffer buf;
+        http::request req;
+        while (read_request(s, buf, req)) {
+            write_all(s, ok_response);
+            if (n == 0) {
+                sleep(10ms);
+                write_all(s, "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfake!");
+            }
+        }
+    });
+    http::client session;
+    EXPECT_EQ(session.get(srv.url(), 5s).body(), "ok");
+    sleep(100ms);  // the excess arrives at the idle connection
+    EXPECT_EQ(session.get(srv.url(), 5s).body(), "ok");
+    EXPECT_EQ(srv.connections, 2);
+}
+
+// What a client got when a server sent `head` and then `filler` over and over, up to
+// `cap` bytes (or until the client closed).
+struct flood_outcome {
+    std::string error;
+    std::size_t sent = 0;
+};
+flood_outcome flood_client(http::client& session, const std::string& head,
+                           const std::string& filler, std::size_t cap) {
+    std::size_t sent = 0;
+    scripted_server srv([&](tcp::socket& s, int) {
+        s.set_option(asio::socket_base::send_buffer_size(64 * 1024));
+        boost::beast::flat_buffer buf;
+        http::request req;
+        if (!read_request(s, buf, req)) return;
+        error_code ec;
+        s.write(asio::buffer(head), 5s, ec);
+        while (!ec && sent < cap) sent += s.write_some(asio::buffer(filler), 10s, ec);
+    });
+    flood_outcome out;
+    try {
+        (void)session.get(srv.url(), 30s);
+        out.error = "no error";
+    } catch (const boost::system::system_error& e) {
+        out.error = e.what();
+    }
+    out.sent = sent;
+    return out;
+}
+
+TEST_F(Http, TheClientCapsAResponseHead) {
+    http::client session(http::client_options{.header_limit = 4096});
+    const flood_outcome r = flood_client(
+        session, "HTTP/1.1 200 OK\r\nX-Endless: ", std::string(16 * 1024, 'a'), 64 * 1024 * 1024);
+    EXPECT_THAT(r.error, HasSubstr("client_options::header_limit (4096 bytes)"));
+    EXPECT_LT(r.sent, 8u * 1024 * 1024);
+}
+
+TEST_F(Http, TheClientCapsAResponseBody) {
+    http::client session(http::client_options{.body_limit = 1000});
+    const flood_outcome r =
+        flood_client(session, "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n",
+                     std::string(1000, 'b'), 100000);
+    EXPECT_THAT(r.error, HasSubstr("client_options::body_limit (1000 bytes)"));
+    const flood_outcome chunked =
+        flood_client(session, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                     "3e8\r\n" + std::string(1000, 'b') + "\r\n", 64 * 1024 * 1024);
+    EXPECT_THAT(chunked.error, HasSubstr("client_options::body_limit (1000 bytes)"));
+    EXPECT_LT(chunked.sent, 8u * 1024 * 1024);
+}
+
+TEST_F(Http, TheClientCapsAnEndlessChunkLine) {
+    // A chunk extension that never ends is held unparsed until its line end: the buffer's
+    // limit is all that bounds it.
+    http::client session(http::client_options{.buffer_limit = 4096});
+    const flood_outcome r =
+        flood_client(session, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=",
+                     std::string(16 * 1024, 'a'), 64 * 1024 * 1024);
+    EXPECT_THAT(r.error, HasSubstr("client_options::buffer_limit (4096 bytes)"));
+    EXPECT_LT(r.sent, 8u * 1024 * 1024);
+}
+
+TEST_F(Http, TheServerAnswersExpectContinueBeforeReadingTheBody) {
+    recording_server rs;
+    tcp::socket s;
+    s.connect(tcp::endpoint(asio::ip::address_v4::loopback(), rs.srv.port));
+    s.write(asio::buffer(std::string(
+        "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")));
+    std::array<char, 64> buf{};
+    error_code ec;
+    const std::size_t n = s.read_some(asio::buffer(buf), 5s, ec);
+    ASSERT_FALSE(ec) << ec.message();
+    EXPECT_EQ(std::string(buf.data(), n), "HTTP/1.1 100 Continue\r\n\r\n");
+    s.write(asio::buffer(std::string("hello")));
+    s.write(
+        asio::buffer(std::string("GET /next HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")));
+    const std::string answer = read_until_closed(s);
+    EXPECT_EQ(answer.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << answer;
+    EXPECT_EQ(count(answer, "HTTP/1.1 200 OK\r\n"), 2u) << answer;
+    EXPECT_EQ(rs.seen, (std::vector<std::string>{"POST /up hello", "GET /next "}));
+}
+
+TEST_F(Http, ExpectContinueIsAnsweredForChunkedBodiesAndIgnoredInHttp10) {
+    recording_server rs;
+    // Chunked: 100 first, then the final answer once the chunks came.
+    std::string answer = raw_exchange(
+        rs.srv.port,
+        "POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nExpect: 100-Continue\r\n"
+        "Connection: close\r\n\r\n3\r\nabc\r\n0\r\n\r\n");
+    EXPECT_EQ(answer.rfind("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n", 0), 0u) << answer;
+    // RFC 9110 §10.1.1: an HTTP/1.0 request's 100-continue is ignored. No body: nothing to
+    // continue to either.
+    answer = raw_exchange(
+        rs.srv.port, "POST /old HTTP/1.0\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\nhi");
+    EXPECT_EQ(answer.rfind("HTTP/1.0 200 OK\r\n", 0), 0u) << answer;
+    answer = raw_exchange(rs.srv.port,
+                          "GET /empty HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+                          "Connection: close\r\n\r\n");
+    EXPECT_EQ(answer.rfind("HTTP/1.1 200 OK\r\n", 0), 0u) << answer;
+    EXPECT_EQ(rs.seen, (std::vector<std::string>{"POST /c abc", "POST /old hi", "GET /empty "}));
+}
+
+TEST_F(Http, AnUnknownExpectationGets417AndTheBodyIsNeverRead) {
+    expect_rejected("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+                        std::to_string(smuggled.size()) + "\r\nExpect: fly\r\n\r\n",
+                    smuggled, "HTTP/1.1 417 Expectation Failed\r\n");
+    expect_rejected("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: " +
+                        std::to_string(smuggled.size()) + "\r\nExpect: 100-continue, fly\r\n\r\n",
+                    smuggled, "HTTP/1.1 417 Expectation Failed\r\n");
+}
+
+TEST_F(Http, ExpectContinueWithTooLargeABodyGets413Without100) {
+    recording_server rs(tcp::acceptor(tcp::endpoint(asio::ip::address_v4::loopback(), 0)),
+                        http::server_options{.body_limit = 16});
+    tcp::socket s;
+    s.connect(tcp::endpoint(asio::ip::address_v4::loopback(), rs.srv.port));
+    s.write(asio::buffer(std::string(
+        "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nExpect: 100-continue\r\n\r\n")));
+    // The client never sends the body: the answer must come without it.
+    const std::string answer = read_until_closed(s);
+    EXPECT_EQ(answer.rfind("HTTP/1.1 413 Payload Too Large\r\n", 0), 0u) << answer;
+    EXPECT_THAT(answer, HasSubstr("Connection: close"));
+    EXPECT_EQ(rs.seen, std::vector<std::string>{});
+}
+
+// A request that asks the server to confirm before its body is sent.
+http::request expecting_post(std::string body) {
+    http::request req{http::verb::post, "/", 11};
+    req.set(http::field::expect, "100-continue");
+    req.body() = std::move(body);
+    return req;
+}
+
+TEST_F(Http, TheClientSendsTheBodyOnlyAfter100Continue) {
+    std::vector<std::string> events;
+    scripted_server srv([&](tcp::socket& s, int) {
+        std::string head;
+        std::array<char, 1024> buf{};
+        error_code ec;
+        while (head.find("\r\n\r\n") == std::string::npos && !ec) {
+            head.append(buf.data(), s.read_some(asio::buffer(buf), 5s, ec));
+        }
+        events.push_back(head.substr(head.find("\r\n\r\n") + 4).empty() ? "head alone"
+                                                                        : "body too soon");
+        events.push_back(head.find("Expect: 100-continue\r\n") != std::string::npos ? "expect"
+                                                                                    : "no expect");
+        // Nothing more until the 100 goes out (a far deadline: it must not pass).
+        (void)s.read_some(asio::buffer(buf), 200ms, ec);
+        events.push_back(ec == asio::error::timed_out ? "waiting" : "sent anyway");
+        write_all(s, "HTTP/1.1 100 Continue\r\n\r\n");
+        std::string body;
+        ec = {};
+        while (body.size() < 4 && !ec)
+            body.append(buf.data(), s.read_some(asio::buffer(buf), 5s, ec));
+        events.push_back(body);
+        write_all(s, ok_response);
+    });
+    http::client session(http::client_options{.expect_timeout = 30s});
+    EXPECT_EQ(session.send(srv.url(), expecting_post("data"), 10s).body(), "ok");
+    EXPECT_EQ(events, (std::vector<std::string>{"head alone", "expect", "waiting", "data"}));
+    EXPECT_EQ(session.idle_connections(), 1u);
+}
+
+TEST_F(Http, AFinalAnswerToExpectContinueEndsTheRequestWithoutItsBody) {
+    std::string rest;
+    scripted_server srv([&](tcp::socket& s, int) {
+        std::string head;
+        std::array<char, 1024> buf{};
+        error_code ec;
+        while (head.find("\r\n\r\n") == std::string::npos && !ec) {
+            head.append(buf.data(), s.read_some(asio::buffer(buf), 5s, ec));
+        }
+        write_all(s, "HTTP/1.1 417 Expectation Failed\r\nContent-Length: 3\r\n\r\nno\n");
+        rest = head.substr(head.find("\r\n\r\n") + 4) + read_until_closed(s);
+    });
+    {
+        http::client session(http::client_options{.expect_timeout = 30s});
+        const http::response res = session.send(srv.url(), expecting_post("secret"), 10s);
+        EXPECT_EQ(res.result(), http::status::expectation_failed);
+        EXPECT_EQ(res.body(), "no\n");
+        // The server may still wait for the body it was told of: not reused.
+        EXPECT_EQ(session.idle_connections(), 0u);
+    }
+    while (srv.srv.active() > 0) yield_now();
+    EXPECT_EQ(rest, "");
+}
+
+TEST_F(Http, TheClientSendsTheBodyWhen100NeverComes) {
+    // RFC 9110 §10.1.1: a client need not wait for 100 indefinitely.
+    recording_server rs;
+    scripted_server silent([&](tcp::socket& s, int) {
+        boost::beast::flat_buffer buf;
+        http::request req;
+        if (read_request(s, buf, req)) write_all(s, ok_response);
+    });
+    http::client session(http::client_options{.expect_timeout = 50ms});
+    EXPECT_EQ(session.send(silent.url(), expecting_post("late"), 10s).body(), "ok");
+    // And against greenfiber's own server, the 100 comes and the body follows.
+    EXPECT_EQ(session.send(rs.srv.url("/e"), expecting_post("body"), 10s).body(), "Hello, World!");
+    EXPECT_EQ(rs.seen, std::vector<std::string>{"POST /e body"});
+}
+
+TEST_F(Http, TheClientSendsNoExpectUnlessAsked) {
+    std::string head;
+    scripted_server srv([&](tcp::socket& s, int) {
+        boost::beast::flat_buffer buf;
+        http::request req;
+        if (!read_request(s, buf, req)) return;
+        head = req.count(http::field::expect) ? "expect" : "no expect";
+        write_all(s, ok_response);
+    });
+    http::client session;
+    EXPECT_EQ(session.post(srv.url(), std::string(1024 * 1024, 'x')).body(), "ok");
+    EXPECT_EQ(head, "no expect");
+}
+
+}  // namespace
+
+namespace {
+
+TEST_F(Http, ARequestCancelledAtAnyStepLeavesNoConnectionBehind) {
+    // The server parks at each step of an Expect exchange in turn; the request is
+    // cancelled there. Its connection must be closed, never kept for reuse.
+    for (int step = 0; step < 4; ++step) {
+        event parked;
+        bool closed_by_client = false;
+        scripted_server srv([&](tcp::socket& s, int) {
+            std::array<char, 1024> buf{};
+            error_code ec;
+            std::string got;
+            const auto stop_here = [&](int at) {
+                if (at != step) return false;
+                parked.set();
+                while (!ec) (void)s.read_some(asio::buffer(buf), 5s, ec);  // until the client goes
+                closed_by_client = ec == asio::error::eof || ec == asio::error::connection_reset;
+                return true;
+            };
+            if (stop_here(0)) return;  // before a byte of the head is read
+            while (got.find("\r\n\r\n") == std::string::npos && !ec) {
+                got.append(buf.data(), s.read_some(asio::buffer(buf), 5s, ec));
+            }
+            if (stop_here(1)) return;  // the client waits for 100
+            write_all(s, "HTTP/1.1 100 Continue\r\n\r\n");
+            while (got.find("data") == std::string::npos && !ec) {
+                got.append(buf.data(), s.read_some(asio::buffer(buf), 5s, ec));
+            }
+            if (stop_here(2)) return;  // the client waits for the final head
+            write_all(s, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf");
+            if (stop_here(3)) return;  // the client waits for the rest of the body
+        });
+        http::client session(http::client_options{.expect_timeout = 30s});
+        // The task returns the body: task<http::response> does not compile (task.hpp's
+        // copyable trait recurses into Beast's fields).
+        auto t = spawn([&] { return session.send(srv.url(), expecting_post("data"), 10s).body(); });
+        parked.wait();
+        t.cancel();
+        EXPECT_THROW((void)t.get(), cancelled_error) << "step " << step;
+        EXPECT_EQ(session.idle_connections(), 0u) << "step " << step;
+        while (srv.srv.active() > 0) yield_now();
+        EXPECT_TRUE(closed_by_client) << "step " << step;
+    }
+}
+
+}  // namespace
+
+namespace {
+
+TEST_F(Http, ManyFibersSendExpectingRequestsOnOneClient) {
+    recording_server rs;
+    http::client session(http::client_options{.expect_timeout = 30s});
+    std::vector<task<std::string>> posts;
+    for (int i = 0; i < 8; ++i) {
+        posts.push_back(spawn([&, i] {
+            http::request req = expecting_post("body" + std::to_string(i));
+            return session.send(rs.srv.url("/" + std::to_string(i)), std::move(req), 10s).body();
+        }));
+    }
+    for (auto& p : posts) EXPECT_EQ(p.get(), "Hello, World!");
+    std::vector<std::string> seen = rs.seen;
+    std::sort(seen.begin(), seen.end());
+    std::vector<std::string> expected;
+    for (int i = 0; i < 8; ++i) {
+        expected.push_back("POST /" + std::to_string(i) + " body" + std::to_string(i));
+    }
+    EXPECT_EQ(seen, expected);
+    // Each connection went back to the client once its exchange ended.
+    EXPECT_EQ(session.idle_connections(), 8u);
 }
 
 }  // namespace

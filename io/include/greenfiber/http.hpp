@@ -12,6 +12,43 @@
 //     http::response res = session.get("http://127.0.0.1:8080/", 5s);
 //
 // Thread: like sockets, everything here belongs to the hub of the thread that uses it.
+//
+// Limits. Every bound the server and the client apply, with its default; each is a field
+// of server_options or client_options (set it there; zero turns a timeout off).
+//
+//   server_options (per connection unless said otherwise)
+//     header_limit    8 KiB     request line and fields; past it 431, then close
+//     body_limit      1 MiB     a request's body, chunked or not; past it 413, then close
+//                               (a Content-Length above it gets 413 before any body byte
+//                               is read, and without 100 Continue)
+//     buffer_limit    64 KiB    what the read buffer holds beyond header_limit: a chunk-size
+//                               line with its extensions, the trailer fields, pipelined
+//                               bytes; the buffer never exceeds header_limit + buffer_limit,
+//                               past it 413, then close
+//     idle_timeout    15 s      silence before a request's first byte (and between
+//                               keep-alive requests); then the connection is closed
+//     io_timeout      30 s      reading one request's rest, or writing one response
+//     connections.max_connections   unlimited   handlers running at once; accepting pauses
+//                               at the cap (server.hpp's server_options)
+//     connections.grace         5 s         how long serve(), when cancelled, lets the
+//                               connections finish before it cancels them
+//     connections.stack_size    the default   each connection's stack
+//     (fixed)         1 s, 256 KiB   the drain after an error answer or Connection: close,
+//                               so that the answer is not lost to a reset
+//   client_options (per request)
+//     timeout         30 s      the whole request (connect, write, read) when the call gives
+//                               no deadline
+//     header_limit    64 KiB    a response's head, and all the 1xx heads before it together
+//     body_limit      64 MiB    a response's body
+//     buffer_limit    64 KiB    what the read buffer holds beyond header_limit (a chunk line
+//                               or trailer that never ends); the buffer never exceeds
+//                               header_limit + buffer_limit
+//     expect_timeout  1 s       how long a request with Expect: 100-continue waits for the
+//                               100 before it sends its body anyway
+//     max_idle_per_host  8      kept-alive connections kept per host:port
+//   Past a client limit the request throws boost::system::system_error whose message names
+//   the option and its value ("... client_options::body_limit (67108864 bytes)"); the
+//   connection is closed.
 
 #include <chrono>
 #include <cstddef>
@@ -40,9 +77,11 @@ using verb = beast_http::verb;
 using field = beast_http::field;
 
 // A response to `req` with its version and keep-alive, a body and Content-Length.
+// Switches: no.   Throws: std::bad_alloc.
 response make_response(const request& req, status s, std::string body,
                        std::string_view content_type = "text/plain");
 
+// How a server treats its connections; the Limits table above lists them together.
 struct server_options {
     greenfiber::server_options connections{};  // cap, stacks, grace (see server.hpp)
     // How long a connection may stay silent between requests, and how long reading a
@@ -69,10 +108,11 @@ using handler = std::function<response(const request&)>;
 // closed). Switches: yes.   Throws: cancelled_error.
 //
 // Memory. What one connection holds from its peer is bounded by the options: the read
-// buffer by header_limit + buffer_limit, a request's fields (trailers included) by what
-// that buffer held, its body by body_limit. Past header_limit the answer is 431, past
-// body_limit or the buffer 413 (a chunk extension or a trailer that never ends gets 413 once
-// the buffer is full), then the connection is closed.
+// buffer by header_limit + buffer_limit, a request's fields by its head (header_limit)
+// plus its trailer (what the buffer held: header_limit + buffer_limit), so by
+// 2 * header_limit + buffer_limit in all, its body by body_limit. Past header_limit the
+// answer is 431, past body_limit or the buffer 413 (a chunk extension or a trailer that
+// never ends gets 413 once the buffer is full), then the connection is closed.
 //
 // Framing (RFC 9112 §6). A request whose body length is in doubt is answered and the
 // connection closed before any of its body is read, so that no part of it is ever taken
@@ -92,13 +132,22 @@ using handler = std::function<response(const request&)>;
 // HEAD (RFC 9110 §9.3.2): the handler is called as for GET; the response goes out without
 // its body, with the Content-Length of the body the handler returned, or, if that body is
 // empty, the Content-Length the handler set (when it set one).
+//
+// Expect (RFC 9110 §10.1.1). To "Expect: 100-continue" on an HTTP/1.1 request with a body to
+// come the server answers "HTTP/1.1 100 Continue" before it reads the body; a body above
+// body_limit gets 413 instead, before any of it is read. Any other expectation gets 417.
+// Both close the connection after a bounded drain of what the client still sends. An
+// HTTP/1.0 request's Expect is ignored.
 void serve_connection(tcp::socket& s, const handler& h, const server_options& opts = {});
 
 // serve() from server.hpp with serve_connection as the handler: until the calling task is
 // cancelled (then a graceful stop).
+// Switches: yes.   Throws: cancelled_error; boost::system::system_error if the listener
+// fails for good.
 void serve(tcp::acceptor listener, handler h, server_options opts = {});
 
-// The pieces of an http:// URL. Throws std::invalid_argument for anything else.
+// The pieces of an http:// URL.
+// Switches: no.   Throws: std::invalid_argument for anything else, naming the URL.
 struct url_parts {
     std::string host;
     std::string port;    // "80" when absent
@@ -106,36 +155,77 @@ struct url_parts {
 };
 url_parts parse_url(std::string_view url);
 
+// How a client treats its requests; the Limits table above lists them together.
 struct client_options {
     // Bounds a whole request (connect, write, read) when the call gives no deadline.
     std::chrono::steady_clock::duration timeout = std::chrono::seconds(30);
     std::size_t max_idle_per_host = 8;  // keep-alive connections kept for reuse
-    std::size_t body_limit = 64 * 1024 * 1024;
+    // A response's status line and fields; the 1xx responses before the final one count
+    // against it together.
+    std::size_t header_limit = 64 * 1024;
+    std::size_t body_limit = 64 * 1024 * 1024;  // a response's body, chunked or not
+    // What the read buffer may hold unparsed beyond header_limit: a chunk-size line with its
+    // extensions, trailer fields.
+    std::size_t buffer_limit = 64 * 1024;
+    // How long a request that carries "Expect: 100-continue" waits for the 100 before it
+    // sends its body anyway (curl's default). The request's deadline still bounds it.
+    std::chrono::steady_clock::duration expect_timeout = std::chrono::seconds(1);
     std::string user_agent = "greenfiber";
 };
 
 // An HTTP/1.1 client that reuses keep-alive connections (aiohttp's ClientSession). Any
-// status is a response (no exception for 404 or 500); transport failures throw
-// boost::system::system_error naming the URL (timed_out when the deadline passes). A
-// request on a reused connection that the server had closed meanwhile is retried once on
-// a new one. Several fibers may use one client at once; each request has its own
-// connection while it runs. A response to HEAD has its headers (Content-Length included)
-// and an empty body; the connection stays usable.
+// final status is a response (no exception for 404 or 500); transport failures throw
+// boost::system::system_error naming the method and URL (timed_out when the deadline
+// passes). Several fibers may use one client at once; each request has its own connection
+// while it runs.
+//
+// - Retries (RFC 9110 §9.2.2): a request is sent again, once, on a new connection only if
+//   its method is idempotent (GET, HEAD, OPTIONS, TRACE, PUT, DELETE) and it went out on a
+//   reused connection from which not one byte of a response came before it closed (the
+//   server had closed it meanwhile). A POST or PATCH is never resent: the server may have
+//   acted on it.
+// - A kept-alive connection is reused only if nothing arrived on it while it was idle (a
+//   server that sent more than its Content-Length said, or closed).
+// - Interim responses (1xx, RFC 9110 §15.2) are read past; the final one is returned. A
+//   101 Switching Protocols is an error (errc::protocol_error): the client does not
+//   upgrade connections.
+// - Expect: 100-continue is sent only if `req` carries it. Then the head goes out alone and
+//   the body once the server answers 100, or after client_options::expect_timeout without
+//   an answer. A final answer before the 100 (417, 413, ...) is returned without the body
+//   having been sent, and that connection is not reused.
+// - A response to HEAD has its headers (Content-Length included) and an empty body; the
+//   connection stays usable.
+// - The limits are client_options' (see Limits at the top).
+// Thread: thread-bound. A client must outlive the requests running on it (a request
+// returns its connection to the client when it ends).
 class client {
   public:
+    // A client with no connections yet. Switches: no.
     explicit client(client_options opts = {});
+    // Closes the idle connections. Switches: no.
     ~client();
     client(const client&) = delete;
     client& operator=(const client&) = delete;
 
+    // send() with a GET request.
+    // Switches: yes.   Throws: as send().
     response get(std::string_view url, deadline dl = {});
+    // send() with a POST request carrying `body` and Content-Type `content_type`.
+    // Switches: yes.   Throws: as send().
     response post(std::string_view url, std::string body,
                   std::string_view content_type = "application/octet-stream", deadline dl = {});
-    // Any method; `req`'s target and Host are set from `url`.
+    // Sends `req` (any method; its target and Host are set from `url`) and returns the
+    // final response, by `dl` or else within client_options::timeout.
+    // Switches: yes.   Thread: thread-bound.
+    // Throws: std::invalid_argument for a URL that is not http://;
+    //         boost::system::system_error for a transport failure (timed_out at the
+    //         deadline), a response past a limit (the message names the option), or a 101;
+    //         cancelled_error (the connection is then closed, never reused).
     response send(std::string_view url, request req, deadline dl = {});
 
     // Closes the idle connections. Switches: no.
     void close() noexcept;
+    // How many kept-alive connections wait for reuse. Switches: no.
     std::size_t idle_connections() const noexcept;
 
   private:
