@@ -15,6 +15,8 @@
 // Thread: thread-bound (fibers of one hub), except that a promise may be fulfilled, broken
 // or destroyed from any thread: that is sent to its hub (see promise).
 
+#include "greenfiber/config.hpp"  // first: the C++20 check
+
 #include <chrono>
 #include <concepts>
 #include <exception>

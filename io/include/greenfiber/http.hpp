@@ -13,6 +13,8 @@
 //
 // Thread: like sockets, everything here belongs to the hub of the thread that uses it.
 
+#include "greenfiber/config.hpp"  // first: the C++20 check
+
 #include <chrono>
 #include <cstddef>
 #include <functional>

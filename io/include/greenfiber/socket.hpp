@@ -25,6 +25,8 @@
 // Thread: an object belongs to the hub of the thread that created it.
 // Destroying one while a fiber waits on it is a bug: the waiting fiber would refer to it.
 
+#include "greenfiber/config.hpp"  // first: the C++20 check
+
 #include <chrono>
 #include <cstddef>
 #include <utility>
