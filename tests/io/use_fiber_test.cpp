@@ -19,11 +19,15 @@
 #include <boost/asio/local/connect_pair.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/read_until.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/asio/streambuf.hpp>
 #include <boost/asio/thread_pool.hpp>
+#include <boost/asio/write.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/http/read.hpp>
 #include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
 
 #include "greenfiber/combinators.hpp"
 #include "greenfiber/socket.hpp"
@@ -356,6 +360,73 @@ TEST_F(UseFiber, BeastAsyncReadTimesOutAndIsCancelled) {
     EXPECT_LT(std::chrono::steady_clock::now() - start, 5s);
     client.close();
     server.get();
+}
+
+// greenfiber's own sockets are Asio streams: composed operations take them directly
+// (the example at the top of use_fiber.hpp), no .native() needed.
+TEST_F(UseFiber, ComposedOperationsTakeGreenfiberSockets) {
+    tcp::acceptor listener(tcp::endpoint(asio::ip::address_v4::loopback(), 0));
+    auto server = spawn([&] {
+        tcp::socket s = listener.accept();
+        asio::streambuf line;
+        const std::size_t n = asio::async_read_until(s, line, "\n", use_fiber);
+        std::string got(asio::buffers_begin(line.data()), asio::buffers_begin(line.data()) + n);
+        // A reply larger than a socket buffer, so async_write needs several write_some.
+        const std::string reply = got + std::string(1 << 20, 'x');
+        EXPECT_EQ(asio::async_write(s, asio::buffer(reply), use_fiber), reply.size());
+        // Then Beast over the same socket.
+        boost::beast::flat_buffer buf;
+        http::request<http::string_body> req;
+        http::async_read(s, buf, req, use_fiber);
+        http::response<http::string_body> res{http::status::ok, 11};
+        res.body() = "target " + std::string(req.target());
+        res.prepare_payload();
+        http::async_write(s, res, use_fiber);
+        return got;
+    });
+    tcp::socket client;
+    client.connect(listener.local_endpoint());
+    (void)asio::async_write(client, asio::buffer(std::string("hello\n")), use_fiber);
+    std::string reply(6 + (1 << 20), '\0');
+    EXPECT_EQ(asio::async_read(client, asio::buffer(reply), use_fiber), reply.size());
+    EXPECT_EQ(reply.substr(0, 6), "hello\n");
+    EXPECT_EQ(reply.find_first_not_of('x', 6), std::string::npos);
+
+    http::request<http::string_body> req{http::verb::get, "/beast", 11};
+    http::async_write(client, req, use_fiber);
+    boost::beast::flat_buffer buf;
+    http::response<http::string_body> res;
+    http::async_read(client, buf, res, use_fiber);
+    EXPECT_EQ(res.body(), "target /beast");
+    EXPECT_EQ(server.get(), "hello\n");
+}
+
+// A peer that never sends the delimiter: the deadline and a cancellation both end the
+// composed operation, and the socket is still usable for the greenfiber calls afterwards.
+TEST_F(UseFiber, ComposedOperationOnAGreenfiberSocketEndsAtItsDeadlineAndOnCancel) {
+    tcp::acceptor listener(tcp::endpoint(asio::ip::address_v4::loopback(), 0));
+    tcp::socket client;
+    auto accepting = spawn([&] { return listener.accept(); });
+    client.connect(listener.local_endpoint());
+    tcp::socket server = accepting.get();
+    server.write(asio::buffer(std::string("no newline yet")));
+
+    asio::streambuf line;
+    error_code ec;
+    (void)asio::async_read_until(client, line, "\n", use_fiber.until(10ms)[ec]);
+    EXPECT_EQ(ec, asio::error::timed_out);
+
+    auto reader = spawn([&] { return asio::async_read_until(client, line, "\n", use_fiber); });
+    yield_now();
+    reader.cancel();
+    EXPECT_THROW(reader.get(), cancelled_error);
+
+    server.write(asio::buffer(std::string("!\n")));
+    const std::size_t n = asio::async_read_until(client, line, "\n", use_fiber);
+    EXPECT_EQ(n, std::string("no newline yet!\n").size());
+    std::array<char, 4> b{};
+    server.write(asio::buffer(std::string("more")));
+    EXPECT_EQ(client.read(asio::buffer(b)), 4u);
 }
 
 TEST_F(UseFiber, DeadlineCancelsTheOperationAndReportsTimedOut) {

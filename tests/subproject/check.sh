@@ -4,8 +4,9 @@
 #
 # Usage: check.sh <greenfiber source root> <consumer dir> [meson] [ninja]
 #
-# The consumer is configured plainly: no options, flags or sanitizers of the outer build
-# reach it, so the test means the same in every outer configuration.
+# The consumer is configured plainly, apart from asking for static libraries: no options,
+# flags or sanitizers of the outer build reach it, so the test means the same in every
+# outer configuration.
 set -euo pipefail
 
 src=$(cd "$1" && pwd -P)
@@ -26,8 +27,10 @@ mkdir -p "$tmp/consumer/subprojects"
 # builds the current sources; Meson never writes into a subproject's source directory.
 ln -s "$src" "$tmp/consumer/subprojects/greenfiber"
 
+# Static libraries here (the build's static option), shared ones in the install test: both
+# kinds are built and used on every run.
 echo "== meson setup"
-"$meson" setup --wrap-mode=nodownload "$tmp/build" "$tmp/consumer"
+"$meson" setup --wrap-mode=nodownload -Ddefault_library=static "$tmp/build" "$tmp/consumer"
 
 echo "== ninja"
 "$ninja" -C "$tmp/build"
@@ -43,6 +46,12 @@ fi
 "$meson" introspect --targets "$tmp/build" >"$tmp/targets.json"
 if grep -Eq '"name": "[^"]*(_test|greenlet_switch)"' "$tmp/targets.json"; then
     echo "FAIL: greenfiber configured its tests or samples as a subproject" >&2
+    exit 1
+fi
+
+# Static: nothing of greenfiber is loaded at run time.
+if ldd "$tmp/build/consumer" | grep -q greenfiber; then
+    echo "FAIL: the consumer loads a greenfiber shared library in a static build" >&2
     exit 1
 fi
 

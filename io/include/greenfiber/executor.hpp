@@ -2,6 +2,8 @@
 // Executors: run blocking work on other threads while only the calling fiber waits
 // (asyncio's run_in_executor / to_thread / set_default_executor).
 
+#include "greenfiber/config.hpp"  // first: the C++20 check
+
 #include <chrono>
 #include <cstddef>
 #include <exception>

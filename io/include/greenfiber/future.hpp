@@ -19,6 +19,8 @@
 // will ever set must therefore be destroyed (its waiters then get broken_promise), or the
 // wait bounded (wait_for), or the waiting task cancelled.
 
+#include "greenfiber/config.hpp"  // first: the C++20 check
+
 #include <chrono>
 #include <concepts>
 #include <exception>

@@ -3,6 +3,8 @@
 // greenfiber/http.hpp, which pulls in Beast's HTTP headers: include it where it is used.
 // Code that links only `greenfiber-fibers` includes the fibers headers one by one instead.
 
+#include "greenfiber/config.hpp"  // first: the C++20 check
+
 #include "greenfiber/combinators.hpp"
 #include "greenfiber/deadline.hpp"
 #include "greenfiber/error.hpp"

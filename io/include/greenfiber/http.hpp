@@ -50,6 +50,8 @@
 //   the option and its value ("... client_options::body_limit (67108864 bytes)"); the
 //   connection is closed.
 
+#include "greenfiber/config.hpp"  // first: the C++20 check
+
 #include <chrono>
 #include <cstddef>
 #include <functional>

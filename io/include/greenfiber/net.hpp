@@ -3,6 +3,8 @@
 // Name resolution and connecting by name. Resolution runs getaddrinfo on Asio's resolver
 // thread: the hub and its other fibers keep running meanwhile.
 
+#include "greenfiber/config.hpp"  // first: the C++20 check
+
 #include <string>
 #include <string_view>
 #include <vector>

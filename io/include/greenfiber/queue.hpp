@@ -23,6 +23,8 @@
 //
 // Thread: thread-bound (fibers of one hub). A queue must outlive its waiters.
 
+#include "greenfiber/config.hpp"  // first: the C++20 check
+
 #include <algorithm>
 #include <chrono>
 #include <concepts>

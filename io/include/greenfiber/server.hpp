@@ -21,6 +21,8 @@
 //
 // Thread: a server belongs to the hub of the thread that created it.
 
+#include "greenfiber/config.hpp"  // first: the C++20 check
+
 #include <chrono>
 #include <cstddef>
 #include <exception>

@@ -2,6 +2,8 @@
 // POSIX signals on the hub (asyncio's add_signal_handler), and the Ctrl-C handling of run()
 // (asyncio.Runner since 3.11: the first SIGINT cancels the main task, the second exits).
 
+#include "greenfiber/config.hpp"  // first: the C++20 check
+
 #include <cstddef>
 #include <memory>
 #include <string>

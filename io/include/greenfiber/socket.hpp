@@ -25,6 +25,8 @@
 // Thread: an object belongs to the hub of the thread that created it.
 // Destroying one while a fiber waits on it is a bug: the waiting fiber would refer to it.
 
+#include "greenfiber/config.hpp"  // first: the C++20 check
+
 #include <chrono>
 #include <cstddef>
 #include <utility>
@@ -317,6 +319,23 @@ class basic_stream_socket
             this->write_, "write_some", "writer", true, dl, ec,
             [&](boost::system::error_code& e) { return this->obj_.write_some(b, e); },
             [&](auto&& handler) { this->obj_.async_write_some(b, std::move(handler)); });
+    }
+
+    // Asio's AsyncReadStream and AsyncWriteStream: so that Asio's and Beast's composed
+    // operations (async_read_until, async_write, http::async_read, ...) take this socket
+    // directly, with use_fiber or any other completion token. These are Asio's own
+    // operations on the socket underneath: the socket's default timeout and its check that
+    // one fiber reads (writes) at a time do not cover them; give a deadline with
+    // use_fiber.until() or timeout(), and do not run them beside read_some()/write_some() in
+    // the same direction.
+    // Switches: as the token says (use_fiber: yes).   Thread: the hub's thread.
+    template <class MB, class Token>
+    auto async_read_some(const MB& b, Token&& token) {
+        return this->obj_.async_read_some(b, std::forward<Token>(token));
+    }
+    template <class CB, class Token>
+    auto async_write_some(const CB& b, Token&& token) {
+        return this->obj_.async_write_some(b, std::forward<Token>(token));
     }
 
     // Fills the buffers exactly; on error returns how much was read. `dl` bounds the whole

@@ -60,6 +60,8 @@
 // reader and the writer. One fiber reads at a time (as asyncio's StreamReader); several
 // fibers may write and drain at once.
 
+#include "greenfiber/config.hpp"  // first: the C++20 check
+
 #include <concepts>
 #include <cstddef>
 #include <cstdint>

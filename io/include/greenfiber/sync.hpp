@@ -27,6 +27,8 @@
 // Destroying a primitive while fibers wait on it aborts with a message: their wait
 // records, which live in their frames, would otherwise dangle.
 
+#include "greenfiber/config.hpp"  // first: the C++20 check
+
 #include <chrono>
 #include <concepts>
 #include <cstddef>

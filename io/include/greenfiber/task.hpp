@@ -1,5 +1,7 @@
 #pragma once
 
+#include "greenfiber/config.hpp"  // first: the C++20 check
+
 #include <chrono>
 #include <cstddef>
 #include <cstdint>

@@ -33,6 +33,8 @@
 // Thread: the call must come from a fiber of this thread's hub (not from a callback on the
 // hub itself). The operation may complete on any thread.
 
+#include "greenfiber/config.hpp"  // first: the C++20 check
+
 #include <atomic>
 #include <chrono>
 #include <exception>
