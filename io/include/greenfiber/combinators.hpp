@@ -417,7 +417,8 @@ template <class T>
 // past it) cancels and joins its tasks but cannot throw from its destructor: failures are
 // reported (report_failure), not raised. Prefer with_task_group() when the body can suspend
 // between spawn() and join(). Nested groups nest: an inner group's exception_group is one
-// failure of the outer group.
+// failure of the outer group. Several fibers may join one group, and each gets the
+// failures; the group must outlive every fiber in its join().
 //   with_task_group([](task_group& g) { g.spawn(fetch, a); g.spawn(fetch, b); });
 // Thread: thread-bound.
 class task_group {
