@@ -15,10 +15,8 @@
 // It also lists the states of a future, Pending/Running/Done/Cancelled; greenfiber's
 // task_status has the same four, and the sample shows the first three.
 //
-// One difference: asyncio runs the done callbacks before run_until_complete() returns, but
-// greenfiber's run_until_complete() returns as soon as the task is finished, with its
-// callbacks queued behind it. The sample lets them run with yield_now() before it goes on.
-// The sleep is 100 ms here.
+// As in asyncio, the done callback runs before run_until_complete() returns: it was added
+// before run_until_complete() began to wait. The sleep is 100 ms here.
 
 #include <chrono>
 #include <exception>
@@ -60,9 +58,8 @@ int demo() {
     std::cout << "(the task's state before the run: " << greenfiber::to_string(task.status())
               << ")\n";
 
-    // Step 2: loop.run_until_complete(task), then let the queued callback run.
+    // Step 2: loop.run_until_complete(task); the callback has run when it returns.
     loop.run_until_complete(task);
-    greenfiber::yield_now();
     std::cout << "(the task's state after the run: " << greenfiber::to_string(task.status())
               << ")\n";
     return 0;

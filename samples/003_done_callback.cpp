@@ -13,8 +13,8 @@
 //
 // The printed time would change on every run; the sample prints what it shows instead: do()
 // never waits, so the whole run takes far less than a second.
-// greenfiber resumes run_until_complete() before it runs the task's done callbacks (asyncio
-// runs them first), so main lets them run with yield_now().
+// As in asyncio, the done callbacks, added before run_until_complete(), have run when it
+// returns.
 
 #include <chrono>
 #include <exception>
@@ -59,7 +59,6 @@ int demo() {
 
     // Step 3: loop.run_until_complete(task); the callbacks run in the order they were added.
     loop.run_until_complete(task);
-    greenfiber::yield_now();
 
     // Step 4: without a callback: task.result() once the task is finished.
     std::cout << "task.result():  " << task.result() << "\n";

@@ -10,8 +10,8 @@
 //
 // This sample does without the network: request() waits 100 ms, standing for the server's
 // answer, and returns the status code 200. (The HTTP form of these examples is
-// 004_callback_result_http.) greenfiber's run_until_complete() returns before the task's
-// done callbacks run (asyncio runs them first), so 4) lets them run with yield_now().
+// 004_callback_result_http.) As in asyncio, the done callback of 4) has run when
+// run_until_complete() returns.
 
 #include <chrono>
 #include <exception>
@@ -51,8 +51,7 @@ int demo() {
     greenfiber::task<int> t = greenfiber::spawn(greenfiber::spawn_options{"request"}, request);
     t.add_done_callback(callback);
     std::cout << "Task: " << describe(t) << "\n";
-    loop.run_until_complete(t);
-    greenfiber::yield_now();  // let the queued callback run
+    loop.run_until_complete(t);  // the callback has run
     std::cout << "Task: " << describe(t) << "\n";
 
     // Example 5): no callback; task.result() after the run.

@@ -17,8 +17,8 @@
 // http::client (aiohttp's ClientSession), whose get() suspends only its task, and returns
 // the status code. (requests.get, which blocks the whole thread, could not be answered by
 // a server on the same thread; 000_requests_vs_aiohttp shows it against a server on a
-// thread of its own.) greenfiber's run_until_complete() returns before the task's done
-// callbacks run (asyncio runs them first), so 4) lets them run with yield_now().
+// thread of its own.) As in asyncio, the done callback of 4) has run when
+// run_until_complete() returns.
 
 #include <chrono>
 #include <exception>
@@ -78,7 +78,6 @@ int demo() {
     t.add_done_callback(callback);
     std::cout << "Task: " << describe(t) << "\n";
     loop.run_until_complete(t);
-    greenfiber::yield_now();  // let the queued callback run
     std::cout << "Task: " << describe(t) << "\n";
 
     // Example 5): no callback; task.result() after the run.

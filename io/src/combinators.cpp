@@ -1,9 +1,10 @@
-// gather, wait, as_completed, wait_for, timeout, task_group and pool: all built on task
-// done listeners (synchronous hooks on the finishing fiber) that wake one parked waiter.
+// gather, wait, as_completed, wait_for, timeout, task_group and pool: all built on a
+// task's done entries, which fire in registration order among its done callbacks.
 
 #include "greenfiber/combinators.hpp"
 
 #include <algorithm>
+#include <memory>
 #include <string>
 
 namespace greenfiber {
@@ -11,92 +12,133 @@ namespace detail {
 
 namespace {
 
-void wake_context(task_base::done_listener& l, task_base&) noexcept {
-    hub::current().wake(*static_cast<waiter*>(l.context));
-}
-
 bool failed(task_base& t) {
     if (!t.done()) return false;
     return t.status() == task_status::cancelled || t.peek_exception() != nullptr;
 }
 
-bool condition(const std::vector<task_base*>& ts, return_when rw) {
-    switch (rw) {
-        case return_when::all_completed:
-            return std::all_of(ts.begin(), ts.end(), [](task_base* t) { return t->done(); });
-        case return_when::first_completed:
-            return std::any_of(ts.begin(), ts.end(), [](task_base* t) { return t->done(); });
-        case return_when::first_exception:
-            return std::all_of(ts.begin(), ts.end(), [](task_base* t) { return t->done(); }) ||
-                   std::any_of(ts.begin(), ts.end(), [](task_base* t) {
-                       return t->status() == task_status::done && t->peek_exception() != nullptr;
-                   });
-    }
-    return true;
-}
-
-// Listeners on every unfinished task, waking `w`; unlinked on destruction.
-class listening {
+// asyncio builds gather, wait and wait_for on a done callback per task, which counts the
+// completions and, once the outcome is settled, completes an inner future whose own done
+// callback wakes the awaiting task. The same two turns here: each task's done entry queues
+// a completion callback on the hub in the entry's turn (at once for a task that is already
+// finished, as add_done_callback does), and the callback that settles the outcome wakes the
+// caller, which resumes one turn of the ready queue later. So what the callbacks registered
+// before the caller queued has run when it returns, and the outcome (which task failed
+// first) is the one the callbacks saw, in their order, as in asyncio.
+class completions {
   public:
-    listening(const std::vector<task_base*>& ts, waiter& w) : ts_(ts), ls_(ts.size()) {
+    enum class mode { wait, gather };
+
+    completions(const std::vector<task_base*>& ts, mode m, return_when rw, waiter& w)
+        : st_(std::make_shared<state>(w, ts, m, rw)), entries_(ts.size()) {
         for (std::size_t i = 0; i < ts.size(); ++i) {
-            if (ts[i]->done()) continue;
-            ls_[i].fn = wake_context;
-            ls_[i].context = &w;
-            ts[i]->add_done_listener(ls_[i]);
+            if (ts[i]->done()) {
+                queue(st_, i);
+                continue;
+            }
+            entries_[i].owner = this;
+            entries_[i].index = i;
+            entries_[i].l.context = &entries_[i];
+            entries_[i].l.fn = [](done_listener& l, task_base&) noexcept {
+                auto* e = static_cast<entry*>(l.context);
+                queue(e->owner->st_, e->index);
+            };
+            ts[i]->add_done_entry(entries_[i].l);
         }
     }
-    ~listening() {
-        for (std::size_t i = 0; i < ts_.size(); ++i) ts_[i]->remove_done_listener(ls_[i]);
+    ~completions() {
+        for (std::size_t i = 0; i < entries_.size(); ++i) {
+            st_->ts[i]->remove_done_entry(entries_[i].l);
+        }
+        st_->w = nullptr;  // callbacks still queued find the caller gone
     }
+    completions(const completions&) = delete;
+    completions& operator=(const completions&) = delete;
+
+    bool settled() const noexcept { return st_->settled; }
+    // The index of the task whose failure settled a gather, or -1.
+    int first_failure() const noexcept { return st_->first_failure; }
 
   private:
-    const std::vector<task_base*>& ts_;
-    std::vector<task_base::done_listener> ls_;
+    // Shared by the caller's frame and its queued completion callbacks, which may run after
+    // the caller left: then `w` is null and they do nothing.
+    struct state {
+        state(waiter& wt, const std::vector<task_base*>& t, mode md, return_when r)
+            : w(&wt), ts(t), m(md), rw(r) {}
+        waiter* w;                   // Borrowed: the caller's wait record, while it waits.
+        std::vector<task_base*> ts;  // Borrowed while `w` is set: the caller holds handles.
+        mode m;
+        return_when rw;
+        std::size_t processed = 0;
+        int first_failure = -1;
+        bool settled = false;
+
+        void complete(std::size_t i) noexcept {
+            if (w == nullptr || settled) return;
+            ++processed;
+            task_base& t = *ts[i];
+            if (m == mode::gather) {
+                if (failed(t)) {
+                    first_failure = static_cast<int>(i);
+                    settled = true;
+                } else {
+                    settled = processed == ts.size();
+                }
+            } else {
+                settled = processed == ts.size() || rw == return_when::first_completed ||
+                          (rw == return_when::first_exception && t.status() == task_status::done &&
+                           t.peek_exception() != nullptr);
+            }
+            if (settled) hub::current().wake(*w);
+        }
+    };
+    struct entry {
+        done_listener l;
+        completions* owner = nullptr;
+        std::size_t index = 0;
+    };
+    static void queue(const std::shared_ptr<state>& st, std::size_t i) noexcept {
+        hub::current().call_soon([st, i] { st->complete(i); });
+    }
+
+    std::shared_ptr<state> st_;
+    std::vector<entry> entries_;  // linked in the unfinished tasks' done lists
 };
 
 }  // namespace
 
 bool wait_tasks(const std::vector<task_base*>& ts, return_when rw,
                 std::optional<time_point> deadline) {
-    if (condition(ts, rw)) return true;
+    if (ts.empty()) return true;
     hub& h = hub::current();
     waiter w("tasks (wait/gather)");
-    listening l(ts, w);
-    while (!condition(ts, rw)) {
+    completions c(ts, completions::mode::wait, rw, w);
+    while (!c.settled()) {
         if (!deadline) {
             h.park(w);
         } else if (!h.park_until(w, *deadline)) {
-            return condition(ts, rw);
+            return c.settled();
         }
     }
     return true;
 }
 
 int gather_wait(const std::vector<task_base*>& ts, gather_options opts) {
-    auto first_failure = [&]() -> int {
-        for (std::size_t i = 0; i < ts.size(); ++i) {
-            if (failed(*ts[i])) return static_cast<int>(i);
-        }
-        return -1;
-    };
-    auto settled = [&] {
-        return first_failure() >= 0 ||
-               std::all_of(ts.begin(), ts.end(), [](task_base* t) { return t->done(); });
-    };
+    if (ts.empty()) return -1;
     hub& h = hub::current();
-    if (!settled()) {
-        waiter w("tasks (gather)");
-        listening l(ts, w);
-        try {
-            while (!settled()) h.park(w);
-        } catch (const cancelled_error&) {
-            // Cancelling the gather cancels every unfinished child (asyncio).
+    waiter w("tasks (gather)");
+    completions c(ts, completions::mode::gather, return_when::all_completed, w);
+    try {
+        while (!c.settled()) h.park(w);
+    } catch (const cancelled_error&) {
+        // Cancelling the gather cancels every unfinished child (asyncio); once its outcome
+        // is settled only the caller is cancelled (asyncio's outer future is done then).
+        if (!c.settled()) {
             for (task_base* t : ts) t->cancel("the gather was cancelled");
-            throw;
         }
+        throw;
     }
-    const int f = first_failure();
+    const int f = c.first_failure();
     if (f >= 0 && opts.cancel_on_error) {
         for (task_base* t : ts) t->cancel("a sibling in the gather failed");
     }
@@ -124,17 +166,17 @@ completion_queue::completion_queue(std::vector<task_base*> ts)
             continue;
         }
         entries_[i].l.context = &entries_[i];
-        entries_[i].l.fn = [](task_base::done_listener& l, task_base&) noexcept {
+        entries_[i].l.fn = [](done_listener& l, task_base&) noexcept {
             auto* e = static_cast<entry*>(l.context);
             e->q->finished_.push_back(e->index);
             e->q->waiting_.signal_all();
         };
-        tasks_[i]->add_done_listener(entries_[i].l);
+        tasks_[i]->add_done_entry(entries_[i].l);
     }
 }
 
 completion_queue::~completion_queue() {
-    for (std::size_t i = 0; i < tasks_.size(); ++i) tasks_[i]->remove_done_listener(entries_[i].l);
+    for (std::size_t i = 0; i < tasks_.size(); ++i) tasks_[i]->remove_done_entry(entries_[i].l);
 }
 
 std::size_t completion_queue::next(std::optional<time_point> deadline) {
@@ -151,14 +193,12 @@ std::size_t completion_queue::next(std::optional<time_point> deadline) {
 }
 
 void wait_for_or_cancel(task_base& t, time_point deadline, std::chrono::steady_clock::duration d) {
-    if (t.done()) return;
     hub& h = hub::current();
     // Waits for the cancelled task to finish, whatever the caller's own cancellation says.
     auto join_cancelled = [&] {
         waiter w("a cancelled task (wait_for)");
-        std::vector<task_base*> one{&t};
-        listening l(one, w);
-        while (!t.done()) h.park_shielded(w);
+        completions c({&t}, completions::mode::wait, return_when::all_completed, w);
+        while (!c.settled()) h.park_shielded(w);
     };
     bool in_time;
     try {
@@ -238,17 +278,24 @@ timeout_guard::~timeout_guard() {
 
 // task_group -------------------------------------------------------------------------------
 
-task_group::task_group() : owner_(current_task()) {}
+task_group::task_group() : owner_(current_task()), self_(std::make_shared<task_group*>(this)) {}
 
 task_group::~task_group() {
-    if (joined_) return;
-    try {
-        cancel();
-        join_impl(false);
-    } catch (...) {
-        report_failure({"greenfiber: task_group: joining in its destructor failed",
-                        std::current_exception(), nullptr});
+    // A join() that did not end (its fiber was killed in it) left tasks running: they are
+    // joined here too, since their done entries point into this group.
+    const bool was_joined = joined_;
+    if (!was_joined || unsettled_ > 0) {
+        try {
+            cancel();
+            join_impl(false, nullptr);
+        } catch (...) {
+            report_failure({"greenfiber: task_group: joining in its destructor failed",
+                            std::current_exception(), nullptr});
+        }
     }
+    for (auto& e : tasks_) e->t.state()->remove_done_entry(e->l);
+    *self_ = nullptr;  // completion turns still queued find the group gone
+    if (was_joined) return;
     for (auto& e : errors_) {
         report_failure(
             {"greenfiber: task_group destroyed without join(): a task failed", e, nullptr});
@@ -268,29 +315,49 @@ void task_group::add(any_task t) {
     e->l.fn = &task_group::on_done;
     detail::task_base* state = t.state();
     e->t = std::move(t);
+    ++unsettled_;
     if (state->done()) {
         on_done(e->l, *state);
     } else {
-        state->add_done_listener(e->l);
+        state->add_done_entry(e->l);
     }
     tasks_.push_back(std::move(e));
 }
 
-void task_group::on_done(detail::task_base::done_listener& l, detail::task_base& t) noexcept {
+void task_group::on_done(detail::done_listener& l, detail::task_base&) noexcept {
+    // asyncio's TaskGroup handles a task's end in a done callback: one turn later, in the
+    // task's turn among its callbacks. A sibling already woken then runs before it is
+    // cancelled, and its own failure counts too.
     auto* e = static_cast<entry*>(l.context);
-    task_group* g = e->g;
+    hub::current().call_soon([self = e->g->self_, e] {
+        if (*self != nullptr) (*self)->on_turn(*e);
+    });
+}
+
+void task_group::on_turn(entry& e) noexcept {
+    task_group* g = this;
+    detail::task_base& t = *e.t.state();
+    --unsettled_;
     if (t.status() == task_status::done && t.peek_exception() != nullptr) {
         const bool first = g->errors_.empty();
         g->errors_.push_back(t.exception());
         if (first) {
             for (auto& other : g->tasks_) other->t.cancel("a task in the group failed");
-            if (g->owner_ && !g->owner_.done() && g->joiners_.empty()) {
+            // The owner is cancelled to stop what it does in the group's body; in join()
+            // it is already waiting for the group.
+            if (g->owner_ && !g->owner_.done() && !g->owner_in_join_) {
                 g->cancelled_owner_ = true;
                 g->owner_.cancel("a task in the group failed");
+            } else if (g->owner_in_join_) {
+                // asyncio cancels the parent in __aexit__ too, which wakes it to look again:
+                // it returns now if every other end was handled already.
+                g->joiners_.signal_all();
             }
         }
     }
-    g->joiners_.signal_all();
+    // join() returns once every end was handled (asyncio completes __aexit__'s future when
+    // its set of tasks is empty), not at each.
+    if (unsettled_ == 0) g->joiners_.signal_all();
 }
 
 std::size_t task_group::running() const noexcept {
@@ -303,16 +370,44 @@ void task_group::cancel() noexcept {
 }
 
 void task_group::join() {
-    join_impl(true);
+    join_impl(true, nullptr);
 }
 
-void task_group::join_impl(bool throwing) {
+void task_group::join_after(std::exception_ptr body_error) {
+    join_impl(true, std::move(body_error));
+}
+
+namespace {
+bool is_cancellation(const std::exception_ptr& e) {
+    try {
+        std::rethrow_exception(e);
+    } catch (const cancelled_error&) {
+        return true;
+    } catch (...) {
+        return false;
+    }
+}
+}  // namespace
+
+void task_group::join_impl(bool throwing, std::exception_ptr body_error) {
     joined_ = true;
+    const bool body_cancelled = body_error && is_cancellation(body_error);
+    // A body that left with an exception aborts the group (asyncio's __aexit__): its tasks
+    // are cancelled and joined, and further cancellations of the owner only wait longer.
+    bool aborting = static_cast<bool>(body_error);
+    if (aborting) cancel();
     bool outside_cancel = false;
-    while (running() > 0) {
+    const bool owner_here = owner_ && current_task() == owner_;
+    struct in_join {
+        task_group& g;
+        bool was;
+        ~in_join() { g.owner_in_join_ = was; }
+    } restore{*this, owner_in_join_};
+    if (owner_here) owner_in_join_ = true;
+    while (unsettled_ > 0) {
         detail::sync_waiter sw("the tasks of a task_group (join)");
         try {
-            (void)detail::park_in(joiners_, sw, nullptr, outside_cancel);
+            (void)detail::park_in(joiners_, sw, nullptr, aborting);
         } catch (const cancelled_error&) {
             if (cancelled_owner_) {
                 // Our own cancellation of the owner: absorb it and keep joining.
@@ -322,24 +417,30 @@ void task_group::join_impl(bool throwing) {
             }
             // From outside: cancel the group, join it anyway, then leave cancelled.
             outside_cancel = true;
+            aborting = true;
             cancel();
         }
     }
-    for (auto& e : tasks_) e->t.state()->remove_done_listener(e->l);
+    for (auto& e : tasks_) e->t.state()->remove_done_entry(e->l);
     if (cancelled_owner_) {
-        // The owner was cancelled by the group but never raised: withdraw the request.
+        // The owner was cancelled by the group (and the body may have seen it): withdraw
+        // the request, as asyncio's __aexit__ uncancels the parent.
         cancelled_owner_ = false;
         owner_.uncancel();
     }
-    if (outside_cancel && throwing)
-        throw cancelled_error("the task owning the group was cancelled");
-    if (!errors_.empty() && throwing) {
-        std::vector<std::exception_ptr> errors = std::move(errors_);
-        errors_.clear();
-        throw exception_group(
-            "greenfiber: task_group: " + std::to_string(errors.size()) + " task(s) failed",
-            std::move(errors));
+    if (!throwing) return;
+    // Failures come first, whatever cancelled the owner: the code that joins learns every
+    // one of them, never a bare cancelled_error (asyncio raises the ExceptionGroup then).
+    // A copy: every fiber that joins the group learns the failures.
+    std::vector<std::exception_ptr> errors = errors_;
+    if (body_error && !body_cancelled) errors.push_back(body_error);
+    if (!errors.empty()) {
+        const std::string what =
+            "greenfiber: task_group: " + std::to_string(errors.size()) + " failure(s)";
+        throw exception_group(what, std::move(errors));
     }
+    if (body_cancelled) std::rethrow_exception(body_error);
+    if (outside_cancel) throw cancelled_error("the task owning the group was cancelled");
 }
 
 // pool ---------------------------------------------------------------------------------------
@@ -347,7 +448,7 @@ void task_group::join_impl(bool throwing) {
 pool::pool(std::size_t size) : size_(size == 0 ? 1 : size) {}
 
 pool::~pool() {
-    for (auto& e : tasks_) e->t.state()->remove_done_listener(e->l);
+    for (auto& e : tasks_) e->t.state()->remove_done_entry(e->l);
 }
 
 std::unique_ptr<pool::entry> pool::wait_slot() {
@@ -382,11 +483,11 @@ void pool::add(std::unique_ptr<entry> e, any_task t) noexcept {
         on_done(e->l, *state);
         return;
     }
-    state->add_done_listener(e->l);
+    state->add_done_entry(e->l);
     tasks_.push_back(std::move(e));
 }
 
-void pool::on_done(detail::task_base::done_listener& l, detail::task_base&) noexcept {
+void pool::on_done(detail::done_listener& l, detail::task_base&) noexcept {
     auto* e = static_cast<entry*>(l.context);
     pool* p = e->p;
     --p->running_;

@@ -3,6 +3,7 @@
 #include "greenfiber/task.hpp"
 
 #include <algorithm>
+#include <memory>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -22,7 +23,28 @@ struct task_list {
 };
 thread_local task_list tasks;
 
+// A done callback: owned by its task while linked, freed when it fires (its function goes to
+// the hub's ready queue in its turn) or is removed.
+struct callback_entry : done_entry {
+    callback_entry(std::uint64_t i, detail::unique_function<void()> f)
+        : done_entry(&fire_callback), id(i), fn(std::move(f)) {}
+    static void fire_callback(done_entry& self, task_base& t) noexcept {
+        std::unique_ptr<callback_entry> cb(static_cast<callback_entry*>(&self));
+        t.owner().call_soon(std::move(cb->fn));
+    }
+    std::uint64_t id;
+    detail::unique_function<void()> fn;
+};
+
+bool is_callback(const done_entry& e) noexcept {
+    return e.fire == &callback_entry::fire_callback;
+}
+
 }  // namespace
+
+void done_wake::wake_it(done_entry& self, task_base& t) noexcept {
+    t.owner().wake(*static_cast<done_wake&>(self).w);
+}
 
 task_base::task_base(hub& h, spawn_options opts, const std::type_info& fn_type)
     : hub_(&h),
@@ -44,6 +66,11 @@ task_base::task_base(hub& h, spawn_options opts, const std::type_info& fn_type)
 task_base::~task_base() {
     tasks.live.remove(*this);
     tasks.unretrieved.remove(*this);
+    // A task is destroyed only once finished, which empties the list; whatever is left is a
+    // callback it owns.
+    while (done_entry* e = done_.pop_front()) {
+        if (is_callback(*e)) delete static_cast<callback_entry*>(e);
+    }
     if (error_ && !retrieved_) report_unretrieved();
 }
 
@@ -135,31 +162,19 @@ void task_base::body() noexcept {
     finish();
 }
 
-void task_base::add_done_listener(done_listener& l) noexcept {
-    l.prev = nullptr;
-    l.next = listeners_;
-    if (listeners_ != nullptr) listeners_->prev = &l;
-    listeners_ = &l;
+void task_base::add_done_entry(done_entry& e) noexcept {
+    done_.push_back(e);
 }
 
-void task_base::remove_done_listener(done_listener& l) noexcept {
-    if (l.prev == nullptr && l.next == nullptr && listeners_ != &l) return;  // not linked
-    if (l.prev != nullptr) l.prev->next = l.next;
-    if (l.next != nullptr) l.next->prev = l.prev;
-    if (listeners_ == &l) listeners_ = l.next;
-    l.prev = l.next = nullptr;
+void task_base::remove_done_entry(done_entry& e) noexcept {
+    done_.remove(e);
 }
 
 void task_base::finish() noexcept {
-    // Done callbacks are queued before the waiters are woken: as in asyncio, where a
-    // waiter's wake-up is itself a done callback added after the ones already there.
-    for (auto& cb : callbacks_) hub_->call_soon(std::move(cb.fn));
-    callbacks_.clear();
-    done_waiters_.signal_all();
-    while (done_listener* l = listeners_) {
-        remove_done_listener(*l);
-        l->fn(*l, *this);
-    }
+    // One list, fired front to back: a callback is queued, a waiting fiber woken, a listener
+    // called, each in the turn it registered (asyncio's awaiters are done callbacks too).
+    // An entry is unlinked before it fires, so a listener may unlink any other entry.
+    while (done_entry* e = done_.pop_front()) e->fire(*e, *this);
     // Leave the hub's list and drop the hub's reference, last.
     tasks.live.remove(*this);
     fiber_impl_->local = nullptr;
@@ -200,13 +215,34 @@ void task_base::raise_cancel() {
     throw cancelled_error(cancel_message_);
 }
 
+bool task_base::park_done(waiter& w, const std::chrono::steady_clock::time_point* deadline,
+                          bool shielded) {
+    done_wake e(w);
+    add_done_entry(e);
+    struct unlink {
+        task_base& t;
+        done_wake& e;
+        ~unlink() { t.remove_done_entry(e); }
+    } guard{*this, e};
+    hub& h = hub::current();
+    if (deadline != nullptr) {
+        return shielded ? h.park_shielded_until(w, *deadline) : h.park_until(w, *deadline);
+    }
+    if (shielded) {
+        h.park_shielded(w);
+    } else {
+        h.park(w);
+    }
+    return true;
+}
+
 void task_base::wait_done() {
     check_thread("wait for");
     if (done()) return;
-    const std::string what = "task '" + name_ + "'";
-    sync_waiter sw(what.c_str());
     if (current() == this) throw error("greenfiber: task '" + name_ + "' cannot wait for itself");
-    (void)wait_in(done_waiters_, sw, nullptr);
+    const std::string what = "task '" + name_ + "'";
+    waiter w(what.c_str());
+    while (!done()) (void)park_done(w, nullptr, false);
 }
 
 void task_base::await_done() {
@@ -216,10 +252,8 @@ void task_base::await_done() {
         if (!done()) {
             cancel("the task waiting for it in get() was cancelled");
             // asyncio's awaiter finishes only after what it awaited: wait, shielded.
-            while (!done()) {
-                sync_waiter sw("a task cancelled with the get() waiting for it");
-                (void)park_in(done_waiters_, sw, nullptr, true);
-            }
+            waiter w("a task cancelled with the get() waiting for it");
+            while (!done()) (void)park_done(w, nullptr, true);
         }
         throw;
     }
@@ -229,7 +263,7 @@ void task_base::wait_done_with(sync_waiter& sw) {
     if (done()) return;
     if (current() == this) throw error("greenfiber: task '" + name_ + "' cannot wait for itself");
     // Any wake-up ends this wait (run_until_complete's stop() wakes `sw.w` directly).
-    park_in(done_waiters_, sw);
+    (void)park_done(sw.w, nullptr, false);
 }
 
 bool task_base::wait_done_until(std::chrono::steady_clock::time_point deadline) {
@@ -237,8 +271,9 @@ bool task_base::wait_done_until(std::chrono::steady_clock::time_point deadline) 
     if (done()) return true;
     if (current() == this) throw error("greenfiber: task '" + name_ + "' cannot wait for itself");
     const std::string what = "task '" + name_ + "'";
-    sync_waiter sw(what.c_str());
-    (void)wait_in(done_waiters_, sw, &deadline);
+    waiter w(what.c_str());
+    while (!done() && park_done(w, &deadline, false)) {
+    }
     return done();
 }
 
@@ -268,15 +303,21 @@ std::uint64_t task_base::add_done_callback(detail::unique_function<void()> fn) {
     if (done()) {
         hub_->call_soon(std::move(fn));
     } else {
-        callbacks_.push_back({id, std::move(fn)});
+        done_.push_back(*new callback_entry(id, std::move(fn)));
     }
     return id;
 }
 
 std::size_t task_base::remove_done_callback(std::uint64_t id) noexcept {
-    const auto n = callbacks_.size();
-    std::erase_if(callbacks_, [id](const callback& c) { return c.id == id; });
-    return n - callbacks_.size();
+    std::size_t n = 0;
+    done_.for_each([&](done_entry& e) {
+        if (n == 0 && is_callback(e) && static_cast<callback_entry&>(e).id == id) {
+            done_.remove(e);
+            delete static_cast<callback_entry*>(&e);
+            ++n;
+        }
+    });
+    return n;
 }
 
 task_base* task_base::current() noexcept {

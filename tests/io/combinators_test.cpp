@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -27,6 +29,7 @@ class Timeout : public greenfiber::testing::io_checked {};
 class Shield : public greenfiber::testing::io_checked {};
 class TaskGroup : public greenfiber::testing::io_checked {};
 class Pool : public greenfiber::testing::io_checked {};
+class Order : public greenfiber::testing::io_checked {};
 
 task<int> after(std::chrono::milliseconds d, int v) {
     return spawn([d, v] {
@@ -566,6 +569,393 @@ TEST_F(Timeout, AnExpiredBlockLeavingWithAnotherExceptionWithdrawsItsRequest) {
         return 9;
     });
     EXPECT_EQ(t.get(), 9);
+}
+
+}  // namespace
+
+namespace {
+
+// asyncio's gather, wait and wait_for complete an inner future from a done callback, whose own
+// done callback wakes the caller: it resumes after what the callbacks registered before it
+// queued, two turns after a task that was already finished.
+TEST_F(Order, GatherReturnsAfterWhatEarlierCallbacksQueued) {
+    std::vector<std::string> seen;
+    event go;
+    auto t = spawn([&] {
+        go.wait();
+        return 1;
+    });
+    t.add_done_callback([&](task<int>&) {
+        seen.push_back("callback");
+        event_loop::current().call_soon([&] { seen.push_back("queued by it"); });
+    });
+    event_loop::current().call_soon([&] { go.set(); });
+    (void)gather(t);
+    seen.push_back("gather returned");
+    EXPECT_EQ(seen, (std::vector<std::string>{"callback", "queued by it", "gather returned"}));
+}
+
+TEST_F(Order, WaitOnFinishedTasksTakesTheTwoTurnsOfItsCallbacks) {
+    // Shared with the callbacks: if wait() returned early they would outlive this frame.
+    auto seen = std::make_shared<std::vector<std::string>>();
+    auto ts = tasks(spawn([] { return 1; }));
+    (void)ts[0].get();
+    event_loop::current().call_soon([seen] {
+        seen->push_back("first");
+        event_loop::current().call_soon([seen] { seen->push_back("second"); });
+    });
+    auto r = wait(ts);
+    seen->push_back("wait returned");
+    EXPECT_EQ(r.done.size(), 1u);
+    EXPECT_EQ(*seen, (std::vector<std::string>{"first", "second", "wait returned"}));
+    yield_now();
+    yield_now();
+}
+
+TEST_F(Order, WaitForResumesAfterTheCallbacksRegisteredBeforeIt) {
+    std::vector<std::string> seen;
+    event go;
+    auto t = spawn([&] {
+        go.wait();
+        return 7;
+    });
+    t.add_done_callback([&](task<int>&) {
+        seen.push_back("callback");
+        event_loop::current().call_soon([&] { seen.push_back("queued by it"); });
+    });
+    event_loop::current().call_soon([&] { go.set(); });
+    EXPECT_EQ(wait_for(t, 1h), 7);
+    seen.push_back("wait_for returned");
+    EXPECT_EQ(seen, (std::vector<std::string>{"callback", "queued by it", "wait_for returned"}));
+}
+
+// A gather raises the failure its completion callbacks saw first, in their turns: a task that
+// fails after a sibling finished is seen after the sibling's callback, and what the failing
+// task queued on its way out runs before the caller resumes (asyncio's order).
+TEST_F(Order, GatherRaisesTheFailureItsCallbacksSawInTheirTurns) {
+    auto seen = std::make_shared<std::vector<std::string>>();
+    event never;
+    auto victim = spawn([&, seen] {
+        try {
+            never.wait();
+        } catch (const cancelled_error&) {
+            event_loop::current().call_soon([seen] { seen->push_back("queued by the victim"); });
+            throw;
+        }
+        return 1;
+    });
+    auto killer = spawn([v = victim.share()] {
+        v.cancel();
+        return 2;
+    });
+    try {
+        (void)gather(victim, killer);
+        seen->push_back("gather returned");
+    } catch (const cancelled_error&) {
+        seen->push_back("gather raised the cancellation");
+    }
+    EXPECT_EQ(*seen,
+              (std::vector<std::string>{"queued by the victim", "gather raised the cancellation"}));
+    yield_now();
+}
+
+// A task group handles a task's end in a callback turn, as asyncio's TaskGroup: a sibling
+// already scheduled runs before the failure cancels it, and the joining owner, woken by the
+// failure, returns as soon as every end was handled.
+TEST_F(Order, ATaskGroupHandlesEachEndInItsCallbackTurn) {
+    auto seen = std::make_shared<std::vector<std::string>>();
+    task<void> grandchild;
+    auto owner = spawn([&, seen] {
+        task_group g;
+        (void)g.spawn([]() -> int { throw std::runtime_error("first"); });
+        (void)g.spawn([&, seen] {
+            seen->push_back("sibling ran");
+            grandchild = spawn([seen] {
+                event_loop::current().call_soon([seen] { seen->push_back("queued later"); });
+            });
+        });
+        try {
+            g.join();
+        } catch (const exception_group& e) {
+            seen->push_back("joined with " + std::to_string(e.errors().size()) + " failure");
+        }
+    });
+    owner.get();
+    if (grandchild) grandchild.get();  // empty if the sibling never ran
+    yield_now();
+    EXPECT_EQ(*seen,
+              (std::vector<std::string>{"sibling ran", "joined with 1 failure", "queued later"}));
+}
+
+// Cancelled after the gather settled (in a callback registered after it): the caller raises
+// cancelled_error, and the children are left alone since the gather's outcome was settled
+// (asyncio: the outer future is done, the cancellation goes to the waiting task only).
+TEST_F(Order, CancellingAGatherThatSettledLeavesItsChildrenAlone) {
+    event go;
+    event never;
+    auto failing = spawn([&]() -> int {
+        go.wait();
+        throw std::runtime_error("boom");
+    });
+    auto slow = spawn([&] {
+        never.wait();
+        return 2;
+    });
+    auto caller = spawn([&, f = failing.share(), s = slow.share()]() mutable {
+        (void)gather(f, s);
+        return 0;
+    });
+    yield_now();  // the caller is in gather() now
+    failing.add_done_callback([c = caller.share()](task<int>&) { c.cancel(); });
+    go.set();
+    caller.wait();
+    EXPECT_TRUE(caller.cancelled());
+    EXPECT_FALSE(slow.done());
+    EXPECT_THROW((void)failing.result(), std::runtime_error);
+    never.set();
+    EXPECT_EQ(slow.get(), 2);
+}
+
+}  // namespace
+
+namespace {
+
+class TaskGroupFailures : public greenfiber::testing::io_checked {};
+
+std::vector<std::string> messages_of(const exception_group& g) {
+    std::vector<std::string> out;
+    for (const auto& e : g.errors()) {
+        try {
+            std::rethrow_exception(e);
+        } catch (const exception_group& inner) {
+            out.push_back("group of " + std::to_string(inner.errors().size()));
+        } catch (const std::exception& x) {
+            out.push_back(x.what());
+        }
+    }
+    return out;
+}
+
+// A task that fails only when it is cancelled (its cleanup throws).
+void fails_when_cancelled(const char* what) {
+    try {
+        sleep(1h);
+    } catch (const cancelled_error&) {
+        throw std::runtime_error(what);
+    }
+}
+
+TEST_F(TaskGroupFailures, JoinCancelledFromOutsideStillRaisesEveryFailure) {
+    std::vector<std::string> seen;
+    auto owner = spawn([&] {
+        task_group g;
+        (void)g.spawn([] { fails_when_cancelled("cleanup failed"); });
+        try {
+            g.join();
+            seen.push_back("joined");
+        } catch (const exception_group& e) {
+            for (auto& m : messages_of(e)) seen.push_back(m);
+        } catch (const cancelled_error&) {
+            seen.push_back("bare cancelled_error");
+        }
+    });
+    yield_now();
+    yield_now();  // the owner is in join(), the child in its sleep
+    owner.cancel();
+    owner.wait();
+    EXPECT_EQ(seen, std::vector<std::string>{"cleanup failed"});
+}
+
+TEST_F(TaskGroupFailures, EveryFailureIsInTheGroupInTheOrderTheyHappened) {
+    std::vector<std::string> seen;
+    event go;
+    auto owner = spawn([&] {
+        try {
+            with_task_group([&](task_group& g) {
+                (void)g.spawn([&] {
+                    go.wait();
+                    throw std::runtime_error("first");
+                });
+                (void)g.spawn([&] {
+                    go.wait();
+                    throw std::runtime_error("second");
+                });
+                (void)g.spawn([] { fails_when_cancelled("third, on its cancellation"); });
+                (void)g.spawn([] { sleep(1h); });  // cancelled quietly
+                yield_now();
+                go.set();
+            });
+        } catch (const exception_group& e) {
+            seen = messages_of(e);
+        }
+    });
+    owner.get();
+    EXPECT_EQ(seen, (std::vector<std::string>{"first", "second", "third, on its cancellation"}));
+}
+
+// asyncio cancels the parent task to stop its body; `async with` turns that into the group's
+// failures and withdraws the cancellation.
+TEST_F(TaskGroupFailures, AFailureWhileTheOwnerWaitsInItsBodyRaisesTheGroupNotCancelled) {
+    std::vector<std::string> seen;
+    auto owner = spawn([&] {
+        try {
+            with_task_group([&](task_group& g) {
+                (void)g.spawn([] {
+                    yield_now();
+                    throw std::runtime_error("child failed");
+                });
+                sleep(1h);  // interrupted by the group
+                seen.push_back("body went on");
+            });
+        } catch (const exception_group& e) {
+            for (auto& m : messages_of(e)) seen.push_back(m);
+        } catch (const cancelled_error&) {
+            seen.push_back("bare cancelled_error");
+        }
+        seen.push_back("cancelling " + std::to_string(current_task().cancelling()));
+        yield_now();  // no stale cancellation
+        seen.push_back("owner goes on");
+    });
+    owner.get();
+    EXPECT_EQ(seen, (std::vector<std::string>{"child failed", "cancelling 0", "owner goes on"}));
+}
+
+TEST_F(TaskGroupFailures, TheBodysOwnExceptionFollowsTheTasksFailures) {
+    std::vector<std::string> seen;
+    auto owner = spawn([&] {
+        try {
+            with_task_group([&](task_group& g) {
+                (void)g.spawn([] { fails_when_cancelled("child's cleanup"); });
+                (void)g.spawn([] { sleep(1h); });
+                yield_now();
+                throw std::logic_error("body");
+            });
+        } catch (const exception_group& e) {
+            seen = messages_of(e);
+        }
+        try {
+            with_task_group([](task_group&) { throw std::logic_error("body alone"); });
+        } catch (const exception_group& e) {
+            for (auto& m : messages_of(e)) seen.push_back(m);
+        }
+    });
+    owner.get();
+    EXPECT_EQ(seen, (std::vector<std::string>{"child's cleanup", "body", "body alone"}));
+}
+
+TEST_F(TaskGroupFailures, TheOwnersCancellationGoesOnWhenNothingFailed) {
+    bool child_cancelled = false;
+    auto owner = spawn([&] {
+        with_task_group([&](task_group& g) {
+            (void)g.spawn([&] {
+                try {
+                    sleep(1h);
+                } catch (const cancelled_error&) {
+                    child_cancelled = true;
+                    throw;
+                }
+            });
+            sleep(1h);
+        });
+    });
+    yield_now();
+    yield_now();
+    owner.cancel();
+    owner.wait();
+    EXPECT_TRUE(owner.cancelled());
+    EXPECT_TRUE(child_cancelled);
+}
+
+// Cancelled from outside in its body while a task fails: the failures win, and the outside
+// request stays pending (greenfiber's cancellation is sticky).
+TEST_F(TaskGroupFailures, FailuresWinOverAnOutsideCancellationOfTheBody) {
+    std::vector<std::string> seen;
+    auto owner = spawn([&] {
+        try {
+            with_task_group([&](task_group& g) {
+                (void)g.spawn([] { fails_when_cancelled("child's cleanup"); });
+                sleep(1h);
+            });
+        } catch (const exception_group& e) {
+            seen = messages_of(e);
+            seen.push_back("cancelling " + std::to_string(current_task().cancelling()));
+            throw;
+        }
+    });
+    yield_now();
+    yield_now();
+    owner.cancel();
+    owner.wait();
+    EXPECT_EQ(seen, (std::vector<std::string>{"child's cleanup", "cancelling 1"}));
+    EXPECT_THROW(owner.get(), exception_group);
+}
+
+TEST_F(TaskGroupFailures, NestedGroupsNestTheirFailures) {
+    std::vector<std::string> seen;
+    auto owner = spawn([&] {
+        try {
+            with_task_group([&](task_group& outer) {
+                (void)outer.spawn([] { sleep(1h); });  // cancelled by the inner failure
+                with_task_group([&](task_group& inner) {
+                    (void)inner.spawn([] {
+                        yield_now();
+                        throw std::runtime_error("inner child");
+                    });
+                    sleep(1h);
+                });
+            });
+        } catch (const exception_group& e) {
+            seen = messages_of(e);
+            try {
+                std::rethrow_exception(e.errors().at(0));
+            } catch (const exception_group& inner) {
+                for (auto& m : messages_of(inner)) seen.push_back(m);
+            }
+        }
+    });
+    owner.get();
+    EXPECT_EQ(seen, (std::vector<std::string>{"group of 1", "inner child"}));
+}
+
+// The owner parked outside join() is stopped even while another fiber joins the group, and
+// every fiber in join() gets the failures.
+TEST_F(TaskGroupFailures, TheOwnerIsCancelledWhileAnotherFiberJoins) {
+    std::vector<std::string> seen;
+    event go;
+    event never;
+    std::optional<task_group> g;  // outlives both fibers joining it
+    auto owner = spawn([&] {
+        g.emplace();
+        (void)g->spawn([&] {
+            go.wait();
+            throw std::runtime_error("boom");
+        });
+        try {
+            never.wait();
+        } catch (const cancelled_error&) {
+            seen.push_back("owner stopped");
+        }
+        try {
+            g->join();
+        } catch (const exception_group& e) {
+            for (auto& m : messages_of(e)) seen.push_back("owner: " + m);
+        }
+    });
+    yield_now();
+    auto joiner = spawn([&] {
+        try {
+            g->join();
+        } catch (const exception_group& e) {
+            for (auto& m : messages_of(e)) seen.push_back("joiner: " + m);
+        }
+    });
+    yield_now();
+    go.set();
+    owner.get();
+    joiner.get();
+    g.reset();
+    std::sort(seen.begin(), seen.end());
+    EXPECT_EQ(seen, (std::vector<std::string>{"joiner: boom", "owner stopped", "owner: boom"}));
 }
 
 }  // namespace

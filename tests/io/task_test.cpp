@@ -16,6 +16,7 @@
 #include "greenfiber/detail/debug.hpp"
 #include "greenfiber/loop.hpp"
 #include "greenfiber/stack.hpp"
+#include "greenfiber/sync.hpp"
 
 #include "io_check.hpp"
 
@@ -215,6 +216,95 @@ TEST_F(Task, DoneCallbacksRunOnceInOrderAndCanBeRemoved) {
     t.get();
     yield_now();
     EXPECT_EQ(seen, (std::vector<int>{1, 3}));
+}
+
+// asyncio's awaiters are done callbacks: a fiber in get() or wait() and the done callbacks
+// resume in the order they were registered, whatever their kind.
+TEST_F(Task, WaitersAndDoneCallbacksResumeInRegistrationOrder) {
+    std::vector<std::string> seen;
+    event go;
+    auto t = spawn([&] { go.wait(); });
+    auto first = spawn([&, t = t.share()]() mutable {
+        t.get();
+        seen.push_back("get");
+    });
+    yield_now();  // `first` is in get() now
+    t.add_done_callback([&](task<void>&) { seen.push_back("callback"); });
+    auto second = spawn([&, t = t.share()] {
+        t.wait();
+        seen.push_back("wait");
+    });
+    yield_now();  // `second` is in wait() now
+    t.add_done_callback([&](task<void>&) { seen.push_back("last callback"); });
+    go.set();
+    first.get();
+    second.get();
+    yield_now();
+    EXPECT_EQ(seen, (std::vector<std::string>{"get", "callback", "wait", "last callback"}));
+}
+
+// A waiter woken in its turn and then cancelled before it runs raises cancelled_error there
+// (asyncio throws it in at the wake-up), and the callbacks after it still run in order.
+TEST_F(Task, AWaiterCancelledAfterItsWakeUpRaisesAndTheOthersKeepTheirOrder) {
+    std::vector<std::string> seen;
+    event go;
+    auto t = spawn([&] { go.wait(); });
+    auto waiter = spawn([&, t = t.share()]() mutable {
+        try {
+            t.get();
+            seen.push_back("get returned");
+        } catch (const cancelled_error&) {
+            seen.push_back("get cancelled");
+            throw;
+        }
+    });
+    yield_now();  // the waiter is in get() now
+    t.add_done_callback([&](task<void>&) { seen.push_back("callback"); });
+    go.set();  // t is queued, then this cancellation: t finishes and wakes the waiter first
+    event_loop::current().call_soon([&, w = waiter.share()] {
+        seen.push_back("cancel");
+        w.cancel();
+    });
+    waiter.wait();
+    yield_now();
+    EXPECT_TRUE(waiter.cancelled());
+    EXPECT_TRUE(t.done());
+    EXPECT_FALSE(t.cancelled());  // get() cancels what it awaits only while it waits
+    EXPECT_EQ(seen, (std::vector<std::string>{"cancel", "get cancelled", "callback"}));
+}
+
+// A waiter destroyed while parked leaves the task's done list: the callbacks around it run
+// once and in order, and nothing fires into its gone frame.
+TEST_F(Task, AWaiterKilledWhileParkedLeavesTheOrderedListIntact) {
+    std::vector<std::string> seen;
+    event go;
+    auto t = spawn([&] { go.wait(); });
+    t.add_done_callback([&](task<void>&) { seen.push_back("1"); });
+    auto doomed = spawn([t = t.share()] { t.wait(); });
+    auto kept = spawn([&, t = t.share()] {
+        t.wait();
+        seen.push_back("2");
+    });
+    yield_now();
+    doomed.state()->kill();
+    EXPECT_TRUE(doomed.cancelled());
+    t.add_done_callback([&](task<void>&) { seen.push_back("3"); });
+    go.set();
+    kept.get();
+    yield_now();
+    EXPECT_EQ(seen, (std::vector<std::string>{"1", "2", "3"}));
+}
+
+// Once a task finished, its callbacks are queued: removing one then removes nothing and it
+// still runs, as in asyncio, whose list is emptied when the callbacks are scheduled.
+TEST_F(Task, RemovingADoneCallbackAfterTheTaskFinishedRemovesNothing) {
+    std::vector<int> seen;
+    auto t = spawn([] {});
+    const auto id = t.add_done_callback([&](task<void>&) { seen.push_back(1); });
+    t.get();
+    EXPECT_EQ(t.remove_done_callback(id), 0u);  // already queued: asyncio's list is empty too
+    yield_now();
+    EXPECT_EQ(seen, std::vector<int>{1});
 }
 
 TEST_F(Task, AnExceptionNeverRetrievedIsReportedOnceWithTheTaskName) {

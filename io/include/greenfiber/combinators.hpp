@@ -101,6 +101,14 @@ outcome<T> outcome_of(task<T>& t) {
 
 }  // namespace detail
 
+// The order of a combinator's return (gather, gather_outcomes, wait, wait_for), as in
+// asyncio: each task's turn among its done callbacks queues a completion callback on the
+// hub (at once for a task already finished), and the callback that settles the outcome
+// wakes the caller, which resumes one turn later. So whatever the callbacks registered
+// before the caller queued has run when it returns, and a gather's failure is the first one
+// its callbacks saw. A cancellation of the caller after the outcome is settled is raised
+// and leaves the tasks alone (asyncio's inner future is done by then).
+
 // Waits for all the tasks and returns their results in argument order (void results are
 // std::monostate). The first failure (in completion order) is rethrown at once — its
 // siblings keep running unless opts.cancel_on_error. Cancelling the caller cancels every
@@ -199,7 +207,7 @@ class completion_queue {
 
   private:
     struct entry {
-        task_base::done_listener l;
+        done_listener l;
         completion_queue* q;
         std::size_t index;
     };
@@ -395,11 +403,26 @@ template <class T>
     });
 }
 
-// Structured concurrency (asyncio.TaskGroup): tasks spawned through the group are joined by
-// join(); the first failure (not a cancellation) cancels the other tasks and the task that
-// owns the group; join() then throws exception_group with every failure. A group that is
-// destroyed without join() cancels and joins its tasks (reporting failures: a destructor
-// does not throw). Thread: thread-bound.
+// Structured concurrency (asyncio.TaskGroup). Tasks spawned through the group are joined by
+// join(). The first failure of a task (an exception other than a cancellation) cancels the
+// group's other tasks and, unless it is already in join(), the task that owns the group
+// (created it), to stop what its body is doing; the group withdraws that cancellation again
+// when it is joined (asyncio's uncancel()). join() then throws exception_group holding every
+// failure, in the order they happened: failures win over a cancellation of the owner, from
+// the group or from outside, so the code that joins never gets a bare cancelled_error while
+// a failure exists.
+//
+// The C++ form of `async with asyncio.TaskGroup() as g:` is with_task_group(body), which
+// also handles a body that throws: the group is cancelled and joined, and the exception
+// joins the failures (exception_group), or, when it is the owner's cancellation and no task
+// failed, goes on as it was. A plain task_group destroyed without join() (the body threw
+// past it) cancels and joins its tasks but cannot throw from its destructor: failures are
+// reported (report_failure), not raised. Prefer with_task_group() when the body can suspend
+// between spawn() and join(). Nested groups nest: an inner group's exception_group is one
+// failure of the outer group. Several fibers may join one group, and each gets the
+// failures; the group must outlive every fiber in its join().
+//   with_task_group([](task_group& g) { g.spawn(fetch, a); g.spawn(fetch, b); });
+// Thread: thread-bound.
 class task_group {
   public:
     task_group();
@@ -419,33 +442,80 @@ class task_group {
 
     // Waits for every task of the group. Switches: yes.
     // Throws: exception_group with the failures; cancelled_error when the owner was cancelled
-    // from outside (after cancelling and joining the group's tasks).
+    // from outside and no task failed (after cancelling and joining the group's tasks).
     void join();
 
+    // join() for a body that left with `body_error` (with_task_group uses it): cancels the
+    // tasks first and joins them, shielded. Switches: yes.
+    // Throws: exception_group with the failures followed by `body_error` unless it is a
+    // cancelled_error; else `body_error` (a cancellation goes on as it was).
+    void join_after(std::exception_ptr body_error);
+
     // Cancels every unfinished task of the group (the API asyncio's TaskGroup lacks).
+    // Switches: no.
     void cancel() noexcept;
 
-    // Tasks of the group not finished yet.
+    // Tasks of the group not finished yet. Switches: no.
     std::size_t running() const noexcept;
 
   private:
     void check_open() const;
     void add(any_task t);
-    static void on_done(detail::task_base::done_listener& l, detail::task_base& t) noexcept;
-    void join_impl(bool throwing);
-
     struct entry {
-        detail::task_base::done_listener l;
+        detail::done_listener l;
         task_group* g;
         any_task t;
     };
+    static void on_done(detail::done_listener& l, detail::task_base& t) noexcept;
+    void on_turn(entry& e) noexcept;  // a task's end, handled in its callback turn
+    void join_impl(bool throwing, std::exception_ptr body_error);
+
     std::vector<std::unique_ptr<entry>> tasks_;
     std::vector<std::exception_ptr> errors_;
     any_task owner_;
     bool joined_ = false;
     bool cancelled_owner_ = false;
+    bool owner_in_join_ = false;  // the owner is parked in join() (not cancelled then)
+    // Tasks whose end was not handled yet (their completion turn has not run): join()
+    // waits for them, as asyncio's __aexit__ waits until the callbacks emptied its set.
+    std::size_t unsettled_ = 0;
+    // This group, or null once destroyed: shared with the completion turns still queued.
+    std::shared_ptr<task_group*> self_;
     detail::wait_list joiners_;  // fibers in join(), signalled whenever a task finishes
 };
+
+// Runs `body(group)` with a new task_group and joins it (asyncio's `async with
+// TaskGroup()`): returns what body returns once every task of the group finished.
+// Switches: yes.   Thread: thread-bound.
+// Throws: exception_group with every task's failure, followed by the body's own exception
+// if it threw one; cancelled_error when the owner was cancelled and nothing failed.
+template <class Fn>
+auto with_task_group(Fn&& body) -> std::invoke_result_t<Fn&, task_group&> {
+    using R = std::invoke_result_t<Fn&, task_group&>;
+    task_group g;
+    std::exception_ptr body_error;
+    if constexpr (std::is_void_v<R>) {
+        try {
+            body(g);
+        } catch (const greenlet_exit&) {
+            throw;  // killed: the destructor cancels and joins
+        } catch (...) {
+            body_error = std::current_exception();
+        }
+        g.join_after(std::move(body_error));
+    } else {
+        std::optional<R> r;
+        try {
+            r.emplace(body(g));
+        } catch (const greenlet_exit&) {
+            throw;
+        } catch (...) {
+            body_error = std::current_exception();
+        }
+        g.join_after(std::move(body_error));
+        return std::move(*r);
+    }
+}
 
 // gevent's Pool(size): at most `size` tasks at once; spawn() suspends while it is full.
 // A freed slot goes straight to the fiber that waited longest (FIFO; a later spawn()
@@ -484,7 +554,7 @@ class pool {
 
   private:
     struct entry {
-        detail::task_base::done_listener l;
+        detail::done_listener l;
         pool* p = nullptr;
         any_task t;
     };
@@ -493,7 +563,7 @@ class pool {
     std::unique_ptr<entry> wait_slot();
     void release_slot() noexcept;
     void add(std::unique_ptr<entry> e, any_task t) noexcept;
-    static void on_done(detail::task_base::done_listener& l, detail::task_base& t) noexcept;
+    static void on_done(detail::done_listener& l, detail::task_base& t) noexcept;
     std::size_t size_;
     std::size_t busy_ = 0;     // slots taken: running tasks plus slots granted to waiters
     std::size_t running_ = 0;  // unfinished tasks

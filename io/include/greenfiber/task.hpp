@@ -70,6 +70,48 @@ namespace detail {
 // pending or running) and the finished tasks whose exception nobody retrieved yet.
 struct live_tasks_tag;
 struct unretrieved_tag;
+// Tag of a task's list of done entries.
+struct done_tag;
+
+class task_base;
+
+// One thing to do when a task finishes: queue a done callback, wake a fiber waiting for it
+// (get(), wait(), a combinator), or call a combinator's listener. A task keeps every kind in
+// one list and fires them in the order they were registered, because asyncio's awaiters are
+// done callbacks too: whoever registered first resumes first. `fire` is called on the
+// finishing fiber after the entry was unlinked; it must not switch (it queues or wakes).
+class done_entry : public list_hook<done_tag> {
+  public:
+    using fire_fn = void (*)(done_entry& self, task_base& t) noexcept;
+    explicit done_entry(fire_fn f) noexcept : fire(f) {}
+    fire_fn fire;
+};
+
+// A done entry that wakes a parked fiber's wait record (call_soon semantics: the fiber is
+// queued behind what is ready, in the entry's turn). Borrowed: lives in the waiting frame.
+struct done_wake : done_entry {
+    done_wake() noexcept : done_entry(&wake_it) {}
+    explicit done_wake(waiter& wt) noexcept : done_entry(&wake_it), w(&wt) {}
+    waiter* w = nullptr;  // Borrowed: the waiting frame's record.
+
+  private:
+    static void wake_it(done_entry& self, task_base& t) noexcept;
+};
+
+// A done entry calling `fn(self, task)` synchronously on the finishing fiber, in its turn
+// among the other entries (gevent-style bookkeeping such as pool slots). `fn` must not
+// switch. Borrowed: its owner unlinks it before it goes away.
+struct done_listener : done_entry {
+    done_listener() noexcept : done_entry(&call) {}
+    void (*fn)(done_listener& self, task_base& t) noexcept = nullptr;
+    void* context = nullptr;
+
+  private:
+    static void call(done_entry& self, task_base& t) noexcept {
+        auto& l = static_cast<done_listener&>(self);
+        l.fn(l, t);
+    }
+};
 
 // The shared state of a task. Thread-bound: used only on its hub's thread.
 // Reference-counted: every task<T> handle, plus the hub while the task is unfinished
@@ -100,18 +142,11 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
     // cancelled too and waited for (shielded) before the caller's cancelled_error goes on.
     void await_done();
 
-    // A hook called synchronously, on the finishing fiber, when the task finishes. It must
-    // not switch (typically it wakes a waiter). Linked while registered; unlink before it
-    // goes away.
-    struct done_listener {
-        done_listener* next = nullptr;
-        done_listener* prev = nullptr;
-        void (*fn)(done_listener& self, task_base& t) noexcept = nullptr;
-        void* context = nullptr;
-    };
-    void add_done_listener(done_listener& l) noexcept;
-    void remove_done_listener(done_listener& l) noexcept;
-    // Parks once in the done waiters with the caller's wait record: returns when the task
+    // A borrowed entry is linked while registered; its owner unlinks it
+    // (remove_done_entry()) before it goes away. Entries fire in registration order.
+    void add_done_entry(done_entry& e) noexcept;
+    void remove_done_entry(done_entry& e) noexcept;
+    // Parks once with the caller's wait record, as a done entry: returns when the task
     // finished or anything else woke `sw.w`. Switches: yes.
     void wait_done_with(sync_waiter& sw);
     // wait_done() with a deadline: false when it passed first. Switches: yes.
@@ -191,13 +226,13 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
     std::string cancel_message_;
     std::exception_ptr error_;
     bool retrieved_ = false;
-    wait_list done_waiters_;  // fibers in wait_done*(), signalled when it finishes
-    done_listener* listeners_ = nullptr;
-    struct callback {
-        std::uint64_t id;
-        detail::unique_function<void()> fn;
-    };
-    std::vector<callback> callbacks_;
+    // Parks the caller as a done entry until the task finishes, `deadline` (if not null)
+    // passes (returns false) or anything else wakes `w`. Switches: yes.
+    bool park_done(waiter& w, const std::chrono::steady_clock::time_point* deadline, bool shielded);
+    // What to do when it finishes, in registration order: done callbacks (owned by the
+    // task while linked: freed when they fire or are removed), waiting fibers and
+    // listeners (borrowed: each owner unlinks its own).
+    intrusive_list<done_entry, done_tag> done_;
     std::uint64_t next_callback_id_ = 1;
     std::string name_;
     const std::type_info* fn_type_;
@@ -273,7 +308,8 @@ class any_task {
     }
 
     // Suspends until the task is finished; neither returns its result nor throws its
-    // exception (see task<T>::get()).
+    // exception (see task<T>::get()). Resumes in its turn among the task's done callbacks
+    // and other waiters, by registration (see task<T>::add_done_callback()).
     // Switches: yes.   Throws: cancelled_error if the *caller* is cancelled; loop_exit;
     // greenfiber::error when a task waits for itself.
     void wait() const { t_->wait_done(); }
@@ -367,12 +403,16 @@ class task : public any_task {
 
     // Calls `fn(task)` from the hub once the task is finished (also when it already is:
     // never before add_done_callback returns). Returns an id for remove_done_callback.
+    // Done callbacks and the fibers waiting for the task (get(), wait(), combinators) are
+    // one list: when the task finishes each is queued on the hub in the order it was
+    // registered, as asyncio's awaiters are done callbacks too. Switches: no.
     template <class Fn>
     std::uint64_t add_done_callback(Fn fn) {
         // The callback holds a handle until it has run (then it is dropped).
         return t_->add_done_callback([fn = std::move(fn), h = share()]() mutable { fn(h); });
     }
-    // Removes a done callback; returns how many were removed (0 or 1).
+    // Removes a done callback; returns how many were removed (0 or 1; 0 once the task has
+    // finished, when every callback is already queued). Switches: no.
     std::size_t remove_done_callback(std::uint64_t id) noexcept {
         return t_->remove_done_callback(id);
     }
