@@ -8,6 +8,7 @@
 #include <exception>
 #include <functional>
 #include <optional>
+#include <ranges>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -241,13 +242,16 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
 };
 
 // Whether T can really be copied: std::is_copy_constructible is true for a vector of
-// move-only elements, whose copy then fails to compile.
+// move-only elements, whose copy then fails to compile. Only ranges are looked into, and
+// never a value_type that names the type itself (Beast's header element does).
 template <class T, class = void>
 struct copyable : std::is_copy_constructible<T> {};
 template <class T>
-struct copyable<T, std::void_t<typename T::value_type>>
-    : std::bool_constant<std::is_copy_constructible_v<T> &&
-                         copyable<typename T::value_type>::value> {};
+requires std::ranges::range<T> &&
+    (!std::is_same_v<T, typename T::value_type>)struct copyable<T,
+                                                                std::void_t<typename T::value_type>>
+    : std::conjunction<std::is_copy_constructible<T>, copyable<typename T::value_type>> {
+};
 template <class T>
 inline constexpr bool copyable_v = copyable<T>::value;
 
