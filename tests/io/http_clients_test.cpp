@@ -33,11 +33,13 @@
 
 #include "greenfiber/http.hpp"
 #include "greenfiber/task.hpp"
+#include "http_support.hpp"
 #include "io_check.hpp"
 
 extern char** environ;
 
 using namespace greenfiber;
+using greenfiber::testing::running_server;
 using namespace std::chrono_literals;
 using ::testing::HasSubstr;
 using ::testing::Not;
@@ -47,26 +49,6 @@ using boost::system::error_code;
 namespace {
 
 class HttpClients : public greenfiber::testing::io_checked {};
-
-// A greenfiber HTTP server on a free loopback port; stopped (gracefully) when it goes.
-struct running_server {
-    explicit running_server(http::handler h, http::server_options opts = {})
-        : srv(tcp::acceptor(tcp::endpoint(asio::ip::address_v4::loopback(), 0)),
-              [h = std::move(h), opts](tcp::socket s) { http::serve_connection(s, h, opts); }) {
-        port = srv.local_endpoint().port();
-        loop = srv.start();
-    }
-    ~running_server() {
-        srv.stop(100ms);
-        loop.get();
-    }
-    std::string url(const std::string& path = "/") const {
-        return "http://127.0.0.1:" + std::to_string(port) + path;
-    }
-    server<tcp::protocol> srv;
-    unsigned short port = 0;
-    task<void> loop;
-};
 
 // Answers "METHOD target body-size" and records what it saw.
 struct echo_server {
@@ -395,28 +377,16 @@ TEST_F(HttpClients, ApacheBenchWithAndWithoutKeepAlive) {
 // ---- greenfiber's client against servers that misbehave
 
 // A loopback server whose every connection runs `script` after reading one request's head.
-struct scripted_server {
-    explicit scripted_server(std::function<void(tcp::socket&)> script)
-        : srv(tcp::acceptor(tcp::endpoint(asio::ip::address_v4::loopback(), 0)),
-              [script = std::move(script)](tcp::socket s) {
-                  boost::beast::flat_buffer buf;
-                  http::request req;
-                  error_code ec;
-                  auto in = with_deadline(s, deadline(5s));
-                  boost::beast::http::read(in, buf, req, ec);
-                  if (!ec) script(s);
-              }) {
-        port = srv.local_endpoint().port();
-        loop = srv.start();
-    }
-    ~scripted_server() {
-        srv.stop(100ms);
-        loop.get();
-    }
-    std::string url() const { return "http://127.0.0.1:" + std::to_string(port) + "/"; }
-    server<tcp::protocol> srv;
-    unsigned short port = 0;
-    task<void> loop;
+struct head_then_script : greenfiber::testing::scripted_server {
+    explicit head_then_script(std::function<void(tcp::socket&)> script)
+        : scripted_server([script = std::move(script)](tcp::socket& s, int) {
+              boost::beast::flat_buffer buf;
+              http::request req;
+              error_code ec;
+              auto in = with_deadline(s, deadline(5s));
+              boost::beast::http::read(in, buf, req, ec);
+              if (!ec) script(s);
+          }) {}
 };
 
 // Sends `bytes`; then closes, or stays silent until the client goes.
@@ -476,7 +446,7 @@ TEST_F(HttpClients, GreenfiberClientAgainstMisbehavingServers) {
         {"not HTTP", says("SSH-2.0-OpenSSH_9.2\r\n", true), "error: bad version", 0},
     };
     for (const auto& c : cases) {
-        scripted_server srv(c.script);
+        head_then_script srv(c.script);
         http::client session;
         EXPECT_EQ(outcome(session, srv.url()), c.expected) << c.what;
         EXPECT_EQ(session.idle_connections(), c.idle_after) << c.what;

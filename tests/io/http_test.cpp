@@ -17,10 +17,13 @@
 
 #include "greenfiber/sync.hpp"
 #include "greenfiber/task.hpp"
+#include "http_support.hpp"
 #include "io_check.hpp"
 #include "net_support.hpp"
 
 using namespace greenfiber;
+using greenfiber::testing::running_server;
+using greenfiber::testing::scripted_server;
 using namespace std::chrono_literals;
 using ::testing::HasSubstr;
 namespace asio = boost::asio;
@@ -29,29 +32,6 @@ using boost::system::error_code;
 namespace {
 
 class Http : public greenfiber::testing::io_checked {};
-
-// A server on a free loopback port, stopped (gracefully) when the fixture goes.
-struct running_server {
-    explicit running_server(http::handler h, http::server_options opts = {})
-        : running_server(tcp::acceptor(tcp::endpoint(asio::ip::address_v4::loopback(), 0)),
-                         std::move(h), std::move(opts)) {}
-    running_server(tcp::acceptor listener, http::handler h, http::server_options opts)
-        : srv(std::move(listener),
-              [h = std::move(h), opts](tcp::socket s) { http::serve_connection(s, h, opts); }) {
-        port = srv.local_endpoint().port();
-        loop = srv.start();
-    }
-    ~running_server() {
-        srv.stop(100ms);
-        loop.get();
-    }
-    std::string url(const std::string& path = "/") const {
-        return "http://127.0.0.1:" + std::to_string(port) + path;
-    }
-    server<tcp::protocol> srv;
-    unsigned short port = 0;
-    task<void> loop;
-};
 
 http::response hello(const http::request& req) {
     return http::make_response(req, http::status::ok, "Hello, World!");
@@ -538,28 +518,6 @@ TEST_F(Http, ARequestWithinTheLimitsStillGoesThroughAfterACutOff) {
 }  // namespace
 
 namespace {
-
-// A loopback server whose every connection runs `script` (given the connection's number,
-// from 0): a server that misbehaves on purpose, for the client's tests.
-struct scripted_server {
-    explicit scripted_server(std::function<void(tcp::socket&, int)> script)
-        : srv(tcp::acceptor(tcp::endpoint(asio::ip::address_v4::loopback(), 0)),
-              [this, script = std::move(script)](tcp::socket s) { script(s, connections++); }) {
-        port = srv.local_endpoint().port();
-        loop = srv.start();
-    }
-    ~scripted_server() {
-        srv.stop(100ms);
-        loop.get();
-    }
-    std::string url(const std::string& path = "/") const {
-        return "http://127.0.0.1:" + std::to_string(port) + path;
-    }
-    int connections = 0;
-    server<tcp::protocol> srv;
-    unsigned short port = 0;
-    task<void> loop;
-};
 
 // Reads one request (head and body) from `s`, 5 s at most; false if none came.
 bool read_request(tcp::socket& s, boost::beast::flat_buffer& buf, http::request& req) {
