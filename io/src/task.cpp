@@ -187,6 +187,10 @@ bool task_base::cancel(std::string message) {
     ++cancel_requests_;
     if (!message.empty()) cancel_message_ = std::move(message);
     if (wait_ == nullptr) must_cancel_ = true;  // raised at its next suspension, if any
+    // Parked in get() on another task: that task is cancelled now, not when this one next
+    // runs (asyncio cancels the awaited future inside Task.cancel()).
+    if (task_base* inner = std::exchange(awaiting_, nullptr); inner != nullptr && wait_ != nullptr)
+        (void)inner->cancel("the task waiting for it in get() was cancelled");
     end_wait();
     return true;
 }
@@ -246,11 +250,24 @@ void task_base::wait_done() {
 }
 
 void task_base::await_done() {
+    // While the caller (a task) is parked here, its cancel() cancels this task at once.
+    task_base* const caller = current();
+    struct awaiting {
+        task_base* caller;
+        ~awaiting() {
+            if (caller != nullptr) caller->awaiting_ = nullptr;
+        }
+    } mark{caller};
+    if (caller != nullptr) caller->awaiting_ = this;
     try {
         wait_done();
     } catch (const cancelled_error&) {
+        // Not passed on already by the caller's cancel() (a request that came before the
+        // wait, or a cancellation raised after a turn of the hub): pass it on now.
+        const bool passed_on = caller != nullptr && caller->awaiting_ == nullptr;
+        if (caller != nullptr) caller->awaiting_ = nullptr;
+        if (!done() && !passed_on) cancel("the task waiting for it in get() was cancelled");
         if (!done()) {
-            cancel("the task waiting for it in get() was cancelled");
             // asyncio's awaiter finishes only after what it awaited: wait, shielded.
             waiter w("a task cancelled with the get() waiting for it");
             while (!done()) (void)park_done(w, nullptr, true);

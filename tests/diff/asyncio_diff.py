@@ -33,9 +33,9 @@ event lasts for ever, and main ends by waiting for every spawned task with wait(
 What the generator avoids, because greenfiber differs from asyncio there on purpose (each
 listed in task.hpp or combinators.hpp) or because asyncio itself is not deterministic:
   - Cancelling a task that may wait on another task (get, wait, gather, wait_for), with
-    cancel() or as a task group's sibling of a failed task. asyncio's Task.cancel() cancels
-    the task a parked `await task` awaits at once; greenfiber's get() does so when the
-    cancelled waiter next runs, one turn later. And asyncio 3.11's cancellation is
+    cancel() or as a task group's sibling of a failed task. Both cancel the task a parked
+    get() / `await task` awaits inside cancel() (task_test's
+    CancellingAGetCancelsTheAwaitedTaskAtOnce), but asyncio 3.11's cancellation is
     edge-triggered per request where greenfiber's is sticky until uncancel() (task.hpp): a
     task whose cancellation was absorbed by what it awaited (a get() whose task caught the
     cancellation and returned; wait_for's 3.11 rule that returns the result of a finished

@@ -537,6 +537,37 @@ TEST_F(Task, CancellingAGetCancelsTheAwaitedTaskAndWaitsForIt) {
     EXPECT_TRUE(b_unwound);
 }
 
+// asyncio's Task.cancel() cancels the future its task awaits inside the call: the awaited
+// task is cancelled before anything else runs, and only once.
+TEST_F(Task, CancellingAGetCancelsTheAwaitedTaskAtOnce) {
+    auto b = spawn([] { sleep(1h); });
+    auto a = spawn([b = b.share()]() mutable { b.get(); });
+    yield_now();
+    ASSERT_EQ(b.cancelling(), 0);
+    a.cancel("stop");
+    EXPECT_EQ(b.cancelling(), 1);  // at once, not when `a` next runs
+    a.cancel("again");             // a second request is not passed on twice
+    EXPECT_EQ(b.cancelling(), 1);
+    a.wait();
+    EXPECT_TRUE(a.cancelled());
+    EXPECT_TRUE(b.cancelled());
+    EXPECT_EQ(b.cancelling(), 1);
+}
+
+// A request that comes before the get() (the task is not parked yet) is passed on when the
+// cancellation is raised in get(), once.
+TEST_F(Task, ACancellationRequestedBeforeTheGetIsPassedOnOnce) {
+    auto b = spawn([] { sleep(1h); });
+    auto a = spawn([b = b.share()]() mutable {
+        current_task().cancel();
+        b.get();
+    });
+    a.wait();
+    EXPECT_TRUE(a.cancelled());
+    EXPECT_TRUE(b.cancelled());
+    EXPECT_EQ(b.cancelling(), 1);
+}
+
 TEST_F(Task, CancellingAWaitDoesNotCancelTheAwaitedTask) {
     auto b = spawn([] {
         sleep(3ms);

@@ -217,6 +217,10 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
     greenlet_impl* fiber_impl_;  // Borrowed from fiber_ (which may be dropped to kill it).
     waiter start_{"its first run"};
     waiter* wait_ = nullptr;  // the wait the fiber is parked in; set by hub::park
+    // The task whose get() this one is parked in (borrowed: the get() caller's handle keeps
+    // it alive while set). cancel() passes the request on to it at once, as asyncio's
+    // Task.cancel() cancels the future its task awaits; null once passed on.
+    task_base* awaiting_ = nullptr;
     task_status status_ = task_status::pending;
     int cancel_requests_ = 0;
     // A cancellation requested while the fiber could not take it (running, pending, or in
