@@ -187,6 +187,9 @@ hub::~hub() {
         detail::cancel_and_join_tasks(std::chrono::seconds(1));
         watchdog_ = saved;
     }
+    // A killed task whose fiber catches greenlet_exit and waits again would keep this
+    // hub running for it, and the thread from exiting: its unwinding gets a bounded time.
+    reap_until_ = detail::deadline_after(std::chrono::seconds(1));
     detail::task_base::destroy_all(*this);
     // The hub's default executor goes with it (asyncio's loop.close()): queued jobs are
     // dropped; the pool's destructor waits a bounded time for running ones and reports them.
@@ -423,6 +426,16 @@ void hub::park_impl(detail::waiter& w, void (*arm)(void*) noexcept, void* arg, b
     if (self == detail::access::impl(loop_)) {
         throw error(std::string("greenfiber: cannot wait for ") + w.what +
                     " on the hub itself: a callback must not suspend (spawn a task instead)");
+    }
+    if (reap_until_ != std::chrono::steady_clock::time_point{} && !self->is_main &&
+        std::chrono::steady_clock::now() >= reap_until_) [[unlikely]] {
+        // The hub is going away, and this fiber, killed (its parent is its killer during
+        // the kill), still waits: it caught greenlet_exit. Back to the killer, which
+        // reports it as a greenlet that did not die; it stays suspended here (a reported
+        // leak) rather than keeping the thread from exiting. Resumed, it unwinds.
+        value none;
+        (void)detail::switch_value(self->parent, none);
+        throw greenlet_exit{};
     }
     // A fiber unwinding an exception (a destructor waiting for its cleanup) or inside a
     // no_kill_scope waits shielded: a cancelled_error raised there would leave a noexcept

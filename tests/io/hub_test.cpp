@@ -1,5 +1,7 @@
 #include "greenfiber/hub.hpp"
 
+#include <unistd.h>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -623,6 +625,40 @@ TEST_F(Hub, ATaskThatSwallowsEveryCancellationDoesNotFreezeTheHub) {
         // It returned after a swallowed request: ends cancelled (asyncio's _must_cancel).
     }
     EXPECT_TRUE(swallower.done());
+}
+
+// A task that swallows greenlet_exit too (`catch (...)` around its wait) used to keep its
+// thread from ever exiting: the hub going away killed it, it waited again, and the hub ran
+// on for it. Its unwinding now gets a bounded time, then it is reported as a greenlet that
+// did not die and left suspended. In a child process: the leaked fiber is the point, and
+// an alarm turns the old hang into a failure.
+TEST(HubExitDeathTest, ATaskThatSwallowsItsKillDoesNotKeepItsThreadFromExiting) {
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    EXPECT_EXIT(
+        {
+            alarm(30);
+            std::atomic<int> not_killed{0};
+            std::atomic<bool> named{false};
+            set_report_handler([&](const failure_report& r) {
+                if (r.message.find("greenlet_exit did not kill") != std::string::npos) {
+                    ++not_killed;
+                    if (r.message.find("zombie") != std::string::npos) named = true;
+                }
+            });
+            std::thread([] {
+                (void)spawn(spawn_options{"zombie", 0}, [] {
+                    for (;;) {
+                        try {
+                            sleep(1ms);
+                        } catch (...) {  // cancelled_error and greenlet_exit alike
+                        }
+                    }
+                });
+                yield_now();
+            }).join();  // the thread's hub is destroyed as the thread exits
+            std::_Exit(not_killed == 1 && named ? 0 : 1);
+        },
+        ::testing::ExitedWithCode(0), "");
 }
 
 // A retry loop that backs off with a blocking call once it caught its cancellation keeps

@@ -376,6 +376,9 @@ class hub {
     // using it). Thread-bound.
     std::shared_ptr<executor> default_executor_;
     detail::waiter* root_waiter_ = nullptr;  // the main greenlet's wait, if it waits
+    // Set while ~hub kills the tasks left: a killed fiber that parks after it (it caught
+    // greenlet_exit and waits again) goes back to its killer instead of running the hub.
+    std::chrono::steady_clock::time_point reap_until_{};
     std::chrono::milliseconds watchdog_{100};
     report_handler exception_handler_;
     std::thread::id thread_ = std::this_thread::get_id();
