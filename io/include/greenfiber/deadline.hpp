@@ -77,9 +77,9 @@ class deadline {
     constexpr deadline() noexcept = default;
     /// At `at`. Implicit, so that a time_point can be passed where a deadline is taken.
     constexpr deadline(clock::time_point at) noexcept : at_(at), set_(true) {}  // NOLINT
-    template <class Rep, class Period>
     /// `in` from now, saturating (see the class comment). Implicit, so that `5s` can be
     /// passed where a deadline is taken.
+    template <class Rep, class Period>
     deadline(std::chrono::duration<Rep, Period> in) noexcept  // NOLINT: implicit by design
         : at_(detail::deadline_after(in)), set_(true) {}
 

@@ -112,10 +112,13 @@ class server_core {
 
 }  // namespace detail
 
-template <class Protocol>
 /// A connection server (see the file comment): accepts on `listener` and runs `handler`
 /// with each connection's socket in a task of its own, until stop().
+/// Also, from its base: active() (handlers running now), served() (connections handed to a
+/// handler so far), accept_shortages() (accepts that failed for lack of resources),
+/// stopping() and options().
 /// Thread: thread-bound: it belongs to the hub of the thread that created it.
+template <class Protocol>
 class server : public detail::server_core {
   public:
     ///@{

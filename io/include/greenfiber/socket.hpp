@@ -23,6 +23,14 @@
 /// Asio's SyncReadStream and SyncWriteStream: boost::asio::read, read_until and Beast's
 /// synchronous http::read/http::write work on them unchanged.
 ///
+/// Every socket type and fd_watch also has the calls of their common base: native() (the
+/// Asio object underneath, for options and calls not wrapped here), native_handle(),
+/// get_executor(), home() (its hub), is_open(), close() (fibers waiting on it wake with
+/// operation_aborted), cancel() (ends the waits in progress; it stays open),
+/// set_option() / get_option() and local_endpoint() as Asio's, and set_timeout() /
+/// timeout(), a default deadline for every blocking call given none (gevent's socket
+/// timeout).
+///
 /// Thread: an object belongs to the hub of the thread that created it.
 /// Destroying one while a fiber waits on it is a bug: the waiting fiber would refer to it.
 
@@ -233,8 +241,8 @@ class deadline_stream {
     deadline dl_;
 };
 
-template <class Stream>
 /// A deadline_stream over `s` bounded by `dl`. Switches: no.
+template <class Stream>
 deadline_stream<Stream> with_deadline(Stream& s, deadline dl) noexcept {
     return deadline_stream<Stream>(s, dl);
 }
