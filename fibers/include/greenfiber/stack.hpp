@@ -1,4 +1,7 @@
 #pragma once
+/// \file
+/// Greenlet stacks: their default size, the pool they come from, the guard-page budget and
+/// stack_error, raised when a stack cannot be allocated.
 
 #include "greenfiber/config.hpp"  // first: the C++20 check
 
@@ -31,63 +34,65 @@ namespace greenfiber {
 // it reaches unmapped memory. guard_policy::require (or a larger vm.max_map_count) avoids
 // unguarded stacks.
 
-// A greenlet's stack could not be allocated: mmap refused it (the address-space limit
-// RLIMIT_AS, the VMA limit vm.max_map_count, or no free range that large) or the guard
-// budget is spent under guard_policy::require. code() is ENOMEM (generic category) or
-// mmap's errno; what() reads "greenfiber: cannot allocate the <n>-byte stack of <greenlet
-// 'name' (#id)>: <what failed>; <which limit was hit>: <strerror>". The greenlet is left
-// not started and owns nothing: it can be switched to again, killed or dropped. Raised
-// where a start failure goes (the target's parent chain; the caller when it is the parent)
-// or, with greenlet::options::eager_stack, by the greenlet's constructor.
+/// A greenlet's stack could not be allocated: mmap refused it (the address-space limit
+/// RLIMIT_AS, the VMA limit vm.max_map_count, or no free range that large) or the guard
+/// budget is spent under guard_policy::require. code() is ENOMEM (generic category) or
+/// mmap's errno; what() reads "greenfiber: cannot allocate the <n>-byte stack of <greenlet
+/// 'name' (#id)>: <what failed>; <which limit was hit>: <strerror>". The greenlet is left
+/// not started and owns nothing: it can be switched to again, killed or dropped. Raised
+/// where a start failure goes (the target's parent chain; the caller when it is the parent)
+/// or, with greenlet::options::eager_stack, by the greenlet's constructor.
 class stack_error : public std::system_error {
   public:
+    /// The error `code` with the message `what`, for a stack of `stack_size` usable bytes.
     stack_error(std::error_code code, const std::string& what, std::size_t stack_size)
         : std::system_error(code, what), stack_size_(stack_size) {}
-    // The usable size of the stack that could not be allocated, in bytes.
+    /// The usable size of the stack that could not be allocated, in bytes.
     std::size_t stack_size() const noexcept { return stack_size_; }
 
   private:
     std::size_t stack_size_;
 };
 
-// What to do when the guard budget is spent.
+/// What to do when the guard budget is spent.
 enum class guard_policy {
-    // Hand out unguarded stacks (canary only) and write a one-time warning. Default.
+    /// Hand out unguarded stacks (canary only) and write a one-time warning. Default.
     fallback_unguarded,
-    // Throw stack_error (ENOMEM) naming the budget.
+    /// Throw stack_error (ENOMEM) naming the budget.
     require,
 };
 
+/// The stack pool's counters at one moment (stack_statistics()).
 struct stack_stats {
-    std::size_t in_use;        // stacks held by live greenlets
-    std::size_t pooled;        // free stacks kept for reuse
-    std::size_t guarded;       // stacks (in use or pooled) with a guard page
-    std::size_t guard_budget;  // how many guarded stacks the VMA budget allows
+    std::size_t in_use;        ///< stacks held by live greenlets
+    std::size_t pooled;        ///< free stacks kept for reuse
+    std::size_t guarded;       ///< stacks (in use or pooled) with a guard page
+    std::size_t guard_budget;  ///< how many guarded stacks the VMA budget allows
 };
 
-// Sets the stack size of greenlets created without an explicit size. Rounded up to
-// whole pages; at least 16 KiB. Stacks already pooled at the old size are released.
-// Switches: no.   Thread: thread-safe.
+/// Sets the stack size of greenlets created without an explicit size. Rounded up to
+/// whole pages; at least 16 KiB. Stacks already pooled at the old size are released.
+/// Switches: no.   Thread: thread-safe.
 void set_default_stack_size(std::size_t bytes);
 
-// The current default stack size in bytes (usable, excluding the guard page).
-// Switches: no.   Thread: thread-safe.
+/// The current default stack size in bytes (usable, excluding the guard page).
+/// Switches: no.   Thread: thread-safe.
 std::size_t default_stack_size() noexcept;
 
-// Sets what happens when the guard budget is spent (see guard_policy).
-// Switches: no.   Thread: thread-safe.
+/// Sets what happens when the guard budget is spent (see guard_policy).
+/// Switches: no.   Thread: thread-safe.
 void set_guard_policy(guard_policy policy) noexcept;
 
-// Overrides the guard budget (for tests and for processes that need VMAs elsewhere).
-// Switches: no.   Thread: thread-safe.
+/// Overrides the guard budget (for tests and for processes that need VMAs elsewhere).
+/// Switches: no.   Thread: thread-safe.
 void set_guard_budget(std::size_t stacks) noexcept;
 
-// Counters of the stack pool.
-// Switches: no.   Thread: thread-safe.
+/// Counters of the stack pool.
+/// Switches: no.   Thread: thread-safe.
 stack_stats stack_statistics() noexcept;
 
-// Returns every pooled stack to the kernel.
-// Switches: no.   Thread: thread-safe.
+/// Returns every pooled stack to the kernel.
+/// Switches: no.   Thread: thread-safe.
 void trim_stack_pool() noexcept;
 
 }  // namespace greenfiber

@@ -1,4 +1,7 @@
 #pragma once
+/// \file
+/// greenfiber::value, the move-only type-erased value that a switch passes between
+/// greenlets.
 
 #include "greenfiber/config.hpp"  // first: the C++20 check
 
@@ -13,22 +16,22 @@ namespace greenfiber {
 
 namespace detail {
 [[noreturn]] void throw_bad_value_access(const std::type_info& held, const std::type_info& wanted);
-// A readable (demangled) name of `t`; "nothing" for typeid(void).
+/// A readable (demangled) name of `t`; "nothing" for typeid(void).
 std::string type_name(const std::type_info& t);
 }  // namespace detail
 
-// A move-only, type-erased value: what a switch passes between greenlets.
-// Unlike std::any it accepts move-only types (std::unique_ptr). A default-constructed
-// value is *empty*: that is what a switch with no argument delivers (greenlet's `()`),
-// distinct from any value of any type. Small nothrow-movable values (up to two
-// pointers) are stored inline, so passing an int or a pointer allocates nothing.
-// Thread: a value is a plain object; it is not synchronised.
+/// A move-only, type-erased value: what a switch passes between greenlets.
+/// Unlike std::any it accepts move-only types (std::unique_ptr). A default-constructed
+/// value is *empty*: that is what a switch with no argument delivers (greenlet's `()`),
+/// distinct from any value of any type. Small nothrow-movable values (up to two
+/// pointers) are stored inline, so passing an int or a pointer allocates nothing.
+/// Thread: a value is a plain object; it is not synchronised.
 class value {
   public:
-    // An empty value.
+    /// An empty value.
     value() noexcept = default;
 
-    // A value holding `v` (decayed), moved or copied in.
+    /// A value holding `v` (decayed), moved or copied in.
     template <class T, class D = std::decay_t<T>,
               class = std::enable_if_t<!std::is_same_v<D, value> &&
                                        !std::is_same_v<D, std::in_place_type_t<D>>>>
@@ -36,12 +39,14 @@ class value {
         emplace<D>(std::forward<T>(v));
     }
 
-    // A value holding a T constructed in place from `args`.
+    /// A value holding a T constructed in place from `args`.
     template <class T, class... Args>
     explicit value(std::in_place_type_t<T>, Args&&... args) {
         emplace<T>(std::forward<Args>(args)...);
     }
 
+    ///@{
+    /// Takes over what `other` holds; `other` is left empty. Switches: no.
     value(value&& other) noexcept { steal(other); }
     value& operator=(value&& other) noexcept {
         if (this != &other) {
@@ -50,23 +55,25 @@ class value {
         }
         return *this;
     }
+    ///@}
     value(const value&) = delete;
     value& operator=(const value&) = delete;
     ~value() { reset(); }
 
-    // True when no object is held (a switch with no argument).
+    /// True when no object is held (a switch with no argument).
     bool empty() const noexcept { return ops_ == nullptr; }
 
-    // The held type, or typeid(void) when empty.
+    /// The held type, or typeid(void) when empty.
     const std::type_info& type() const noexcept { return ops_ ? ops_->type : typeid(void); }
 
-    // True when the held object is exactly a T.
+    /// True when the held object is exactly a T.
     template <class T>
     bool is() const noexcept {
         return ops_ != nullptr && ops_->type == typeid(T);
     }
 
-    // The held T. Throws: greenfiber::error naming both types if the value holds no T.
+    ///@{
+    /// The held T. Throws: greenfiber::error naming both types if the value holds no T.
     template <class T>
     T& get() & {
         if (!is<T>()) detail::throw_bad_value_access(type(), typeid(T));
@@ -77,9 +84,10 @@ class value {
         if (!is<T>()) detail::throw_bad_value_access(type(), typeid(T));
         return *static_cast<const T*>(address());
     }
+    ///@}
 
-    // Moves the held T out and leaves this value empty.
-    // Throws: greenfiber::error naming both types if the value holds no T (then unchanged).
+    /// Moves the held T out and leaves this value empty.
+    /// Throws: greenfiber::error naming both types if the value holds no T (then unchanged).
     template <class T>
     T take() {
         T out(std::move(get<T>()));
@@ -87,7 +95,7 @@ class value {
         return out;
     }
 
-    // Destroys the held object, if any.
+    /// Destroys the held object, if any.
     void reset() noexcept {
         if (ops_) {
             ops_->destroy(*this);
@@ -139,7 +147,7 @@ class value {
         ops_ = ops_for<T>();
     }
 
-    // Precondition: not empty.
+    /// Precondition: not empty.
     void* address() const noexcept {
         return ops_->on_heap ? heap_ : static_cast<void*>(const_cast<unsigned char*>(buf_));
     }

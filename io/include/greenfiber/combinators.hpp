@@ -1,4 +1,7 @@
 #pragma once
+/// \file
+/// Waiting for several tasks and bounding waits in time: gather(), gather_outcomes(), wait(),
+/// as_completed, timeout(), timeout_guard, task_group and pool.
 
 #include "greenfiber/config.hpp"  // first: the C++20 check
 
@@ -20,50 +23,58 @@
 
 namespace greenfiber {
 
-// A wait that ran out of time (asyncio's TimeoutError): wait_for(), timeout(),
-// as_completed().
+/// A wait that ran out of time (asyncio's TimeoutError): wait_for(), timeout(),
+/// as_completed().
 class timeout_error : public error {
   public:
     using error::error;
 };
 
-// The failures of a task_group, in the order they happened (asyncio's ExceptionGroup).
+/// The failures of a task_group, in the order they happened (asyncio's ExceptionGroup).
 class exception_group : public error {
   public:
+    /// An error with the message `what` over `errors`, in the order they happened.
     exception_group(const std::string& what, std::vector<std::exception_ptr> errors)
         : error(what), errors_(std::move(errors)) {}
+    /// The exceptions of the tasks that failed, in the order they happened. Switches: no.
     const std::vector<std::exception_ptr>& errors() const noexcept { return errors_; }
 
   private:
     std::vector<std::exception_ptr> errors_;
 };
 
-// When wait() returns.
+/// When wait() returns.
 enum class return_when { all_completed, first_completed, first_exception };
 
-// What gather_outcomes() gives for one task: its result, or the exception it raised
-// (cancelled_error for a cancelled task), asyncio's return_exceptions=True.
+/// What gather_outcomes() gives for one task: its result, or the exception it raised
+/// (cancelled_error for a cancelled task), asyncio's return_exceptions=True.
 template <class T>
 class outcome {
   public:
+    /// What a successful outcome holds: T, or std::monostate for a task<void>.
     using stored = std::conditional_t<std::is_void_v<T>, std::monostate, T>;
+    ///@{
+    /// The outcome of a task that returned `v` / that raised `e`.
     explicit outcome(stored v) : v_(std::move(v)) {}
     explicit outcome(std::exception_ptr e) : v_(std::move(e)) {}
+    ///@}
+    /// Whether the task returned (true) or raised (false).
     bool has_value() const noexcept { return v_.index() == 0; }
-    // The result. Throws: the task's exception if it failed.
+    /// The result. Throws: the task's exception if it failed.
     stored& value() {
         if (!has_value()) std::rethrow_exception(std::get<1>(v_));
         return std::get<0>(v_);
     }
-    // The exception, or null.
+    /// The exception, or null.
     std::exception_ptr error() const noexcept { return has_value() ? nullptr : std::get<1>(v_); }
 
   private:
     std::variant<stored, std::exception_ptr> v_;
 };
 
+/// How gather() treats a failure among its tasks.
 struct gather_options {
-    // On the first failure, cancel the tasks still running (asyncio leaves them running).
+    /// On the first failure, cancel the tasks still running (asyncio leaves them running).
     bool cancel_on_error = false;
 };
 
@@ -71,14 +82,14 @@ namespace detail {
 
 using time_point = std::chrono::steady_clock::time_point;
 
-// Parks until `rw` holds for `ts`, or until `deadline`. Returns false on timeout.
-// Switches: yes.   Throws: cancelled_error (the caller was cancelled), loop_exit.
+/// Parks until `rw` holds for `ts`, or until `deadline`. Returns false on timeout.
+/// Switches: yes.   Throws: cancelled_error (the caller was cancelled), loop_exit.
 bool wait_tasks(const std::vector<task_base*>& ts, return_when rw,
                 std::optional<time_point> deadline);
 
-// Waits for every task, or the first failure (an exception or a cancellation). Returns the
-// index of the failed task, or -1. Cancels the unfinished tasks when the caller is
-// cancelled (and when cancel_on_error and one failed).
+/// Waits for every task, or the first failure (an exception or a cancellation). Returns the
+/// index of the failed task, or -1. Cancels the unfinished tasks when the caller is
+/// cancelled (and when cancel_on_error and one failed).
 int gather_wait(const std::vector<task_base*>& ts, gather_options opts);
 
 std::exception_ptr failure_of(task_base& t);  // the exception of a finished task, retrieved
@@ -109,11 +120,12 @@ outcome<T> outcome_of(task<T>& t) {
 // its callbacks saw. A cancellation of the caller after the outcome is settled is raised
 // and leaves the tasks alone (asyncio's inner future is done by then).
 
-// Waits for all the tasks and returns their results in argument order (void results are
-// std::monostate). The first failure (in completion order) is rethrown at once — its
-// siblings keep running unless opts.cancel_on_error. Cancelling the caller cancels every
-// unfinished task. Switches: yes.
-// Throws: the first failure; cancelled_error.
+///@{
+/// Waits for all the tasks and returns their results in argument order (void results are
+/// std::monostate). The first failure (in completion order) is rethrown at once — its
+/// siblings keep running unless opts.cancel_on_error. Cancelling the caller cancels every
+/// unfinished task. Switches: yes.
+/// Throws: the first failure; cancelled_error.
 template <class... T>
 std::tuple<typename outcome<T>::stored...> gather(gather_options opts, task<T>&... ts) {
     const std::vector<detail::task_base*> states{ts.state()...};
@@ -126,8 +138,9 @@ template <class... T>
 std::tuple<typename outcome<T>::stored...> gather(task<T>&... ts) {
     return gather(gather_options{}, ts...);
 }
+///@}
 
-// gather() over a range of tasks of one type.
+/// gather() over a range of tasks of one type.
 template <class T>
 std::vector<typename outcome<T>::stored> gather(std::vector<task<T>>& ts,
                                                 gather_options opts = {}) {
@@ -142,8 +155,9 @@ std::vector<typename outcome<T>::stored> gather(std::vector<task<T>>& ts,
     return out;
 }
 
-// Waits for all the tasks and returns each one's outcome, exceptions included
-// (asyncio's gather(return_exceptions=True)). Switches: yes.   Throws: cancelled_error.
+///@{
+/// Waits for all the tasks and returns each one's outcome, exceptions included
+/// (asyncio's gather(return_exceptions=True)). Switches: yes.   Throws: cancelled_error.
 template <class... T>
 std::tuple<outcome<T>...> gather_outcomes(task<T>&... ts) {
     const std::vector<detail::task_base*> states{ts.state()...};
@@ -159,11 +173,14 @@ std::vector<outcome<T>> gather_outcomes(std::vector<task<T>>& ts) {
     for (auto& t : ts) out.push_back(detail::outcome_of(t));
     return out;
 }
+///@}
 
-// The two sets wait() returns, as handles to the same tasks, each in argument order.
+/// The two sets wait() returns, as handles to the same tasks, each in argument order.
 template <class T>
 struct wait_result {
+    /// The tasks that were finished when wait() returned.
     std::vector<task<T>> done;
+    /// The tasks that were not.
     std::vector<task<T>> pending;
 };
 
@@ -172,11 +189,11 @@ template <class T>
 struct copyable<wait_result<T>> : std::false_type {};  // a task may return a wait_result
 }  // namespace detail
 
-// Waits until `when` holds (asyncio.wait): all tasks finished, the first one finished, or
-// the first one raised (all finished if none raises). With a timeout it returns what it
-// has when the time is up; it never raises on timeout and cancels nothing.
-// Switches: yes.
-// Throws: greenfiber::error "Set of Tasks/Futures is empty." for no tasks; cancelled_error.
+/// Waits until `when` holds (asyncio.wait): all tasks finished, the first one finished, or
+/// the first one raised (all finished if none raises). With a timeout it returns what it
+/// has when the time is up; it never raises on timeout and cancels nothing.
+/// Switches: yes.
+/// Throws: greenfiber::error "Set of Tasks/Futures is empty." for no tasks; cancelled_error.
 template <class T>
 wait_result<T> wait(std::vector<task<T>>& ts,
                     std::optional<std::chrono::steady_clock::duration> timeout = {},
@@ -194,14 +211,14 @@ wait_result<T> wait(std::vector<task<T>>& ts,
 
 namespace detail {
 
-// The completion order of a set of tasks, recorded by done listeners.
+/// The completion order of a set of tasks, recorded by done listeners.
 class completion_queue {
   public:
     explicit completion_queue(std::vector<task_base*> ts);
     ~completion_queue();
     completion_queue(const completion_queue&) = delete;
     completion_queue& operator=(const completion_queue&) = delete;
-    // The index of the next task to finish. Throws timeout_error past `deadline`.
+    /// The index of the next task to finish. Throws timeout_error past `deadline`.
     std::size_t next(std::optional<time_point> deadline);
     std::size_t remaining() const noexcept { return remaining_; }
 
@@ -221,40 +238,52 @@ class completion_queue {
 
 }  // namespace detail
 
-// Hands out the tasks in the order they finish (asyncio.as_completed, yielding the
-// original tasks). With a timeout, next() throws timeout_error once it has passed.
-// Thread: thread-bound.
+/// Hands out the tasks in the order they finish (asyncio.as_completed, yielding the
+/// original tasks). With a timeout, next() throws timeout_error once it has passed.
+/// Thread: thread-bound.
 template <class T>
 class as_completed {
   public:
+    /// Hands out the tasks of `ts` (it shares them: `ts` is not changed), waiting at most
+    /// `timeout` in all. Switches: no.
     explicit as_completed(std::vector<task<T>>& ts,
                           std::optional<std::chrono::steady_clock::duration> timeout = {})
         : tasks_(share_all(ts)), q_(states(tasks_)) {
         if (timeout) deadline_ = detail::deadline_after(*timeout);
     }
-    // Whether a task is left to hand out.
+    /// Whether a task is left to hand out.
     bool has_next() const noexcept { return q_.remaining() > 0; }
-    // The next task to finish (suspending until one does).
-    // Switches: yes.   Throws: timeout_error; cancelled_error; greenfiber::error if none is left.
+    /// The next task to finish (suspending until one does).
+    /// Switches: yes.   Throws: timeout_error; cancelled_error; greenfiber::error if none is left.
     task<T> next() {
         if (!has_next()) throw error("greenfiber: as_completed: every task was already handed out");
         return tasks_[q_.next(deadline_)].share();
     }
 
+    /// An input iterator for range-for: each dereference waits for the next task to finish
+    /// (next()), and it equals end() once every task was handed out.
     class iterator {
       public:
+        ///@{
+        /// The standard iterator types.
         using value_type = task<T>;
         using difference_type = std::ptrdiff_t;
+        ///@}
+        /// An iterator over `a` (what begin() returns).
         explicit iterator(as_completed* a) : a_(a) {}
+        /// next(). Switches: yes.   Throws: as next().
         task<T> operator*() const { return a_->next(); }
+        /// Does nothing: dereferencing is what advances.
         iterator& operator++() { return *this; }
+        /// Whether every task was handed out.
         bool operator==(std::default_sentinel_t) const { return !a_->has_next(); }
 
       private:
         as_completed* a_;
     };
-    // Range-for support: each dereference waits for the next task.
+    /// Range-for support: each dereference waits for the next task.
     iterator begin() { return iterator(this); }
+    /// The end of the range-for (a sentinel).
     std::default_sentinel_t end() { return {}; }
 
   private:
@@ -274,15 +303,15 @@ class as_completed {
 };
 
 namespace detail {
-// Waits for `t` until `deadline`; on timeout cancels it, waits for it to finish and throws
-// timeout_error. When the caller is cancelled, cancels `t`, waits for it and rethrows.
+/// Waits for `t` until `deadline`; on timeout cancels it, waits for it to finish and throws
+/// timeout_error. When the caller is cancelled, cancels `t`, waits for it and rethrows.
 void wait_for_or_cancel(task_base& t, time_point deadline, std::chrono::steady_clock::duration d);
 }  // namespace detail
 
-// asyncio.wait_for: the task's result if it finishes within `d`; otherwise cancels it,
-// waits for the cancellation to finish and throws timeout_error. `d` may be of any duration
-// type and saturates (hours::max(): practically forever).
-// Switches: yes.   Throws: timeout_error; the task's exception; cancelled_error.
+/// asyncio.wait_for: the task's result if it finishes within `d`; otherwise cancels it,
+/// waits for the cancellation to finish and throws timeout_error. `d` may be of any duration
+/// type and saturates (hours::max(): practically forever).
+/// Switches: yes.   Throws: timeout_error; the task's exception; cancelled_error.
 template <class T, class Rep, class Period>
 T wait_for(task<T>& t, std::chrono::duration<Rep, Period> d) {
     detail::wait_for_or_cancel(*t.state(), detail::deadline_after(d),
@@ -290,14 +319,14 @@ T wait_for(task<T>& t, std::chrono::duration<Rep, Period> d) {
     return t.result();
 }
 
-// The running deadline of a timeout() block (asyncio's Timeout object).
+/// The running deadline of a timeout() block (asyncio's Timeout object).
 class timeout_scope {
   public:
-    // When it expires.
+    /// When it expires.
     std::chrono::steady_clock::time_point when() const noexcept { return when_; }
-    // Moves the deadline (earlier or later). Switches: no.
+    /// Moves the deadline (earlier or later). Switches: no.
     void reschedule(std::chrono::steady_clock::time_point when);
-    // True once the deadline passed and cancelled the block.
+    /// True once the deadline passed and cancelled the block.
     bool expired() const noexcept { return expired_; }
 
   private:
@@ -306,11 +335,11 @@ class timeout_scope {
     timeout_scope(std::chrono::steady_clock::time_point when);
     ~timeout_scope();
     void arm();
-    // Each withdraws the block's own cancellation request if it expired; the first call
-    // counts. While cancelled_error propagates out of the block (then it may throw
-    // timeout_error):
+    /// Each withdraws the block's own cancellation request if it expired; the first call
+    /// counts. While cancelled_error propagates out of the block (then it may throw
+    /// timeout_error):
     void leave_with_cancel();
-    // When the block returned or let any other exception out:
+    /// When the block returned or let any other exception out:
     void leave() noexcept;
     std::chrono::steady_clock::time_point when_;
     any_task task_;
@@ -320,12 +349,12 @@ class timeout_scope {
     timer_handle timer_;
 };
 
-// Runs `fn()` (or `fn(scope)`) in the calling task with a deadline (asyncio.timeout_at):
-// when it passes, the block is cancelled at its current suspension point and this throws
-// timeout_error. Only its own cancellation is converted: a cancel() from elsewhere still
-// leaves as cancelled_error. Returns what fn returns.
-// Switches: yes (whatever fn does).   Thread: in a task only.
-// Throws: timeout_error; what fn throws; greenfiber::error outside a task.
+/// Runs `fn()` (or `fn(scope)`) in the calling task with a deadline (asyncio.timeout_at):
+/// when it passes, the block is cancelled at its current suspension point and this throws
+/// timeout_error. Only its own cancellation is converted: a cancel() from elsewhere still
+/// leaves as cancelled_error. Returns what fn returns.
+/// Switches: yes (whatever fn does).   Thread: in a task only.
+/// Throws: timeout_error; what fn throws; greenfiber::error outside a task.
 template <class Fn>
 auto timeout_at(std::chrono::steady_clock::time_point when, Fn&& fn) {
     timeout_scope scope(when);
@@ -359,31 +388,34 @@ auto timeout_at(std::chrono::steady_clock::time_point when, Fn&& fn) {
         throw;
     }
 }
-// The same with a duration (asyncio.timeout), of any duration type, saturating
-// (hours::max(): practically never).
+/// The same with a duration (asyncio.timeout), of any duration type, saturating
+/// (hours::max(): practically never).
 template <class Rep, class Period, class Fn>
 auto timeout(std::chrono::duration<Rep, Period> d, Fn&& fn) {
     return timeout_at(detail::deadline_after(d), std::forward<Fn>(fn));
 }
 
-// gevent's Timeout: while it lives, the deadline raises timeout_error once in the calling
-// task, at its current or next suspension point. No conversion is needed: the error
-// propagates out of the block like any other. Destroying it first disarms it (an
-// undelivered timeout is withdrawn).
-//   { timeout_guard t(50ms); slow_call(); }   // throws timeout_error if slow_call suspends past 50
-//   ms
-// Thread: in a task only, thread-bound.
+/// gevent's Timeout: while it lives, the deadline raises timeout_error once in the calling
+/// task, at its current or next suspension point. No conversion is needed: the error
+/// propagates out of the block like any other. Destroying it first disarms it (an
+/// undelivered timeout is withdrawn).
+///
+///     { timeout_guard t(50ms); slow_call(); }  // timeout_error if slow_call() takes 50 ms
+///
+/// Thread: in a task only, thread-bound.
 class timeout_guard {
   public:
+    /// Arms a timeout of `d` for the calling task, from now. Switches: no.
+    /// Throws: greenfiber::error outside a task.
     explicit timeout_guard(std::chrono::steady_clock::duration d);
-    // The same with any duration type, saturating (hours::max(): practically never).
+    /// The same with any duration type, saturating (hours::max(): practically never).
     template <class Rep, class Period>
     explicit timeout_guard(std::chrono::duration<Rep, Period> d)
         : timeout_guard(detail::to_steady_duration(d)) {}
     ~timeout_guard();
     timeout_guard(const timeout_guard&) = delete;
     timeout_guard& operator=(const timeout_guard&) = delete;
-    // True once the deadline passed.
+    /// True once the deadline passed.
     bool expired() const noexcept { return expired_; }
 
   private:
@@ -392,9 +424,9 @@ class timeout_guard {
     bool expired_ = false;
 };
 
-// asyncio.shield: a new task that waits for `t`. Cancelling the new task (or a combinator
-// or a get() waiting on it) does not cancel `t`, whereas cancelling a get() on `t` itself
-// does (see task::get()). Switches: no.
+/// asyncio.shield: a new task that waits for `t`. Cancelling the new task (or a combinator
+/// or a get() waiting on it) does not cancel `t`, whereas cancelling a get() on `t` itself
+/// does (see task::get()). Switches: no.
 template <class T>
 [[nodiscard]] task<T> shield(task<T>& t) {
     return spawn(spawn_options{"shield(" + t.name() + ")", 0}, [inner = t.share()]() mutable {
@@ -403,26 +435,26 @@ template <class T>
     });
 }
 
-// Structured concurrency (asyncio.TaskGroup). Tasks spawned through the group are joined by
-// join(). The first failure of a task (an exception other than a cancellation) cancels the
-// group's other tasks and, unless it is already in join(), the task that owns the group
-// (created it), to stop what its body is doing; the group withdraws that cancellation again
-// when it is joined (asyncio's uncancel()). join() then throws exception_group holding every
-// failure, in the order they happened: failures win over a cancellation of the owner, from
-// the group or from outside, so the code that joins never gets a bare cancelled_error while
-// a failure exists.
-//
-// The C++ form of `async with asyncio.TaskGroup() as g:` is with_task_group(body), which
-// also handles a body that throws: the group is cancelled and joined, and the exception
-// joins the failures (exception_group), or, when it is the owner's cancellation and no task
-// failed, goes on as it was. A plain task_group destroyed without join() (the body threw
-// past it) cancels and joins its tasks but cannot throw from its destructor: failures are
-// reported (report_failure), not raised. Prefer with_task_group() when the body can suspend
-// between spawn() and join(). Nested groups nest: an inner group's exception_group is one
-// failure of the outer group. Several fibers may join one group, and each gets the
-// failures; the group must outlive every fiber in its join().
-//   with_task_group([](task_group& g) { g.spawn(fetch, a); g.spawn(fetch, b); });
-// Thread: thread-bound.
+/// Structured concurrency (asyncio.TaskGroup). Tasks spawned through the group are joined by
+/// join(). The first failure of a task (an exception other than a cancellation) cancels the
+/// group's other tasks and, unless it is already in join(), the task that owns the group
+/// (created it), to stop what its body is doing; the group withdraws that cancellation again
+/// when it is joined (asyncio's uncancel()). join() then throws exception_group holding every
+/// failure, in the order they happened: failures win over a cancellation of the owner, from
+/// the group or from outside, so the code that joins never gets a bare cancelled_error while
+/// a failure exists.
+///
+/// The C++ form of `async with asyncio.TaskGroup() as g:` is with_task_group(body), which
+/// also handles a body that throws: the group is cancelled and joined, and the exception
+/// joins the failures (exception_group), or, when it is the owner's cancellation and no task
+/// failed, goes on as it was. A plain task_group destroyed without join() (the body threw
+/// past it) cancels and joins its tasks but cannot throw from its destructor: failures are
+/// reported (report_failure), not raised. Prefer with_task_group() when the body can suspend
+/// between spawn() and join(). Nested groups nest: an inner group's exception_group is one
+/// failure of the outer group. Several fibers may join one group, and each gets the
+/// failures; the group must outlive every fiber in its join().
+///   with_task_group([](task_group& g) { g.spawn(fetch, a); g.spawn(fetch, b); });
+/// Thread: thread-bound.
 class task_group {
   public:
     task_group();
@@ -430,8 +462,8 @@ class task_group {
     task_group(const task_group&) = delete;
     task_group& operator=(const task_group&) = delete;
 
-    // Spawns `fn(args...)` in the group. Switches: no.
-    // Throws: greenfiber::error once the group is joined or has failed.
+    /// Spawns `fn(args...)` in the group. Switches: no.
+    /// Throws: greenfiber::error once the group is joined or has failed.
     template <class Fn, class... Args>
     auto spawn(Fn&& fn, Args&&... args) {
         check_open();
@@ -440,22 +472,22 @@ class task_group {
         return t;
     }
 
-    // Waits for every task of the group. Switches: yes.
-    // Throws: exception_group with the failures; cancelled_error when the owner was cancelled
-    // from outside and no task failed (after cancelling and joining the group's tasks).
+    /// Waits for every task of the group. Switches: yes.
+    /// Throws: exception_group with the failures; cancelled_error when the owner was cancelled
+    /// from outside and no task failed (after cancelling and joining the group's tasks).
     void join();
 
-    // join() for a body that left with `body_error` (with_task_group uses it): cancels the
-    // tasks first and joins them, shielded. Switches: yes.
-    // Throws: exception_group with the failures followed by `body_error` unless it is a
-    // cancelled_error; else `body_error` (a cancellation goes on as it was).
+    /// join() for a body that left with `body_error` (with_task_group uses it): cancels the
+    /// tasks first and joins them, shielded. Switches: yes.
+    /// Throws: exception_group with the failures followed by `body_error` unless it is a
+    /// cancelled_error; else `body_error` (a cancellation goes on as it was).
     void join_after(std::exception_ptr body_error);
 
-    // Cancels every unfinished task of the group (the API asyncio's TaskGroup lacks).
-    // Switches: no.
+    /// Cancels every unfinished task of the group (the API asyncio's TaskGroup lacks).
+    /// Switches: no.
     void cancel() noexcept;
 
-    // Tasks of the group not finished yet. Switches: no.
+    /// Tasks of the group not finished yet. Switches: no.
     std::size_t running() const noexcept;
 
   private:
@@ -476,19 +508,19 @@ class task_group {
     bool joined_ = false;
     bool cancelled_owner_ = false;
     bool owner_in_join_ = false;  // the owner is parked in join() (not cancelled then)
-    // Tasks whose end was not handled yet (their completion turn has not run): join()
-    // waits for them, as asyncio's __aexit__ waits until the callbacks emptied its set.
+    /// Tasks whose end was not handled yet (their completion turn has not run): join()
+    /// waits for them, as asyncio's __aexit__ waits until the callbacks emptied its set.
     std::size_t unsettled_ = 0;
-    // This group, or null once destroyed: shared with the completion turns still queued.
+    /// This group, or null once destroyed: shared with the completion turns still queued.
     std::shared_ptr<task_group*> self_;
     detail::wait_list joiners_;  // fibers in join(), signalled whenever a task finishes
 };
 
-// Runs `body(group)` with a new task_group and joins it (asyncio's `async with
-// TaskGroup()`): returns what body returns once every task of the group finished.
-// Switches: yes.   Thread: thread-bound.
-// Throws: exception_group with every task's failure, followed by the body's own exception
-// if it threw one; cancelled_error when the owner was cancelled and nothing failed.
+/// Runs `body(group)` with a new task_group and joins it (asyncio's `async with
+/// TaskGroup()`): returns what body returns once every task of the group finished.
+/// Switches: yes.   Thread: thread-bound.
+/// Throws: exception_group with every task's failure, followed by the body's own exception
+/// if it threw one; cancelled_error when the owner was cancelled and nothing failed.
 template <class Fn>
 auto with_task_group(Fn&& body) -> std::invoke_result_t<Fn&, task_group&> {
     using R = std::invoke_result_t<Fn&, task_group&>;
@@ -517,20 +549,21 @@ auto with_task_group(Fn&& body) -> std::invoke_result_t<Fn&, task_group&> {
     }
 }
 
-// gevent's Pool(size): at most `size` tasks at once; spawn() suspends while it is full.
-// A freed slot goes straight to the fiber that waited longest (FIFO; a later spawn()
-// never takes it first), and a waiter cancelled after it was given a slot passes the slot
-// on. Several fibers may spawn into and join one pool. Must outlive the fibers waiting
-// in it. Thread: thread-bound.
+/// gevent's Pool(size): at most `size` tasks at once; spawn() suspends while it is full.
+/// A freed slot goes straight to the fiber that waited longest (FIFO; a later spawn()
+/// never takes it first), and a waiter cancelled after it was given a slot passes the slot
+/// on. Several fibers may spawn into and join one pool. Must outlive the fibers waiting
+/// in it. Thread: thread-bound.
 class pool {
   public:
+    /// A pool of `size` slots. Switches: no.
     explicit pool(std::size_t size);
     ~pool();
     pool(const pool&) = delete;
     pool& operator=(const pool&) = delete;
 
-    // Spawns `fn(args...)` once a slot is free. Switches: yes, while full.
-    // Throws: cancelled_error while waiting for a slot (then it holds no slot).
+    /// Spawns `fn(args...)` once a slot is free. Switches: yes, while full.
+    /// Throws: cancelled_error while waiting for a slot (then it holds no slot).
     template <class Fn, class... Args>
     auto spawn(Fn&& fn, Args&&... args) {
         auto e = wait_slot();
@@ -543,13 +576,14 @@ class pool {
             throw;
         }
     }
-    // Waits until every task of the pool is finished. Switches: yes.
-    // Throws: cancelled_error; loop_exit.
+    /// Waits until every task of the pool is finished. Switches: yes.
+    /// Throws: cancelled_error; loop_exit.
     void join();
+    /// The number of slots given at construction.
     std::size_t size() const noexcept { return size_; }
-    // Tasks of the pool not finished yet.
+    /// Tasks of the pool not finished yet.
     std::size_t running() const noexcept { return running_; }
-    // Slots neither running a task nor promised to a waiting spawn().
+    /// Slots neither running a task nor promised to a waiting spawn().
     std::size_t free_count() const noexcept { return size_ - busy_; }
 
   private:
@@ -558,8 +592,8 @@ class pool {
         pool* p = nullptr;
         any_task t;
     };
-    // Takes a slot, waiting for one while none is free; returns the (unlinked) entry that
-    // will track the task.
+    /// Takes a slot, waiting for one while none is free; returns the (unlinked) entry that
+    /// will track the task.
     std::unique_ptr<entry> wait_slot();
     void release_slot() noexcept;
     void add(std::unique_ptr<entry> e, any_task t) noexcept;
@@ -567,7 +601,7 @@ class pool {
     std::size_t size_;
     std::size_t busy_ = 0;     // slots taken: running tasks plus slots granted to waiters
     std::size_t running_ = 0;  // unfinished tasks
-    // Unfinished tasks' entries, each owned here until its task finishes.
+    /// Unfinished tasks' entries, each owned here until its task finishes.
     std::vector<std::unique_ptr<entry>> tasks_;
     detail::wait_list slot_waiters_;  // spawn() waiting for a slot
     detail::wait_list joiners_;       // fibers in join()

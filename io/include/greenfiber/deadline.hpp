@@ -1,4 +1,7 @@
 #pragma once
+/// \file
+/// greenfiber::deadline, the absolute point in time that bounds a blocking call, and the
+/// saturating conversion of durations to it.
 
 #include "greenfiber/config.hpp"  // first: the C++20 check
 
@@ -10,10 +13,10 @@ namespace greenfiber {
 
 namespace detail {
 
-// `d` in steady_clock ticks, clamped to what a steady_clock::duration can hold: max() and
-// min() of any duration type (hours::max(), a huge double-based duration) do not overflow,
-// they saturate, as Asio's timers do. NaN becomes zero.
-// Switches: no.   Thread: any.
+/// `d` in steady_clock ticks, clamped to what a steady_clock::duration can hold: max() and
+/// min() of any duration type (hours::max(), a huge double-based duration) do not overflow,
+/// they saturate, as Asio's timers do. NaN becomes zero.
+/// Switches: no.   Thread: any.
 template <class Rep, class Period>
 constexpr std::chrono::steady_clock::duration to_steady_duration(
     std::chrono::duration<Rep, Period> d) noexcept {
@@ -41,11 +44,11 @@ constexpr std::chrono::steady_clock::duration to_steady_duration(
     }
 }
 
-// The point `d` after now on the steady clock, saturating: a duration too long for the
-// clock (duration::max(), hours::max()) gives time_point::max(), "practically never"; zero,
-// a negative duration or NaN gives now, a deadline that has passed. The conversion every
-// `*_for(duration)` overload and every duration-taking deadline goes through.
-// Switches: no.   Thread: any.
+/// The point `d` after now on the steady clock, saturating: a duration too long for the
+/// clock (duration::max(), hours::max()) gives time_point::max(), "practically never"; zero,
+/// a negative duration or NaN gives now, a deadline that has passed. The conversion every
+/// `*_for(duration)` overload and every duration-taking deadline goes through.
+/// Switches: no.   Thread: any.
 template <class Rep, class Period>
 std::chrono::steady_clock::time_point deadline_after(
     std::chrono::duration<Rep, Period> d) noexcept {
@@ -60,29 +63,35 @@ std::chrono::steady_clock::time_point deadline_after(
 
 }  // namespace detail
 
-// When a blocking call gives up: a point on the steady clock, or never. Converts implicitly
-// from a duration (relative to now, taken at the conversion) and from a time point, so a
-// call reads `sock.read_some(buf, 2s)` or `sock.read_some(buf, deadline_point)`. A duration
-// too long for the clock (hours::max()) means practically never; zero or a negative one, a
-// deadline that has already passed (see detail::deadline_after).
+/// When a blocking call gives up: a point on the steady clock, or never. Converts implicitly
+/// from a duration (relative to now, taken at the conversion) and from a time point, so a
+/// call reads `sock.read_some(buf, 2s)` or `sock.read_some(buf, deadline_point)`. A duration
+/// too long for the clock (hours::max()) means practically never; zero or a negative one, a
+/// deadline that has already passed (see detail::deadline_after).
 class deadline {
   public:
+    /// The clock every deadline is on.
     using clock = std::chrono::steady_clock;
 
-    // No deadline.
+    /// No deadline.
     constexpr deadline() noexcept = default;
+    /// At `at`. Implicit, so that a time_point can be passed where a deadline is taken.
     constexpr deadline(clock::time_point at) noexcept : at_(at), set_(true) {}  // NOLINT
+    /// `in` from now, saturating (see the class comment). Implicit, so that `5s` can be
+    /// passed where a deadline is taken.
     template <class Rep, class Period>
     deadline(std::chrono::duration<Rep, Period> in) noexcept  // NOLINT: implicit by design
         : at_(detail::deadline_after(in)), set_(true) {}
 
+    /// No deadline: deadline{}, spelled out.
     static constexpr deadline never() noexcept { return {}; }
 
+    /// Whether there is a deadline (false for never()).
     constexpr bool is_set() const noexcept { return set_; }
-    // Meaningful only when is_set().
+    /// Meaningful only when is_set().
     constexpr clock::time_point at() const noexcept { return at_; }
 
-    // The earlier of two deadlines.
+    /// The earlier of two deadlines.
     friend constexpr deadline earliest(deadline a, deadline b) noexcept {
         if (!a.set_) return b;
         if (!b.set_) return a;

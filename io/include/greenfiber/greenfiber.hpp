@@ -1,7 +1,8 @@
 #pragma once
-// Everything greenfiber offers, in one include (the `greenfiber` dependency), except
-// greenfiber/http.hpp, which pulls in Beast's HTTP headers: include it where it is used.
-// Code that links only `greenfiber-fibers` includes the fibers headers one by one instead.
+/// \file
+/// Everything greenfiber offers, in one include (the `greenfiber` dependency), except
+/// greenfiber/http.hpp, which pulls in Beast's HTTP headers: include it where it is used.
+/// Code that links only `greenfiber-fibers` includes the fibers headers one by one instead.
 
 #include "greenfiber/config.hpp"  // first: the C++20 check
 

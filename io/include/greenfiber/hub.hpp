@@ -1,4 +1,8 @@
 #pragma once
+/// \file
+/// The hub: each thread's scheduler on a Boost.Asio io_context, which parks fibers and
+/// resumes them when what they wait for happens (gevent's hub), with hub_handle, sleep(),
+/// yield_now() and the exceptions of waiting (cancelled_error, loop_exit).
 
 #include "greenfiber/config.hpp"  // first: the C++20 check
 
@@ -22,24 +26,28 @@
 
 namespace greenfiber {
 
-// Raised in a fiber whose wait can never end: the hub has nothing ready, nothing pending in
-// its reactor and no hub_handle is held anywhere, so no other thread can post to it
-// (gevent's LoopExit). The message names what the thread's main greenlet waits for and
-// every parked task with what it waits for.
+/// Raised in a fiber whose wait can never end: the hub has nothing ready, nothing pending in
+/// its reactor and no hub_handle is held anywhere, so no other thread can post to it
+/// (gevent's LoopExit). The message names what the thread's main greenlet waits for and
+/// every parked task with what it waits for.
 class loop_exit : public error {
   public:
     using error::error;
 };
 
-// Raised at the current or next suspension point of a cancelled task. Deliberately not
-// derived from std::exception (asyncio's CancelledError is a BaseException): a
-// `catch (const std::exception&)` must not swallow it, and code that catches (...) must
-// rethrow it.
+/// Raised at the current or next suspension point of a cancelled task. Deliberately not
+/// derived from std::exception (asyncio's CancelledError is a BaseException): a
+/// `catch (const std::exception&)` must not swallow it, and code that catches (...) must
+/// rethrow it.
 class cancelled_error {
   public:
     cancelled_error() = default;
+    ///@{
+    /// A cancelled_error carrying `message` (task.cancel(message)) / that message, "" if none.
+    /// Switches: no.
     explicit cancelled_error(std::string message) : message_(std::move(message)) {}
     const std::string& message() const noexcept { return message_; }
+    ///@}
 
   private:
     std::string message_;
@@ -52,30 +60,30 @@ namespace detail {
 
 class task_base;
 class hub_anchor;
-// This thread's hub if it has one (never creates it). Switches: no.
+/// This thread's hub if it has one (never creates it). Switches: no.
 hub* hub_if_any() noexcept;
-// Cancels every unfinished task of this thread's hub and waits for them, at most `grace`
-// (a task still running then is reported by name). Switches: yes.
+/// Cancels every unfinished task of this thread's hub and waits for them, at most `grace`
+/// (a task still running then is reported by name). Switches: yes.
 void cancel_and_join_tasks(std::chrono::steady_clock::duration grace) noexcept;
-// The hub's default executor (null until first use); see executor.hpp. Switches: no.
-// Thread: `h`'s thread.
+/// The hub's default executor (null until first use); see executor.hpp. Switches: no.
+/// Thread: `h`'s thread.
 std::shared_ptr<executor>& default_executor_slot(hub& h) noexcept;
-// Lets every other ready fiber and callback run once, like yield_now(), but is never a
-// cancellation point (run_until_complete's last turn). Switches: yes.
-// Throws: greenfiber::error on the hub itself.
+/// Lets every other ready fiber and callback run once, like yield_now(), but is never a
+/// cancellation point (run_until_complete's last turn). Switches: yes.
+/// Throws: greenfiber::error on the hub itself.
 void yield_shielded();
 
 class ready_queue;
 
-// A parked fiber's wake-up record. It lives in the frame of the wait that parks the fiber,
-// so it exists exactly as long as the fiber is parked; whoever may wake it must be unlinked
-// (or have completed) before that wait returns.
-//
-// Its one link belongs to the hub's ready queue and nothing else can use it (it is private
-// to ready_queue). A wait that must also be found in another list (a lock's waiters, a
-// task's done waiters) links a separate record that holds this one (sync_waiter in
-// detail/wait_list.hpp), so "queued in the ready queue" and "linked in a wait list" are
-// two links of two types and a cancellation can never put one record in two lists.
+/// A parked fiber's wake-up record. It lives in the frame of the wait that parks the fiber,
+/// so it exists exactly as long as the fiber is parked; whoever may wake it must be unlinked
+/// (or have completed) before that wait returns.
+///
+/// Its one link belongs to the hub's ready queue and nothing else can use it (it is private
+/// to ready_queue). A wait that must also be found in another list (a lock's waiters, a
+/// task's done waiters) links a separate record that holds this one (sync_waiter in
+/// detail/wait_list.hpp), so "queued in the ready queue" and "linked in a wait list" are
+/// two links of two types and a cancellation can never put one record in two lists.
 struct waiter {
     explicit waiter(const char* what_) noexcept : what(what_) {}
     waiter(const waiter&) = delete;
@@ -83,19 +91,19 @@ struct waiter {
 
     greenlet_impl* fiber = nullptr;  // Borrowed: the parked fiber (set by hub::park)
     const char* what;                // what it waits for, for loop_exit and reports
-    // Called by task::cancel() while the fiber is parked here: must make the wait end soon
-    // (cancel the operation, or unlink and wake). Null: wake at once.
+    /// Called by task::cancel() while the fiber is parked here: must make the wait end soon
+    /// (cancel the operation, or unlink and wake). Null: wake at once.
     void (*on_cancel)(waiter& w) noexcept = nullptr;
     void* context = nullptr;  // for on_cancel
-    // When `fiber` is null the entry is a callback: the hub calls run(*this) on its own
-    // stack instead of switching (call_soon and done callbacks).
+    /// When `fiber` is null the entry is a callback: the hub calls run(*this) on its own
+    /// stack instead of switching (call_soon and done callbacks).
     void (*run)(waiter& w) = nullptr;
-    // Set by wake(); cleared only when the fiber parks. A waiter that is not parked is
-    // therefore "woken", and a stray wake() of it does nothing.
+    /// Set by wake(); cleared only when the fiber parks. A waiter that is not parked is
+    /// therefore "woken", and a stray wake() of it does nothing.
     bool woken = true;
     bool cancelled = false;  // ended by a cancellation request
 
-    // True while it is in the hub's ready queue.
+    /// True while it is in the hub's ready queue.
     bool queued() const noexcept { return queued_; }
 
   private:
@@ -104,9 +112,9 @@ struct waiter {
     bool queued_ = false;
 };
 
-// The hub's FIFO of ready waiters, linked through the waiter's private link. Push checks
-// that the waiter is not queued already: a record is in this queue at most once.
-// Thread-bound.
+/// The hub's FIFO of ready waiters, linked through the waiter's private link. Push checks
+/// that the waiter is not queued already: a record is in this queue at most once.
+/// Thread-bound.
 class ready_queue {
   public:
     bool empty() const noexcept { return head_ == nullptr; }
@@ -142,8 +150,8 @@ class ready_queue {
         }
         return w;
     }
-    // Unlinks `w` if it is queued here. O(n): only a wait that ends while queued (a fiber
-    // killed after it was woken) needs it.
+    /// Unlinks `w` if it is queued here. O(n): only a wait that ends while queued (a fiber
+    /// killed after it was woken) needs it.
     void remove(waiter& w) noexcept;
 
   private:
@@ -155,54 +163,58 @@ class ready_queue {
 
 }  // namespace detail
 
-// A thread-safe handle on one hub that keeps it waiting: while any thread holds one, the hub
-// does not call a wait hopeless (no loop_exit), because the holder may still post the
-// wake-up; once every handle is dropped (or reset), the deadlock report comes back. Take it
-// on the hub's thread (hub::keep_alive()), hand it to the thread that will complete the
-// wait, and post() the completion through it:
-//
-//   greenfiber::event done;
-//   std::thread worker([h = greenfiber::hub::current().keep_alive(), &done]() mutable {
-//       do_blocking_work();
-//       h.post([&done] { done.set(); });  // runs on the hub's thread
-//   });                                   // h is dropped as the thread ends
-//   done.wait();                          // waits, never loop_exit, while `worker` holds h
-//
-// Copies are further holds on the same hub; a moved-from or default-constructed handle
-// holds nothing. A handle outliving its hub is harmless: post() then returns false.
-// greenfiber holds one itself for every executor job and for every fiber waiting on a
-// future (its promise may be on another thread).
-// Thread: thread-safe (one object used by one thread at a time, like std::shared_ptr; the
-// hub it refers to may be on any thread).
+/// A thread-safe handle on one hub that keeps it waiting: while any thread holds one, the hub
+/// does not call a wait hopeless (no loop_exit), because the holder may still post the
+/// wake-up; once every handle is dropped (or reset), the deadlock report comes back. Take it
+/// on the hub's thread (hub::keep_alive()), hand it to the thread that will complete the
+/// wait, and post() the completion through it:
+///
+///     greenfiber::event done;
+///     std::thread worker([h = greenfiber::hub::current().keep_alive(), &done]() mutable {
+///         do_blocking_work();
+///         h.post([&done] { done.set(); });  // runs on the hub's thread
+///     });                                   // h is dropped as the thread ends
+///     done.wait();                          // waits, never loop_exit, while `worker` holds h
+///
+/// Copies are further holds on the same hub; a moved-from or default-constructed handle
+/// holds nothing. A handle outliving its hub is harmless: post() then returns false.
+/// greenfiber holds one itself for every executor job and for every fiber waiting on a
+/// future (its promise may be on another thread).
+/// Thread: thread-safe (one object used by one thread at a time, like std::shared_ptr; the
+/// hub it refers to may be on any thread).
 class hub_handle {
   public:
-    // A handle that holds no hub. Switches: no.
+    /// A handle that holds no hub. Switches: no.
     hub_handle() noexcept = default;
-    // Another hold on the same hub. Switches: no.   Thread: thread-safe.
+    /// Another hold on the same hub. Switches: no.   Thread: thread-safe.
     hub_handle(const hub_handle& o) noexcept;
+    /// Drops the hold this handle had and takes another on `o`'s hub.
+    /// Switches: no.   Thread: thread-safe.
     hub_handle& operator=(const hub_handle& o) noexcept;
-    // Takes over `o`'s hold; `o` is left empty. Switches: no.
+    /// Takes over `o`'s hold; `o` is left empty. Switches: no.
     hub_handle(hub_handle&& o) noexcept = default;
+    /// Drops the hold this handle had and takes over `o`'s; `o` is left empty.
+    /// Switches: no.   Thread: thread-safe.
     hub_handle& operator=(hub_handle&& o) noexcept;
-    // Lets go of the hold (see reset()). Switches: no.   Thread: thread-safe.
+    /// Lets go of the hold (see reset()). Switches: no.   Thread: thread-safe.
     ~hub_handle() { reset(); }
 
-    // Runs `fn()` on the hub's thread, on its stack, as soon as it can (hub::post), and
-    // returns true; returns false once the hub is gone (its thread exited) or when the
-    // handle is empty, and then `fn` is destroyed on the calling thread without running.
-    // An exception from `fn` goes to the hub's exception handler. Switches: no.
-    // Thread: thread-safe.   Throws: std::bad_alloc (nothing is posted).
+    /// Runs `fn()` on the hub's thread, on its stack, as soon as it can (hub::post), and
+    /// returns true; returns false once the hub is gone (its thread exited) or when the
+    /// handle is empty, and then `fn` is destroyed on the calling thread without running.
+    /// An exception from `fn` goes to the hub's exception handler. Switches: no.
+    /// Thread: thread-safe.   Throws: std::bad_alloc (nothing is posted).
     template <class Fn>
     bool post(Fn&& fn) {
         return post_erased(detail::unique_function<void()>(std::forward<Fn>(fn)));
     }
 
-    // Lets go of the hold: when it was the last one, a hub with nothing else to do raises
-    // loop_exit in its waiting fibers. The handle is empty afterwards.
-    // Switches: no.   Thread: thread-safe.
+    /// Lets go of the hold: when it was the last one, a hub with nothing else to do raises
+    /// loop_exit in its waiting fibers. The handle is empty afterwards.
+    /// Switches: no.   Thread: thread-safe.
     void reset() noexcept;
 
-    // Whether the handle holds a hub (that may be gone by now). Switches: no.
+    /// Whether the handle holds a hub (that may be gone by now). Switches: no.
     explicit operator bool() const noexcept { return anchor_ != nullptr; }
 
   private:
@@ -212,133 +224,136 @@ class hub_handle {
     std::shared_ptr<detail::hub_anchor> anchor_;  // Shared; counted as one hold while set.
 };
 
-// The hub: one per thread, created at first use. It is a greenlet that drives an
-// io_context (epoll on Linux) and a FIFO ready queue. A fiber that waits parks itself and
-// switches to the hub; the hub switches back when the wait ends. Fibers spawned as tasks
-// have the hub as parent, so a finished fiber returns control to the hub.
-//
-// The hub runs at most `ready_budget()` ready fibers per turn before polling the reactor,
-// so I/O is never starved; when nothing is ready it blocks in the reactor (no polling on a
-// timeout: an idle hub uses no CPU).
-//
-// Thread: thread-bound, except post(), which is thread-safe.
+/// The hub: one per thread, created at first use. It is a greenlet that drives an
+/// io_context (epoll on Linux) and a FIFO ready queue. A fiber that waits parks itself and
+/// switches to the hub; the hub switches back when the wait ends. Fibers spawned as tasks
+/// have the hub as parent, so a finished fiber returns control to the hub.
+///
+/// The hub runs at most `ready_budget()` ready fibers per turn before polling the reactor,
+/// so I/O is never starved; when nothing is ready it blocks in the reactor (no polling on a
+/// timeout: an idle hub uses no CPU).
+///
+/// Thread: thread-bound, except post(), which is thread-safe.
 class hub {
   public:
-    // This thread's hub, created at first use. Switches: no.
+    /// This thread's hub, created at first use. Switches: no.
     static hub& current();
 
     hub(const hub&) = delete;
     hub& operator=(const hub&) = delete;
 
-    // The reactor. Asio objects used from fibers of this hub must be created on it.
+    /// The reactor. Asio objects used from fibers of this hub must be created on it.
     boost::asio::io_context& context() noexcept { return io_; }
 
-    // Runs `fn()` on the hub's thread, on the hub's stack, as soon as it can. A thread that
-    // will post later holds a hub_handle meanwhile (keep_alive()), or the hub may find
-    // nothing left to do first and raise loop_exit in its waiting fibers; the handle's own
-    // post() is also safe once the hub is gone.
-    // Switches: no.   Thread: thread-safe (the one cross-thread entry point).
+    /// Runs `fn()` on the hub's thread, on the hub's stack, as soon as it can. A thread that
+    /// will post later holds a hub_handle meanwhile (keep_alive()), or the hub may find
+    /// nothing left to do first and raise loop_exit in its waiting fibers; the handle's own
+    /// post() is also safe once the hub is gone.
+    /// Switches: no.   Thread: thread-safe (the one cross-thread entry point).
     template <class Fn>
     void post(Fn&& fn) {
         boost::asio::post(io_, std::forward<Fn>(fn));
     }
 
-    // A handle that keeps this hub waiting while it is held and posts to it from any
-    // thread (see hub_handle). Switches: no.
-    // Thread: thread-bound (take it on the hub's thread, then hand it to any thread).
-    // Throws: greenfiber::error from another thread; std::bad_alloc.
+    /// A handle that keeps this hub waiting while it is held and posts to it from any
+    /// thread (see hub_handle). Switches: no.
+    /// Thread: thread-bound (take it on the hub's thread, then hand it to any thread).
+    /// Throws: greenfiber::error from another thread; std::bad_alloc.
     hub_handle keep_alive();
 
-    // hub_handles held right now, on any thread. Switches: no.   Thread: thread-safe.
+    /// hub_handles held right now, on any thread. Switches: no.   Thread: thread-safe.
     std::size_t handles() const noexcept { return holds_.load(std::memory_order_acquire); }
 
-    // Parks the calling fiber until `w` is woken by wake(). `arm(arg)` runs on the hub's
-    // stack once the fiber is fully parked: an operation started there can never complete
-    // before the fiber is suspended. A cancelled task throws cancelled_error instead of
-    // parking, or when its wait ended because of the cancellation (w.cancelled); except
-    // while it unwinds an exception or is inside a no_kill_scope (a destructor that waits),
-    // where the wait is shielded instead, since the raise would call std::terminate.
-    // Switches: yes.   Thread: thread-bound.
-    // Throws: cancelled_error; loop_exit if nothing can ever wake it; greenfiber::error if
-    //         called from the hub itself (a callback must not wait).
+    /// Parks the calling fiber until `w` is woken by wake(). `arm(arg)` runs on the hub's
+    /// stack once the fiber is fully parked: an operation started there can never complete
+    /// before the fiber is suspended. A cancelled task throws cancelled_error instead of
+    /// parking, or when its wait ended because of the cancellation (w.cancelled); except
+    /// while it unwinds an exception or is inside a no_kill_scope (a destructor that waits),
+    /// where the wait is shielded instead, since the raise would call std::terminate.
+    /// Switches: yes.   Thread: thread-bound.
+    /// Throws: cancelled_error; loop_exit if nothing can ever wake it; greenfiber::error if
+    ///         called from the hub itself (a callback must not wait).
     void park(detail::waiter& w, void (*arm)(void*) noexcept = nullptr, void* arg = nullptr);
 
-    // park() with a deadline: returns true when woken, false when `deadline` passed first
-    // (then nothing woke it). The timer is cleaned up before it returns.
-    // Switches: yes.   Throws: as park().
+    /// park() with a deadline: returns true when woken, false when `deadline` passed first
+    /// (then nothing woke it). The timer is cleaned up before it returns.
+    /// Switches: yes.   Throws: as park().
     bool park_until(detail::waiter& w, std::chrono::steady_clock::time_point deadline,
                     void (*arm)(void*) noexcept = nullptr, void* arg = nullptr);
 
-    // Like park(), but a cancellation request neither prevents nor ends the wait (it stays
-    // pending for the next park()). For waiting out an operation's completion handler after
-    // the operation was cancelled. Switches: yes.   Throws: loop_exit.
+    /// Like park(), but a cancellation request neither prevents nor ends the wait (it stays
+    /// pending for the next park()). For waiting out an operation's completion handler after
+    /// the operation was cancelled. Switches: yes.   Throws: loop_exit.
     void park_shielded(detail::waiter& w);
-    // park_shielded() with a deadline: returns false when it passed first.
+    /// park_shielded() with a deadline: returns false when it passed first.
     bool park_shielded_until(detail::waiter& w, std::chrono::steady_clock::time_point deadline);
 
-    // Makes a parked fiber ready. Idempotent: a waiter is queued at most once per park.
-    // Switches: no.   Thread: thread-bound (from another thread, post() a call to it).
+    /// Makes a parked fiber ready. Idempotent: a waiter is queued at most once per park.
+    /// Switches: no.   Thread: thread-bound (from another thread, post() a call to it).
     void wake(detail::waiter& w) noexcept {
         if (w.woken) return;
         w.woken = true;
         ready_.push_back(w);
     }
 
-    // Queues an entry that is not parked: a task's first run, a callback node.
-    // Switches: no.   Thread: thread-bound.
+    /// Queues an entry that is not parked: a task's first run, a callback node.
+    /// Switches: no.   Thread: thread-bound.
     void schedule(detail::waiter& w) noexcept {
         w.woken = false;
         wake(w);
     }
 
-    // Calls `fn()` on the hub's stack after the fibers and callbacks already ready
-    // (asyncio's call_soon). An exception from `fn` goes to report_failure; the hub goes on.
-    // Switches: no.   Thread: thread-bound.
+    /// Calls `fn()` on the hub's stack after the fibers and callbacks already ready
+    /// (asyncio's call_soon). An exception from `fn` goes to report_failure; the hub goes on.
+    /// Switches: no.   Thread: thread-bound.
     void call_soon(detail::unique_function<void()> fn);
 
-    // Replaces this hub's handler of failures nobody can catch (an exception escaping a
-    // callback, a task's exception never retrieved, a watchdog report) and returns the
-    // previous one. Empty: the process-wide handler (set_report_handler in error.hpp).
-    // Switches: no.   Thread: thread-bound.
+    /// Replaces this hub's handler of failures nobody can catch (an exception escaping a
+    /// callback, a task's exception never retrieved, a watchdog report) and returns the
+    /// previous one. Empty: the process-wide handler (set_report_handler in error.hpp).
+    /// Switches: no.   Thread: thread-bound.
     report_handler set_exception_handler(report_handler handler);
 
-    // Sends `r` to this hub's exception handler. Switches: only if the handler does.
+    /// Sends `r` to this hub's exception handler. Switches: only if the handler does.
     void report(const failure_report& r) noexcept;
 
-    // The watchdog: a fiber or callback that keeps the hub from its loop for `threshold` or
-    // longer is reported (with its name and where it was spawned) once it yields. The usual
-    // cause is a blocking call in a fiber: move it to to_thread(). Default 100 ms; zero turns
-    // it off. Measured with the coarse monotonic clock (a few ms of resolution).
-    // A hub starts with the threshold in the environment variable GREENFIBER_WATCHDOG_MS
-    // when it holds a whole number of milliseconds (0: off), read once as the hub is
-    // created; the test harness sets it so that a loaded machine is not reported as a
-    // stall. Code that relies on a threshold sets it here explicitly.
-    // Switches: no.   Thread: thread-bound.
+    /// The watchdog: a fiber or callback that keeps the hub from its loop for `threshold` or
+    /// longer is reported (with its name and where it was spawned) once it yields. The usual
+    /// cause is a blocking call in a fiber: move it to to_thread(). Default 100 ms; zero turns
+    /// it off. Measured with the coarse monotonic clock (a few ms of resolution).
+    /// A hub starts with the threshold in the environment variable GREENFIBER_WATCHDOG_MS
+    /// when it holds a whole number of milliseconds (0: off), read once as the hub is
+    /// created; the test harness sets it so that a loaded machine is not reported as a
+    /// stall. Code that relies on a threshold sets it here explicitly.
+    /// Switches: no.   Thread: thread-bound.
     void set_watchdog(std::chrono::milliseconds threshold) noexcept { watchdog_ = threshold; }
+    /// The current stall threshold (zero: the watchdog is off). Switches: no.
     std::chrono::milliseconds watchdog() const noexcept { return watchdog_; }
 
-    // The thread this hub belongs to.
+    /// The thread this hub belongs to.
     std::thread::id thread_id() const noexcept { return thread_; }
 
-    // Parks the caller and switches straight into `target`, a not-started task fiber; the
-    // caller is queued first in line, so it continues as soon as `target` suspends
-    // (spawn_options::eager). Not a cancellation point. Switches: yes.
+    /// Parks the caller and switches straight into `target`, a not-started task fiber; the
+    /// caller is queued first in line, so it continues as soon as `target` suspends
+    /// (spawn_options::eager). Not a cancellation point. Switches: yes.
     void run_first(greenlet& target);
 
-    // How many ready fibers run between two polls of the reactor (default 64).
+    /// How many ready fibers run between two polls of the reactor (default 64).
     std::size_t ready_budget() const noexcept { return budget_; }
+    /// Sets that number (0 counts as 1). Switches: no.   Thread: thread-bound.
     void set_ready_budget(std::size_t n) noexcept { budget_ = n == 0 ? 1 : n; }
 
-    // The hub's greenlet (its parent is the thread's main greenlet).
+    /// The hub's greenlet (its parent is the thread's main greenlet).
     const greenlet& loop_greenlet() const noexcept { return loop_; }
 
-    // True when the calling code runs on the hub's own stack (a callback).
+    /// True when the calling code runs on the hub's own stack (a callback).
     bool in_hub() const noexcept { return loop_.is_current(); }
 
-    // Fibers parked in park() right now (for leak checks and loop_exit messages).
+    /// Fibers parked in park() right now (for leak checks and loop_exit messages).
     std::size_t parked() const noexcept { return parked_; }
-    // Parks with a deadline in progress, and entries in the ready queue (for leak checks).
+    /// Parks with a deadline in progress, and entries in the ready queue (for leak checks).
     std::size_t timed_parks() const noexcept { return timed_parks_; }
+    /// Fibers and callbacks in the ready queue now (for leak checks). Switches: no.
     std::size_t ready_count() const noexcept { return ready_.size(); }
 
   private:
@@ -358,8 +373,8 @@ class hub {
     void run_ready();
     void no_work();
     std::string parked_tasks_report();
-    // A hub_handle was taken / let go: counted here and as work in io_ (so that run_one()
-    // blocks while one is held). Thread-safe; called by hub_anchor under its lock.
+    /// A hub_handle was taken / let go: counted here and as work in io_ (so that run_one()
+    /// blocks while one is held). Thread-safe; called by hub_anchor under its lock.
     void hold() noexcept;
     void unhold() noexcept;
 
@@ -369,35 +384,35 @@ class hub {
     std::size_t budget_ = 64;
     std::size_t parked_ = 0;
     std::size_t timed_parks_ = 0;
-    // hub_handles held on any thread. Written under the anchor's lock, read by the loop.
+    /// hub_handles held on any thread. Written under the anchor's lock, read by the loop.
     std::atomic<std::size_t> holds_{0};
-    // The default executor of to_thread() and run_in_executor(fn) (asyncio's is per loop);
-    // created at first use, shut down by run() and by ~hub. Owned (shared with the callers
-    // using it). Thread-bound.
+    /// The default executor of to_thread() and run_in_executor(fn) (asyncio's is per loop);
+    /// created at first use, shut down by run() and by ~hub. Owned (shared with the callers
+    /// using it). Thread-bound.
     std::shared_ptr<executor> default_executor_;
     detail::waiter* root_waiter_ = nullptr;  // the main greenlet's wait, if it waits
-    // Set while ~hub kills the tasks left: a killed fiber that parks after it (it caught
-    // greenlet_exit and waits again) goes back to its killer instead of running the hub.
+    /// Set while ~hub kills the tasks left: a killed fiber that parks after it (it caught
+    /// greenlet_exit and waits again) goes back to its killer instead of running the hub.
     std::chrono::steady_clock::time_point reap_until_{};
     std::chrono::milliseconds watchdog_{100};
     report_handler exception_handler_;
     std::thread::id thread_ = std::this_thread::get_id();
 };
 
-// Suspends the calling fiber for `d` (at least); other fibers run meanwhile.
-// Switches: yes.   Thread: thread-bound.   Throws: cancelled_error.
+/// Suspends the calling fiber for `d` (at least); other fibers run meanwhile.
+/// Switches: yes.   Thread: thread-bound.   Throws: cancelled_error.
 void sleep(std::chrono::steady_clock::duration d);
 
-// Suspends the calling fiber until `deadline`. Switches: yes.   Throws: cancelled_error.
+/// Suspends the calling fiber until `deadline`. Switches: yes.   Throws: cancelled_error.
 void sleep_until(std::chrono::steady_clock::time_point deadline);
-// sleep() with any duration type, saturating: sleep(hours::max()) sleeps practically forever.
+/// sleep() with any duration type, saturating: sleep(hours::max()) sleeps practically forever.
 template <class Rep, class Period>
 void sleep(std::chrono::duration<Rep, Period> d) {
     sleep_until(detail::deadline_after(d));
 }
 
-// Lets every other ready fiber run once, then continues (asyncio's sleep(0)).
-// Switches: yes.   Throws: cancelled_error.
+/// Lets every other ready fiber run once, then continues (asyncio's sleep(0)).
+/// Switches: yes.   Throws: cancelled_error.
 void yield_now();
 
 }  // namespace greenfiber

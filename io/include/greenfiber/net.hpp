@@ -1,7 +1,8 @@
 #pragma once
 
-// Name resolution and connecting by name. Resolution runs getaddrinfo on Asio's resolver
-// thread: the hub and its other fibers keep running meanwhile.
+/// \file
+/// Name resolution and connecting by name. Resolution runs getaddrinfo on Asio's resolver
+/// thread: the hub and its other fibers keep running meanwhile.
 
 #include "greenfiber/config.hpp"  // first: the C++20 check
 
@@ -19,18 +20,19 @@
 namespace greenfiber {
 
 namespace detail {
-// "resolve 'host:service'"-style context for errors.
+/// "resolve 'host:service'"-style context for errors.
 std::string describe_target(const char* what, std::string_view host, std::string_view service);
 [[noreturn]] void throw_net_error(const boost::system::error_code& ec, const char* what,
                                   std::string_view host, std::string_view service);
 }  // namespace detail
 
-// The addresses of `host` for `service` (a port number or a name like "http"), in
-// getaddrinfo's order. `Protocol` is tcp::protocol (the default) or udp::protocol.
-// Errors: host_not_found, service_not_found, timed_out when `dl` passes first (the lookup
-// is abandoned: getaddrinfo cannot be interrupted).
-// Switches: yes.   Throws: boost::system::system_error naming host and service;
-//                  cancelled_error.
+///@{
+/// The addresses of `host` for `service` (a port number or a name like "http"), in
+/// getaddrinfo's order. `Protocol` is tcp::protocol (the default) or udp::protocol.
+/// Errors: host_not_found, service_not_found, timed_out when `dl` passes first (the lookup
+/// is abandoned: getaddrinfo cannot be interrupted).
+/// Switches: yes.   Throws: boost::system::system_error naming host and service;
+///                  cancelled_error.
 template <class Protocol = boost::asio::ip::tcp>
 std::vector<typename Protocol::endpoint> resolve(std::string_view host, std::string_view service,
                                                  deadline dl, boost::system::error_code& ec) {
@@ -51,14 +53,17 @@ std::vector<typename Protocol::endpoint> resolve(std::string_view host, std::str
     if (ec) detail::throw_net_error(ec, "resolve", host, service);
     return out;
 }
+///@}
 
-// Resolves `host` and connects to its addresses in turn until one accepts (Python's
-// socket.create_connection). `dl` bounds the whole call, resolution included. On failure
-// the error is the last address's.
-// Switches: yes.   Throws: boost::system::system_error naming host and service;
-//                  cancelled_error.
+///@{
+/// Resolves `host` and connects to its addresses in turn until one accepts (Python's
+/// socket.create_connection). `dl` bounds the whole call, resolution included. On failure
+/// the error is the last address's.
+/// Switches: yes.   Throws: boost::system::system_error naming host and service;
+///                  cancelled_error.
 tcp::socket create_connection(std::string_view host, std::string_view service, deadline dl,
                               boost::system::error_code& ec);
 tcp::socket create_connection(std::string_view host, std::string_view service, deadline dl = {});
+///@}
 
 }  // namespace greenfiber

@@ -1,27 +1,28 @@
 #pragma once
-// Fiber-aware queues with asyncio's Queue semantics (3.13, shutdown included):
-// queue<T> (FIFO), lifo_queue<T> and priority_queue<T, Compare>.
-//
-//   greenfiber::queue<std::string> q(8);         // at most 8 items; 0 = unbounded
-//   q.put("job");                                // waits while the queue is full
-//   std::string job = q.get();                   // waits while it is empty
-//   q.task_done();                               // join() returns when all are done
-//   if (auto item = q.get_for(100ms)) use(*item); // std::nullopt on timeout
-//
-// Items are moved in and out, so move-only types work. put() and its variants take the
-// item by reference and move from it only when it is actually queued: after a timeout,
-// cancellation, queue_full or queue_shutdown the caller still has it.
-//
-// Grants: an item that arrives while fibers wait in get() is promised to the longest
-// waiter, a slot that frees while fibers wait in put() to the longest putter; nobody else
-// can take it before that fiber runs. A promised fiber that is cancelled (or killed)
-// before it runs passes its promise on to the next waiter, or back to the queue: no item
-// and no slot is ever lost, and waiters are served FIFO.
-//
-// The `*_for` waits take any duration type and saturate (detail::deadline_after):
-// hours::max() waits practically forever; zero or a negative duration does not wait.
-//
-// Thread: thread-bound (fibers of one hub). A queue must outlive its waiters.
+/// \file
+/// Fiber-aware queues with asyncio's Queue semantics (3.13, shutdown included):
+/// queue<T> (FIFO), lifo_queue<T> and priority_queue<T, Compare>.
+///
+///     greenfiber::queue<std::string> q(8);         // at most 8 items; 0 = unbounded
+///     q.put("job");                                // waits while the queue is full
+///     std::string job = q.get();                   // waits while it is empty
+///     q.task_done();                               // join() returns when all are done
+///     if (auto item = q.get_for(100ms)) use(*item); // std::nullopt on timeout
+///
+/// Items are moved in and out, so move-only types work. put() and its variants take the
+/// item by reference and move from it only when it is actually queued: after a timeout,
+/// cancellation, queue_full or queue_shutdown the caller still has it.
+///
+/// Grants: an item that arrives while fibers wait in get() is promised to the longest
+/// waiter, a slot that frees while fibers wait in put() to the longest putter; nobody else
+/// can take it before that fiber runs. A promised fiber that is cancelled (or killed)
+/// before it runs passes its promise on to the next waiter, or back to the queue: no item
+/// and no slot is ever lost, and waiters are served FIFO.
+///
+/// The `*_for` waits take any duration type and saturate (detail::deadline_after):
+/// hours::max() waits practically forever; zero or a negative duration does not wait.
+///
+/// Thread: thread-bound (fibers of one hub). A queue must outlive its waiters.
 
 #include "greenfiber/config.hpp"  // first: the C++20 check
 
@@ -42,20 +43,20 @@
 
 namespace greenfiber {
 
-// put_nowait() on a full queue (asyncio's QueueFull).
+/// put_nowait() on a full queue (asyncio's QueueFull).
 class queue_full : public error {
   public:
     using error::error;
 };
 
-// get_nowait() on an empty queue (asyncio's QueueEmpty).
+/// get_nowait() on an empty queue (asyncio's QueueEmpty).
 class queue_empty : public error {
   public:
     using error::error;
 };
 
-// A put on a queue that was shut down, or a get on one that was shut down and is empty
-// (asyncio's QueueShutDown, 3.13).
+/// A put on a queue that was shut down, or a get on one that was shut down and is empty
+/// (asyncio's QueueShutDown, 3.13).
 class queue_shutdown : public error {
   public:
     using error::error;
@@ -63,7 +64,7 @@ class queue_shutdown : public error {
 
 namespace detail {
 
-// Storage policies: push() adds an item, pop() removes the next one out.
+/// Storage policies: push() adds an item, pop() removes the next one out.
 template <class T>
 class fifo_store {
   public:
@@ -102,7 +103,7 @@ class lifo_store {
     std::vector<T> c_;
 };
 
-// A binary heap whose top is the item that `comp` orders first (comp(a, b): a before b).
+/// A binary heap whose top is the item that `comp` orders first (comp(a, b): a before b).
 template <class T, class Compare>
 class priority_store {
   public:
@@ -122,7 +123,7 @@ class priority_store {
     void clear() noexcept { c_.clear(); }
 
   private:
-    // std's heap puts the greatest on top; ours puts the one `comp_` orders first.
+    /// std's heap puts the greatest on top; ours puts the one `comp_` orders first.
     auto later() {
         return [this](const T& a, const T& b) { return comp_(b, a); };
     }
@@ -130,7 +131,7 @@ class priority_store {
     Compare comp_;
 };
 
-// The queue itself, over a storage policy. See queue<T> for the documentation.
+/// The queue itself, over a storage policy. See queue<T> for the documentation.
 template <class T, class Store>
 class basic_queue {
   public:
@@ -138,7 +139,7 @@ class basic_queue {
     using time_point = std::chrono::steady_clock::time_point;
     using duration = std::chrono::steady_clock::duration;
 
-    // An empty queue holding at most `maxsize` items (0: unbounded). Switches: no.
+    /// An empty queue holding at most `maxsize` items (0: unbounded). Switches: no.
     explicit basic_queue(std::size_t maxsize = 0, Store store = Store())
         : store_(std::move(store)), maxsize_(maxsize) {}
     basic_queue(const basic_queue&) = delete;
@@ -146,14 +147,14 @@ class basic_queue {
 
     // ---- put ----
 
-    // Adds `item` (moved from only once it is queued), waiting (FIFO) while the queue is
-    // full. Switches: only when it must wait.
-    // Throws: queue_shutdown; cancelled_error (then `item` was not queued); loop_exit.
+    /// Adds `item` (moved from only once it is queued), waiting (FIFO) while the queue is
+    /// full. Switches: only when it must wait.
+    /// Throws: queue_shutdown; cancelled_error (then `item` was not queued); loop_exit.
     void put(T&& item) { (void)put_impl(std::move(item), nullptr); }
     void put(const T& item) requires std::copy_constructible<T> { (void)put_impl(item, nullptr); }
 
-    // put() that gives up at `deadline`: returns false if it passed first (then `item` is
-    // untouched). Switches: only when it must wait.   Throws: as put().
+    /// put() that gives up at `deadline`: returns false if it passed first (then `item` is
+    /// untouched). Switches: only when it must wait.   Throws: as put().
     [[nodiscard]] bool put_until(T&& item, time_point deadline) {
         return put_impl(std::move(item), &deadline);
     }
@@ -161,7 +162,7 @@ class basic_queue {
                                  time_point deadline) requires std::copy_constructible<T> {
         return put_impl(item, &deadline);
     }
-    // put_until(item, now + `timeout`).
+    /// put_until(item, now + `timeout`).
     template <class Rep, class Period>
     [[nodiscard]] bool put_for(T&& item, std::chrono::duration<Rep, Period> timeout) {
         return put_until(std::move(item), detail::deadline_after(timeout));
@@ -172,32 +173,32 @@ class basic_queue {
         return put_until(item, detail::deadline_after(timeout));
     }
 
-    // Adds `item` without waiting. Switches: no.
-    // Throws: queue_full if there is no free slot (then `item` is untouched);
-    // queue_shutdown.
+    /// Adds `item` without waiting. Switches: no.
+    /// Throws: queue_full if there is no free slot (then `item` is untouched);
+    /// queue_shutdown.
     void put_nowait(T&& item) { put_nowait_impl(std::move(item)); }
     void put_nowait(const T& item) requires std::copy_constructible<T> { put_nowait_impl(item); }
 
     // ---- get ----
 
-    // Removes and returns the next item, waiting (FIFO) while there is none.
-    // Switches: only when it must wait.
-    // Throws: queue_shutdown once the queue is shut down and empty (at once, or while
-    // waiting); cancelled_error (then no item was taken); loop_exit.
+    /// Removes and returns the next item, waiting (FIFO) while there is none.
+    /// Switches: only when it must wait.
+    /// Throws: queue_shutdown once the queue is shut down and empty (at once, or while
+    /// waiting); cancelled_error (then no item was taken); loop_exit.
     T get() { return *get_impl(nullptr); }
 
-    // get() that gives up at `deadline`: std::nullopt if it passed first.
-    // Switches: only when it must wait.   Throws: as get().
+    /// get() that gives up at `deadline`: std::nullopt if it passed first.
+    /// Switches: only when it must wait.   Throws: as get().
     std::optional<T> get_until(time_point deadline) { return get_impl(&deadline); }
-    // get_until(now + `timeout`).
+    /// get_until(now + `timeout`).
     template <class Rep, class Period>
     std::optional<T> get_for(std::chrono::duration<Rep, Period> timeout) {
         return get_until(detail::deadline_after(timeout));
     }
 
-    // Removes and returns the next item without waiting. Switches: no.
-    // Throws: queue_empty if there is none; queue_shutdown if there is none and the queue
-    // is shut down.
+    /// Removes and returns the next item without waiting. Switches: no.
+    /// Throws: queue_empty if there is none; queue_shutdown if there is none and the queue
+    /// is shut down.
     T get_nowait() {
         if (has_item()) return take();
         if (shutdown_) throw_shutdown("get_nowait()");
@@ -206,49 +207,49 @@ class basic_queue {
 
     // ---- state ----
 
-    // Items a get() would find now (those promised to woken getters are not counted).
-    // Switches: no.
+    /// Items a get() would find now (those promised to woken getters are not counted).
+    /// Switches: no.
     std::size_t qsize() const noexcept { return store_.size() - get_granted_.size(); }
-    // Whether get_nowait() would throw. Switches: no.
+    /// Whether get_nowait() would throw. Switches: no.
     bool empty() const noexcept { return !has_item(); }
-    // Whether put_nowait() would throw queue_full (slots promised to woken putters count
-    // as taken). Always false when unbounded. Switches: no.
+    /// Whether put_nowait() would throw queue_full (slots promised to woken putters count
+    /// as taken). Always false when unbounded. Switches: no.
     bool full() const noexcept { return !has_slot(); }
-    // The bound given at construction (0: unbounded). Switches: no.
+    /// The bound given at construction (0: unbounded). Switches: no.
     std::size_t maxsize() const noexcept { return maxsize_; }
 
     // ---- join ----
 
-    // Marks one item taken by get() as processed; when every item put has been, join()
-    // returns. Switches: no.
-    // Throws: greenfiber::error "task_done() called too many times".
+    /// Marks one item taken by get() as processed; when every item put has been, join()
+    /// returns. Switches: no.
+    /// Throws: greenfiber::error "task_done() called too many times".
     void task_done() {
         if (unfinished_ == 0)
             throw error("greenfiber: queue.task_done(): task_done() called too many times");
         if (--unfinished_ == 0) joiners_.signal_all();
     }
 
-    // Waits until every item put has been marked done (returns at once if none is
-    // pending). Switches: only when it must wait.   Throws: cancelled_error; loop_exit.
+    /// Waits until every item put has been marked done (returns at once if none is
+    /// pending). Switches: only when it must wait.   Throws: cancelled_error; loop_exit.
     void join() { (void)join_impl(nullptr); }
-    // join() that gives up at `deadline` (returns false). Switches: as join().
+    /// join() that gives up at `deadline` (returns false). Switches: as join().
     bool join_until(time_point deadline) { return join_impl(&deadline); }
-    // join_until(now + `timeout`).
+    /// join_until(now + `timeout`).
     template <class Rep, class Period>
     bool join_for(std::chrono::duration<Rep, Period> timeout) {
         return join_until(detail::deadline_after(timeout));
     }
-    // Items put and not yet marked done. Switches: no.
+    /// Items put and not yet marked done. Switches: no.
     std::size_t unfinished_tasks() const noexcept { return unfinished_; }
 
     // ---- shutdown ----
 
-    // Shuts the queue down (asyncio 3.13): every put, waiting or future, throws
-    // queue_shutdown; get() goes on returning the remaining items, then throws
-    // queue_shutdown, as do the fibers waiting in get(). With `immediate`, the remaining
-    // items are dropped first (each counts as done for join(); an item promised to a
-    // woken getter is dropped too and that getter throws queue_shutdown).
-    // Switches: no.
+    /// Shuts the queue down (asyncio 3.13): every put, waiting or future, throws
+    /// queue_shutdown; get() goes on returning the remaining items, then throws
+    /// queue_shutdown, as do the fibers waiting in get(). With `immediate`, the remaining
+    /// items are dropped first (each counts as done for join(); an item promised to a
+    /// woken getter is dropped too and that getter throws queue_shutdown).
+    /// Switches: no.
     void shutdown(bool immediate = false) {
         shutdown_ = true;
         if (immediate) {
@@ -262,7 +263,7 @@ class basic_queue {
         put_granted_.revoke_all();
         putters_.signal_all();
     }
-    // Whether shutdown() was called. Switches: no.
+    /// Whether shutdown() was called. Switches: no.
     bool is_shutdown() const noexcept { return shutdown_; }
 
   private:
@@ -288,11 +289,11 @@ class basic_queue {
         return item;
     }
 
-    // Promises the items nobody else may take to the longest-waiting getters.
+    /// Promises the items nobody else may take to the longest-waiting getters.
     void grant_getters() noexcept {
         while (!getters_.empty() && has_item()) getters_.signal_front(true, &get_granted_);
     }
-    // Promises the free slots to the longest-waiting putters.
+    /// Promises the free slots to the longest-waiting putters.
     void grant_putters() noexcept {
         if (shutdown_) return;
         while (!putters_.empty() && has_slot()) putters_.signal_front(true, &put_granted_);
@@ -370,41 +371,42 @@ class basic_queue {
 
 }  // namespace detail
 
-// A FIFO queue for the fibers of one hub (asyncio's Queue). Bounded by `maxsize` (0:
-// unbounded). Members (all thread-bound):
-//   put(item) / put_until / put_for / put_nowait     add (see the file comment on `item`)
-//   get() / get_until / get_for / get_nowait         remove the next item
-//   qsize() empty() full() maxsize()                  state
-//   task_done() / join() / join_until / join_for      completion tracking
-//   shutdown(immediate = false) / is_shutdown()       asyncio 3.13 shutdown
-// Each member's comment in detail::basic_queue gives its Switches/Throws lines.
+/// A FIFO queue for the fibers of one hub (asyncio's Queue). Bounded by `maxsize` (0:
+/// unbounded). Members (all thread-bound):
+///
+///     put(item) / put_until / put_for / put_nowait     add (see the file comment on `item`)
+///     get() / get_until / get_for / get_nowait         remove the next item
+///     qsize() empty() full() maxsize()                  state
+///     task_done() / join() / join_until / join_for      completion tracking
+///     shutdown(immediate = false) / is_shutdown()       asyncio 3.13 shutdown
+/// Each member's comment in detail::basic_queue gives its Switches/Throws lines.
 template <class T>
 class queue : public detail::basic_queue<T, detail::fifo_store<T>> {
   public:
-    // An empty queue of at most `maxsize` items (0: unbounded). Switches: no.
+    /// An empty queue of at most `maxsize` items (0: unbounded). Switches: no.
     explicit queue(std::size_t maxsize = 0)
         : detail::basic_queue<T, detail::fifo_store<T>>(maxsize) {}
 };
 
-// A LIFO queue (asyncio's LifoQueue): get() returns the most recently put item.
-// Members as queue<T>. Thread: thread-bound.
+/// A LIFO queue (asyncio's LifoQueue): get() returns the most recently put item.
+/// Members as queue<T>. Thread: thread-bound.
 template <class T>
 class lifo_queue : public detail::basic_queue<T, detail::lifo_store<T>> {
   public:
-    // An empty queue of at most `maxsize` items (0: unbounded). Switches: no.
+    /// An empty queue of at most `maxsize` items (0: unbounded). Switches: no.
     explicit lifo_queue(std::size_t maxsize = 0)
         : detail::basic_queue<T, detail::lifo_store<T>>(maxsize) {}
 };
 
-// A priority queue (asyncio's PriorityQueue): get() returns the item that `Compare`
-// orders first. Unlike std::priority_queue, `comp(a, b)` means "a comes out before b":
-// the default std::less returns the smallest first, as asyncio's (heapq) does; use
-// std::greater for the largest first. Members as queue<T>. Thread: thread-bound.
+/// A priority queue (asyncio's PriorityQueue): get() returns the item that `Compare`
+/// orders first. Unlike std::priority_queue, `comp(a, b)` means "a comes out before b":
+/// the default std::less returns the smallest first, as asyncio's (heapq) does; use
+/// std::greater for the largest first. Members as queue<T>. Thread: thread-bound.
 template <class T, class Compare = std::less<T>>
 class priority_queue : public detail::basic_queue<T, detail::priority_store<T, Compare>> {
   public:
-    // An empty queue of at most `maxsize` items (0: unbounded) ordered by `comp`.
-    // Switches: no.
+    /// An empty queue of at most `maxsize` items (0: unbounded) ordered by `comp`.
+    /// Switches: no.
     explicit priority_queue(std::size_t maxsize = 0, Compare comp = Compare())
         : detail::basic_queue<T, detail::priority_store<T, Compare>>(
               maxsize, detail::priority_store<T, Compare>(std::move(comp))) {}

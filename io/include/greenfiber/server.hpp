@@ -1,25 +1,26 @@
 #pragma once
 
-// A connection server: accepts on a listener and runs a handler in a task of its own per
-// connection (gevent's StreamServer, asyncio's start_server).
-//
-//     tcp::acceptor listener(tcp::endpoint(address_v4::loopback(), 8080));
-//     serve(listener, [](tcp::socket s) { ... });            // until the task is cancelled
-//
-//     server<tcp::protocol> srv(std::move(listener), handler, {.max_connections = 1000});
-//     auto t = srv.start();  ...  srv.stop(2s);              // explicit graceful stop
-//
-// - Concurrency cap: with max_connections set, accepting pauses while that many handlers
-//   run (connections wait in the kernel's backlog).
-// - Accept errors: running out of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM)
-//   pauses accepting with a doubling back-off, reported once per episode; a connection
-//   aborted before it was accepted is skipped. The server neither dies nor spins.
-// - A handler that throws is reported (the hub's exception handler) with the peer's address;
-//   the server goes on. The socket is closed when the handler returns.
-// - Graceful stop: stop accepting, wait for the handlers up to a grace period, cancel those
-//   still running, wait for them to unwind.
-//
-// Thread: a server belongs to the hub of the thread that created it.
+/// \file
+/// A connection server: accepts on a listener and runs a handler in a task of its own per
+/// connection (gevent's StreamServer, asyncio's start_server).
+///
+///     tcp::acceptor listener(tcp::endpoint(address_v4::loopback(), 8080));
+///     serve(listener, [](tcp::socket s) { ... });            // until the task is cancelled
+///
+///     server<tcp::protocol> srv(std::move(listener), handler, {.max_connections = 1000});
+///     auto t = srv.start();  ...  srv.stop(2s);              // explicit graceful stop
+///
+/// - Concurrency cap: with max_connections set, accepting pauses while that many handlers
+///   run (connections wait in the kernel's backlog).
+/// - Accept errors: running out of descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM)
+///   pauses accepting with a doubling back-off, reported once per episode; a connection
+///   aborted before it was accepted is skipped. The server neither dies nor spins.
+/// - A handler that throws is reported (the hub's exception handler) with the peer's address;
+///   the server goes on. The socket is closed when the handler returns.
+/// - Graceful stop: stop accepting, wait for the handlers up to a grace period, cancel those
+///   still running, wait for them to unwind.
+///
+/// Thread: a server belongs to the hub of the thread that created it.
 
 #include "greenfiber/config.hpp"  // first: the C++20 check
 
@@ -36,21 +37,23 @@
 
 namespace greenfiber {
 
+/// How a server runs its connections: a cap, stacks, the accept back-off, a grace period.
 struct server_options {
-    std::size_t max_connections = 0;  // handlers running at once; 0: no limit
-    std::size_t stack_size = 0;       // each handler's stack; 0: the default
-    // Back-off after an accept fails for lack of resources: starts here, doubles, caps at
-    // accept_backoff_max.
+    std::size_t max_connections = 0;  ///< handlers running at once; 0: no limit
+    std::size_t stack_size = 0;       ///< each handler's stack; 0: the default
+    /// Back-off after an accept fails for lack of resources: starts here, doubles, caps at
+    /// accept_backoff_max.
     std::chrono::milliseconds accept_backoff{10};
+    /// The longest back-off between two accept attempts.
     std::chrono::milliseconds accept_backoff_max{1000};
-    // serve(): how long a cancelled serve() lets the handlers finish before cancelling them.
+    /// serve(): how long a cancelled serve() lets the handlers finish before cancelling them.
     std::chrono::steady_clock::duration grace = std::chrono::seconds(5);
-    std::string name = "server";  // names the tasks ("server-conn-7") and the reports
+    std::string name = "server";  ///< names the tasks ("server-conn-7") and the reports
 };
 
 namespace detail {
 
-// The protocol-independent part: bookkeeping of handlers, back-off, stop.
+/// The protocol-independent part: bookkeeping of handlers, back-off, stop.
 class server_core {
   public:
     server_core(server_options opts);
@@ -60,30 +63,30 @@ class server_core {
 
     std::size_t active() const noexcept { return active_; }
     std::size_t served() const noexcept { return served_; }
-    // Accepts that failed for lack of resources (each followed by a pause).
+    /// Accepts that failed for lack of resources (each followed by a pause).
     std::size_t accept_shortages() const noexcept { return shortages_; }
     bool stopping() const noexcept { return stopping_; }
     const server_options& options() const noexcept { return opts_; }
 
   protected:
-    // Waits for a free slot (max_connections). False when stopping.
+    /// Waits for a free slot (max_connections). False when stopping.
     bool wait_for_slot();
-    // Handles a failed accept: true to go on accepting, false to stop (listener closed or
-    // stop()); throws for an error that means the listener is unusable.
+    /// Handles a failed accept: true to go on accepting, false to stop (listener closed or
+    /// stop()); throws for an error that means the listener is unusable.
     bool on_accept_error(const boost::system::error_code& ec, const std::string& where);
     void accepted_ok() noexcept { backoff_ = {}; }
-    // Runs `body` in a new handler task, tracked until it ends.
+    /// Runs `body` in a new handler task, tracked until it ends.
     void launch(unique_function<void()> body, std::string peer);
-    // Stops accepting (close_listener) and ends the handlers: waits up to `grace`, then
-    // cancels the rest and waits for them, and for the accept loop to leave. Returns how
-    // many were cancelled. The waits are shielded: a cancelled caller (serve() being
-    // cancelled) still gives the handlers their grace, and the server is never left with
-    // handlers that refer to it.
+    /// Stops accepting (close_listener) and ends the handlers: waits up to `grace`, then
+    /// cancels the rest and waits for them, and for the accept loop to leave. Returns how
+    /// many were cancelled. The waits are shielded: a cancelled caller (serve() being
+    /// cancelled) still gives the handlers their grace, and the server is never left with
+    /// handlers that refer to it.
     std::size_t stop_handlers(std::chrono::steady_clock::duration grace);
-    // Brackets the accept loop, so that stop() from another fiber can wait for it to leave.
-    // Stops accepting and kills every handler still running, and the accept loop's task if
-    // another task runs it (their fibers unwind now); reports it, with `why` (the error
-    // that ended the destructor's wait, or null). Switches: yes.
+    /// Brackets the accept loop, so that stop() from another fiber can wait for it to leave.
+    /// Stops accepting and kills every handler still running, and the accept loop's task if
+    /// another task runs it (their fibers unwind now); reports it, with `why` (the error
+    /// that ended the destructor's wait, or null). Switches: yes.
     void kill_handlers(std::exception_ptr why) noexcept;
     void enter_loop();
     void leave_loop() noexcept;
@@ -109,13 +112,25 @@ class server_core {
 
 }  // namespace detail
 
+/// A connection server (see the file comment): accepts on `listener` and runs `handler`
+/// with each connection's socket in a task of its own, until stop().
+/// Also, from its base: active() (handlers running now), served() (connections handed to a
+/// handler so far), accept_shortages() (accepts that failed for lack of resources),
+/// stopping() and options().
+/// Thread: thread-bound: it belongs to the hub of the thread that created it.
 template <class Protocol>
 class server : public detail::server_core {
   public:
+    ///@{
+    /// The listener's and the connections' socket types, and the handler's type: it gets the
+    /// connection's socket and owns it; the socket is closed when the handler returns.
     using socket_type = basic_stream_socket<Protocol>;
     using acceptor_type = basic_acceptor<Protocol>;
     using handler_type = std::function<void(socket_type)>;
+    ///@}
 
+    /// A server on `listener` (it takes it) running `handler` per connection. Accepts nothing
+    /// until serve_forever() or start(). Switches: no.
     server(acceptor_type listener, handler_type handler, server_options opts = {})
         : server_core(std::move(opts)),
           listener_(std::move(listener)),
@@ -125,10 +140,10 @@ class server : public detail::server_core {
             listener_.close(ignored);
         });
     }
-    // Handlers refer to the server: whatever still runs is cancelled and waited for. A
-    // destructor must not suspend while an exception unwinds it (a kill there would call
-    // std::terminate), so then, or if the wait fails (loop_exit), the handlers still
-    // running are killed at once instead, and that is reported.
+    /// Handlers refer to the server: whatever still runs is cancelled and waited for. A
+    /// destructor must not suspend while an exception unwinds it (a kill there would call
+    /// std::terminate), so then, or if the wait fails (loop_exit), the handlers still
+    /// running are killed at once instead, and that is reported.
     ~server() {
         if (std::uncaught_exceptions() > 0) {
             kill_handlers(nullptr);
@@ -141,12 +156,14 @@ class server : public detail::server_core {
         }
     }
 
+    /// The listener's address (with the port the system chose for port 0).
+    /// Switches: no.   Throws: system_error.
     auto local_endpoint() const { return listener_.local_endpoint(); }
 
-    // Accepts connections until stop() (or until the calling task is cancelled: then it
-    // stops as stop(options().grace) does and rethrows cancelled_error).
-    // Switches: yes.   Throws: cancelled_error; boost::system::system_error if the
-    // listener fails for good (not open, not listening).
+    /// Accepts connections until stop() (or until the calling task is cancelled: then it
+    /// stops as stop(options().grace) does and rethrows cancelled_error).
+    /// Switches: yes.   Throws: cancelled_error; boost::system::system_error if the
+    /// listener fails for good (not open, not listening).
     void serve_forever() {
         enter_loop();
         struct leave {
@@ -161,19 +178,19 @@ class server : public detail::server_core {
         }
     }
 
-    // serve_forever() in a task of its own.
+    /// serve_forever() in a task of its own.
     [[nodiscard]] task<void> start() {
         return spawn(spawn_options{options().name}, [this] { serve_forever(); });
     }
 
-    // Graceful stop: closes the listener (serve_forever returns), waits up to `grace` for
-    // the handlers, cancels those still running and waits for them. Returns how many were
-    // cancelled. Switches: yes.
+    /// Graceful stop: closes the listener (serve_forever returns), waits up to `grace` for
+    /// the handlers, cancels those still running and waits for them. Returns how many were
+    /// cancelled. Switches: yes.
     std::size_t stop(std::chrono::steady_clock::duration grace = std::chrono::seconds(5)) {
         return stop_handlers(grace);
     }
-    // stop() with any duration type, saturating (hours::max(): no handler is cancelled
-    // before it ends). Switches: yes.
+    /// stop() with any duration type, saturating (hours::max(): no handler is cancelled
+    /// before it ends). Switches: yes.
     template <class Rep, class Period>
     std::size_t stop(std::chrono::duration<Rep, Period> grace) {
         return stop_handlers(detail::to_steady_duration(grace));
@@ -213,9 +230,9 @@ class server : public detail::server_core {
     handler_type handler_;
 };
 
-// Serves `listener` with `handler` until the calling task is cancelled (then: graceful stop
-// with options.grace, and cancelled_error). Switches: yes.
-// The server takes the listener.
+/// Serves `listener` with `handler` until the calling task is cancelled (then: graceful stop
+/// with options.grace, and cancelled_error). Switches: yes.
+/// The server takes the listener.
 template <class Protocol, class Handler>
 void serve(basic_acceptor<Protocol> listener, Handler&& handler, server_options opts = {}) {
     server<Protocol> srv(std::move(listener), std::forward<Handler>(handler), std::move(opts));
