@@ -124,7 +124,9 @@ outcome<T> outcome_of(task<T>& t) {
 /// Waits for all the tasks and returns their results in argument order (void results are
 /// std::monostate). The first failure (in completion order) is rethrown at once — its
 /// siblings keep running unless opts.cancel_on_error. Cancelling the caller cancels every
-/// unfinished task. Switches: yes.
+/// unfinished task and raises cancelled_error at once; asyncio 3.11 raises it only when the
+/// first of them has finished cancelled, because there the caller awaits the gather's own
+/// future, which that child's end cancels. Switches: yes.
 /// Throws: the first failure; cancelled_error.
 template <class... T>
 std::tuple<typename outcome<T>::stored...> gather(gather_options opts, task<T>&... ts) {
