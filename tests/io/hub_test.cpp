@@ -32,6 +32,18 @@ namespace {
 
 class Hub : public greenfiber::testing::io_checked {};
 
+// The message of the loop_exit that `wait()` raises; a test failure if it returns.
+template <class Fn>
+std::string loop_exit_message(Fn wait) {
+    try {
+        wait();
+    } catch (const loop_exit& e) {
+        return e.what();
+    }
+    ADD_FAILURE() << "the wait returned instead of raising loop_exit";
+    return {};
+}
+
 TEST_F(Hub, IsOnePerThreadAndItsGreenletReturnsToMain) {
     hub& h = hub::current();
     EXPECT_EQ(&h, &hub::current());
@@ -347,13 +359,7 @@ TEST_F(Hub, TheDeadlockReportNamesEachParkedTaskAndWhatItWaitsFor) {
     event never;
     auto inner = spawn(spawn_options{"inner", 0}, [&] { never.wait(); });
     auto outer = spawn(spawn_options{"outer", 0}, [&] { inner.get(); });
-    std::string message;
-    try {
-        outer.get();
-        FAIL() << "get() returned";
-    } catch (const loop_exit& e) {
-        message = e.what();
-    }
+    const std::string message = loop_exit_message([&] { outer.get(); });
     EXPECT_THAT(message, HasSubstr("the main greenlet waits for task 'outer'"));
     EXPECT_THAT(message, HasSubstr("task 'inner' (spawned with"));
     EXPECT_THAT(message, HasSubstr("waits for an event"));
@@ -372,13 +378,7 @@ TEST_F(Hub, TheDeadlockReportListsAFewParkedTasksAndCountsTheRest) {
         stuck.push_back(
             spawn(spawn_options{"stuck" + std::to_string(i), 0}, [&] { never.wait(); }));
     }
-    std::string message;
-    try {
-        never.wait();
-        FAIL() << "wait() returned";
-    } catch (const loop_exit& e) {
-        message = e.what();
-    }
+    const std::string message = loop_exit_message([&] { never.wait(); });
     EXPECT_THAT(message, HasSubstr("task 'stuck0'"));
     EXPECT_THAT(message, HasSubstr("and 12 more parked tasks"));
     EXPECT_THAT(message, ::testing::Not(HasSubstr("task 'stuck19'")));
@@ -421,13 +421,7 @@ TEST_F(HubHandle, DroppingTheLastHoldBringsTheDeadlockReportBack) {
         b.reset();  // the last: now nothing can wake the main greenlet
     });
     event never;
-    std::string message;
-    try {
-        never.wait();
-        FAIL() << "wait() returned";
-    } catch (const loop_exit& e) {
-        message = e.what();
-    }
+    const std::string message = loop_exit_message([&] { never.wait(); });
     worker.join();
     EXPECT_TRUE(posted_ran) << "the hub gave up while a handle was still held";
     EXPECT_THAT(message, HasSubstr("the main greenlet waits for an event"));
