@@ -204,30 +204,31 @@ inline value resume(thread_state& ts, greenlet_impl* self, greenlet_impl* target
 value switch_slow(greenlet_impl* target, message m);
 value switch_slow_checked(greenlet_impl* target, message m);
 
-// A switch that may resume a fiber parked by the upper layer's scheduler (see
-// greenlet_impl::parked_for): the scheduler's own wake-up. Users' switches go through
-// switch_checked().
-inline value switch_value(greenlet_impl* target, value& v) {
+// The whole of a switch when the target is suspended on this thread: the inline fast
+// path, else the slow one. `Checked` refuses a target parked by the upper layer's
+// scheduler (see greenlet_impl::parked_for); that costs one load and a branch (parked_for
+// sits beside ctx, on the line already loaded), and the slow path then refuses it.
+template <bool Checked>
+inline value switch_inline(greenlet_impl* target, value& v) {
     thread_state* ts = tls;
     if (ts != nullptr && target != nullptr && target->ctx != nullptr && target->owner == ts &&
-        !ts->slow.load(std::memory_order_relaxed)) [[likely]] {
+        (!Checked || target->parked_for == nullptr) && !ts->slow.load(std::memory_order_relaxed))
+        [[likely]] {
         ts->msg = message{&v, nullptr};
         return resume(*ts, ts->current, target);
     }
-    return switch_slow(target, message{&v, nullptr});
+    return Checked ? switch_slow_checked(target, message{&v, nullptr})
+                   : switch_slow(target, message{&v, nullptr});
 }
 
-// The whole of greenlet::switch_to(v) when the target is suspended on this thread and not
-// parked by a scheduler. A parked target costs one load and a branch here (parked_for
-// sits beside ctx, on the line already loaded); the slow path then refuses the switch.
+// A switch that may resume a fiber parked by the scheduler: the scheduler's own wake-up.
+inline value switch_value(greenlet_impl* target, value& v) {
+    return switch_inline<false>(target, v);
+}
+
+// greenlet::switch_to(v): users' switches, which never resume a parked fiber.
 inline value switch_checked(greenlet_impl* target, value& v) {
-    thread_state* ts = tls;
-    if (ts != nullptr && target != nullptr && target->ctx != nullptr && target->owner == ts &&
-        target->parked_for == nullptr && !ts->slow.load(std::memory_order_relaxed)) [[likely]] {
-        ts->msg = message{&v, nullptr};
-        return resume(*ts, ts->current, target);
-    }
-    return switch_slow_checked(target, message{&v, nullptr});
+    return switch_inline<true>(target, v);
 }
 
 void last_release(greenlet_impl* g) noexcept;
