@@ -87,6 +87,13 @@ def main(path):
         rows = groups.get((name, impl, n))
         return (figure(rows)[0], rows) if rows else (None, None)
 
+    def get_field(name, impl, field):
+        """The median over processes of an extra field (e.g. timers' cpu_ns_per_timer)."""
+        rows = groups.get((name, impl, None))
+        vals = [num(r.get(field)) for r in rows or []]
+        vals = [v for v in vals if v is not None]
+        return (statistics.median(vals), rows) if vals else (None, None)
+
     lines = []
 
     def ratio(what, ours, ref, target, ok=None, aim=None):
@@ -110,17 +117,61 @@ def main(path):
     ratio("spawn+join: greenfiber_greenlet_pooled / go_goroutine_waitgroup (ns per task)",
           get("spawn_join", "greenfiber_greenlet_pooled"), get("spawn_join", "go_goroutine_waitgroup"),
           "< 1.0×", lambda r: r < 1.0)
+    # The hub's rows (issue 17), each against every peer the issue names; a target where
+    # the issue sets one, "—" where the ratio is context.
+    yield_ = get("switch", "greenfiber_hub_yield")
+    ratio("yield: greenfiber_hub_yield / boost_fiber_yield (ns per yield)", yield_,
+          get("switch", "boost_fiber_yield"), "≤ 0.33× (≥ 3× faster)", lambda r: r <= 1 / 3)
+    ratio("yield: greenfiber_hub_yield / gevent_sleep0", yield_, get("switch", "gevent_sleep0"),
+          "(no target)")
+    ratio("yield: greenfiber_hub_yield / asyncio_sleep0", yield_, get("switch", "asyncio_sleep0"),
+          "(no target)")
+    ratio("yield: greenfiber_hub_yield / greenfiber_greenlet (a bare switch)", yield_,
+          get("switch", "greenfiber_greenlet"), "(no target: ≈ 1× is two switches a round trip)")
+    ratio("yield instructions (callgrind): greenfiber_hub_yield / boost_fiber_yield",
+          get("switch_instructions", "greenfiber_hub_yield"),
+          get("switch_instructions", "boost_fiber_yield"), "(no target: explains the above)")
+    task = get("spawn_join", "greenfiber_task_spawn_get")
+    ratio("spawn+get: greenfiber_task_spawn_get / go_goroutine_waitgroup (ns per task)", task,
+          get("spawn_join", "go_goroutine_waitgroup"), "< 1.0×", lambda r: r < 1.0)
+    ratio("spawn+get: greenfiber_task_spawn_get / boost_fiber_pooled_stack", task,
+          get("spawn_join", "boost_fiber_pooled_stack"), "(no target)")
+    ratio("spawn+get instructions (callgrind): greenfiber_task_spawn_get / "
+          "boost_fiber_pooled_stack", get("spawn_instructions", "greenfiber_task_spawn_get"),
+          get("spawn_instructions", "boost_fiber_pooled_stack"), "(no target: explains the above)")
+    timers = get("timers", "greenfiber_task_sleep")
+    ratio("timers: greenfiber_task_sleep / go_time_sleep ((wall − longest sleep) / N)", timers,
+          get("timers", "go_time_sleep"), "< 1.0×", lambda r: r < 1.0)
+    ratio("timers: greenfiber_task_sleep / boost_fiber_sleep_for_pooled_stack", timers,
+          get("timers", "boost_fiber_sleep_for_pooled_stack"), "≤ 1.0×", lambda r: r <= 1.0)
+    for impl in ("asyncio_sleep", "uvloop_sleep", "gevent_sleep"):
+        ratio(f"timers: greenfiber_task_sleep / {impl}", timers, get("timers", impl), "(no target)")
+    cpu = get_field("timers", "greenfiber_task_sleep", "cpu_ns_per_timer")
+    for impl in ("go_time_sleep", "boost_fiber_sleep_for_pooled_stack"):
+        ratio(f"timers, CPU ns per timer: greenfiber_task_sleep / {impl}", cpu,
+              get_field("timers", impl, "cpu_ns_per_timer"), "(no target: the CPU side of it)")
     ns = sorted({k[2] for k in groups if k[0] == "mem_parked" and k[2] is not None})
     for n in ns:
         ratio(f"mem_parked at N={n:,}: greenfiber_greenlet / go_goroutine (VmRSS bytes each)",
               get("mem_parked", "greenfiber_greenlet", n), get("mem_parked", "go_goroutine", n),
               "≤ 1.6×", lambda r: r <= 1.6)
     for n in ns:
-        _, rows = get("mem_parked", "greenfiber_greenlet", n)
-        if rows:
-            ok = all(r.get("check") == "ok" for r in rows)
-            lines.append(f"| {n:,} parked greenlets fit, resume and finish (checksum) | "
-                         f"{len(rows)} process(es) | | | all ok | {'met' if ok else '**missed**'} |")
+        ours = get("mem_parked", "greenfiber_task_event", n)
+        if ours[0] is None:
+            continue
+        ratio(f"mem_parked at N={n:,}: greenfiber_task_event / go_goroutine (VmRSS bytes each)",
+              ours, get("mem_parked", "go_goroutine", n), "≤ 1.6×", lambda r: r <= 1.6)
+        for impl in ("asyncio_task", "gevent"):
+            ratio(f"mem_parked at N={n:,}: greenfiber_task_event / {impl}", ours,
+                  get("mem_parked", impl, n), "(no target)")
+    for impl, what in (("greenfiber_greenlet", "greenlets"), ("greenfiber_task_event", "tasks")):
+        for n in ns:
+            _, rows = get("mem_parked", impl, n)
+            if rows:
+                ok = all(r.get("check") == "ok" for r in rows)
+                lines.append(f"| {n:,} parked {what} fit, resume and finish (checksum) | "
+                             f"{len(rows)} process(es) | | | all ok | "
+                             f"{'met' if ok else '**missed**'} |")
     if lines:
         print()
         print("| ratio (same run) | greenfiber | reference | ratio | target | verdict |")
