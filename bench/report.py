@@ -127,7 +127,7 @@ def main(path):
     ratio("yield: greenfiber_hub_yield / asyncio_sleep0", yield_, get("switch", "asyncio_sleep0"),
           "(no target)")
     ratio("yield: greenfiber_hub_yield / greenfiber_greenlet (a bare switch)", yield_,
-          get("switch", "greenfiber_greenlet"), "(no target: ≈ 1× is two switches a round trip)")
+          get("switch", "greenfiber_greenlet"), "(no target: a direct hand-off is one switch a yield, ≈ 1×)")
     ratio("yield instructions (callgrind): greenfiber_hub_yield / boost_fiber_yield",
           get("switch_instructions", "greenfiber_hub_yield"),
           get("switch_instructions", "boost_fiber_yield"), "(no target: explains the above)")
