@@ -19,6 +19,7 @@
 #include <mutex>
 #include <string>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 #include "detail/stack_pool.hpp"
@@ -103,6 +104,7 @@ struct pool_state {
     std::vector<stack_block> free_default;  // stacks of default_size
     std::vector<stack_block> free_other;    // other sizes, reused by exact size
     std::size_t in_use = 0;
+    std::size_t high_water = 0;  // the most stacks in use at once since the last reset
     std::size_t guarded = 0;
     std::size_t guard_budget = read_guard_budget();
     guard_policy policy = guard_policy::fallback_unguarded;
@@ -304,6 +306,7 @@ stack_block allocate_stack(std::size_t size, const greenlet_impl* owner) {
         s = take(p, p.free_other, round_to_page(std::max<std::size_t>(size, 16384)), 1, owner);
     }
     ++p.in_use;
+    p.high_water = std::max(p.high_water, p.in_use);
     valgrind_hand_out(p, s);
     return s;
 }
@@ -461,7 +464,14 @@ void set_guard_budget(std::size_t stacks) noexcept {
 stack_stats stack_statistics() noexcept {
     auto& p = detail::pool();
     std::lock_guard lock(p.mu);
-    return {p.in_use, p.free_default.size() + p.free_other.size(), p.guarded, p.guard_budget};
+    return {p.in_use, p.free_default.size() + p.free_other.size(), p.guarded, p.guard_budget,
+            p.high_water};
+}
+
+std::size_t reset_stack_high_water() noexcept {
+    auto& p = detail::pool();
+    std::lock_guard lock(p.mu);
+    return std::exchange(p.high_water, p.in_use);
 }
 
 void trim_stack_pool() noexcept {
