@@ -39,8 +39,9 @@ namespace greenfiber {
 // deregisters it when it comes back, so memcheck sees a switch as a switch. A pooled stack
 // and the unused gap below an unguarded one are inaccessible to memcheck, like freed memory:
 // a pointer into a dead greenlet's frame, or a stray write below a stack, is reported.
-// Outside Valgrind this costs a few no-op instructions per stack taken or given back and
-// nothing on the switch. GREENFIBER_VALGRIND_STACKS=0 in the environment turns it off at
+// Outside Valgrind no request is made (whether the process runs under it is asked once):
+// one branch per stack taken or given back, nothing on the switch.
+// GREENFIBER_VALGRIND_STACKS=0 in the environment turns it off at
 // run time (to see what memcheck says without it).
 
 /// A greenlet's stack could not be allocated: mmap refused it (the address-space limit
