@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <array>
+#include <atomic>
 #include <cerrno>
 #include <cstddef>
 #include <cstdio>
@@ -18,6 +19,7 @@
 #include <fstream>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -247,6 +249,163 @@ TEST_F(StackPool, TrimmedPoolStacksAreStillUsable) {
         ASSERT_EQ(g.switch_to(i).get<int>(), i);
         ASSERT_EQ(g.switch_to(3).get<int>(), 3 * i);
     }
+}
+
+// The counters: in_use, pooled and the high-water mark of in_use (reset_stack_high_water).
+
+TEST_F(StackPool, HighWaterMarkKeepsThePeakOfStacksInUseAfterTheyAreGivenBack) {
+    const std::size_t base = stack_statistics().in_use;
+    greenfiber::reset_stack_high_water();
+    EXPECT_EQ(stack_statistics().high_water, base);
+    {
+        std::vector<greenlet> live;
+        for (int i = 0; i < 3; ++i) {
+            live.emplace_back([] { (void)to_parent(); });
+            (void)live.back().switch_to();
+            EXPECT_EQ(stack_statistics().high_water, base + live.size());
+        }
+        (void)live[0].switch_to();  // finishes: one fewer in use, the peak stays
+        EXPECT_EQ(stack_statistics().in_use, base + 2);
+        EXPECT_EQ(stack_statistics().high_water, base + 3);
+        greenlet again([] { (void)to_parent(); });
+        (void)again.switch_to();  // back to three in use: not a new peak
+        EXPECT_EQ(stack_statistics().high_water, base + 3);
+    }  // the suspended ones are killed on drop
+    const stack_stats after = stack_statistics();
+    EXPECT_EQ(after.in_use, base);
+    EXPECT_EQ(after.high_water, base + 3);
+}
+
+TEST_F(StackPool, ResettingTheHighWaterMarkReturnsTheOldPeakAndStartsAtTheCountInUse) {
+    const std::size_t base = stack_statistics().in_use;
+    greenlet held([] { (void)to_parent(); });
+    (void)held.switch_to();
+    {
+        greenlet brief([] { (void)to_parent(); });
+        (void)brief.switch_to();
+        (void)brief.switch_to();  // finishes
+    }
+    EXPECT_GE(greenfiber::reset_stack_high_water(), base + 2);
+    // The greenlet still holding a stack counts in the new mark.
+    EXPECT_EQ(stack_statistics().high_water, base + 1);
+    EXPECT_EQ(greenfiber::reset_stack_high_water(), base + 1);
+    held = greenlet();
+    EXPECT_EQ(stack_statistics().high_water, base + 1);  // giving back never lowers it
+    EXPECT_EQ(greenfiber::reset_stack_high_water(), base + 1);
+    EXPECT_EQ(stack_statistics().high_water, base);
+}
+
+TEST_F(StackPool, StartingAGreenletTakesAPooledStackBeforeMappingAnother) {
+    {
+        greenlet warm([] {});
+        (void)warm.switch_to();  // a default-size stack is pooled now
+    }
+    const stack_stats before = stack_statistics();
+    ASSERT_GT(before.pooled, 0u);
+    greenlet g([] { (void)to_parent(); });
+    (void)g.switch_to();
+    const stack_stats during = stack_statistics();
+    EXPECT_EQ(during.in_use, before.in_use + 1);
+    EXPECT_EQ(during.pooled, before.pooled - 1);
+    (void)g.switch_to();  // finishes: the stack goes back to the pool
+    const stack_stats after = stack_statistics();
+    EXPECT_EQ(after.in_use, before.in_use);
+    EXPECT_EQ(after.pooled, before.pooled);
+}
+
+TEST_F(StackPool, AStackThatCannotBeHadCountsNowhere) {
+    pool_settings_scope restore;
+    greenfiber::reset_stack_high_water();
+    const stack_stats before = stack_statistics();
+    greenfiber::set_guard_budget(before.guarded);  // spent
+    greenfiber::set_guard_policy(guard_policy::require);
+    // A size no other test uses, so that no pooled guarded stack fits.
+    greenlet g([] {}, named("refused", default_stack_size() + 11 * page));
+    EXPECT_THROW((void)g.switch_to(), greenfiber::stack_error);
+    greenlet::options eager = named("refused-eagerly", default_stack_size() + 11 * page);
+    eager.eager_stack = true;
+    EXPECT_THROW(greenlet([] {}, eager), greenfiber::stack_error);
+    const stack_stats after = stack_statistics();
+    EXPECT_EQ(after.in_use, before.in_use);
+    EXPECT_EQ(after.pooled, before.pooled);
+    EXPECT_EQ(after.high_water, before.high_water);
+}
+
+TEST_F(StackPool, EagerStacksCountFromConstructionUntilKilledOrDroppedUnstarted) {
+    greenfiber::reset_stack_high_water();
+    const std::size_t base = stack_statistics().in_use;
+    greenlet::options eager = named("eager");
+    eager.eager_stack = true;
+    greenlet killed([] {}, eager);
+    greenlet dropped([] {}, eager);
+    EXPECT_EQ(stack_statistics().in_use, base + 2);
+    EXPECT_EQ(stack_statistics().high_water, base + 2);
+    (void)killed.throw_in();
+    dropped = greenlet();
+    EXPECT_EQ(stack_statistics().in_use, base);
+    EXPECT_EQ(stack_statistics().high_water, base + 2);
+}
+
+// Several threads take and give back stacks while another reads the counters and resets the
+// mark: every snapshot is consistent (in use never above the mark), and once the workers are
+// done the counts are back where they started and the mark saw every thread's peak at least.
+TEST_F(StackPool, CountersStayConsistentWhileThreadsTakeAndGiveBackStacks) {
+    constexpr int workers = 4;
+    constexpr std::size_t per_thread = 20;
+    const int rounds = greenfiber::testing::rounds(50, 2000);
+    const std::size_t base = stack_statistics().in_use;
+    greenfiber::reset_stack_high_water();
+    std::atomic<int> running{workers};
+    std::atomic<bool> resetting{true};
+    std::atomic<long> snapshots{0};
+    std::atomic<long> inconsistent{0};
+    std::thread reader([&] {
+        while (running.load() > 0) {
+            const stack_stats s = stack_statistics();
+            if (s.in_use > s.high_water) inconsistent.fetch_add(1);
+            snapshots.fetch_add(1);
+            if (resetting.load() && snapshots.load() % 16 == 0) {
+                const std::size_t old = greenfiber::reset_stack_high_water();
+                if (old < base) inconsistent.fetch_add(1);
+            }
+            std::this_thread::yield();
+        }
+    });
+    const auto work = [&] {
+        for (int r = 0; r < rounds; ++r) {
+            std::vector<greenlet> live;
+            for (std::size_t i = 0; i < per_thread; ++i) {
+                live.emplace_back([](int x) { return to_parent(x).get<int>() + x; });
+                if (live.back().switch_to(static_cast<int>(i)).get<int>() != static_cast<int>(i))
+                    inconsistent.fetch_add(1);
+            }
+            for (std::size_t i = 0; i < per_thread; i += 2) {
+                if (live[i].switch_to(1).get<int>() != static_cast<int>(i) + 1)
+                    inconsistent.fetch_add(1);
+            }
+        }  // the odd ones are killed on drop
+        running.fetch_sub(1);
+    };
+    std::vector<std::thread> threads;
+    for (int t = 0; t < workers; ++t) threads.emplace_back(work);
+    for (auto& t : threads) t.join();
+    reader.join();
+    EXPECT_EQ(inconsistent.load(), 0);
+    EXPECT_GT(snapshots.load(), 0);
+    EXPECT_EQ(stack_statistics().in_use, base);
+
+    // Without the resets, the mark holds at least one thread's peak and at most all of them.
+    greenfiber::reset_stack_high_water();
+    resetting = false;
+    running = workers;
+    threads.clear();
+    for (int t = 0; t < workers; ++t) threads.emplace_back(work);
+    for (auto& t : threads) t.join();
+    const stack_stats after = stack_statistics();
+    EXPECT_EQ(after.in_use, base);
+    EXPECT_GE(after.high_water, base + per_thread);
+    EXPECT_LE(after.high_water, base + workers * per_thread);
+    EXPECT_EQ(greenfiber::reset_stack_high_water(), after.high_water);
 }
 
 TEST_F(StackOverflowDeathTest, OverflowNamesTheGreenletAndItsStackSize) {

@@ -33,6 +33,16 @@ namespace greenfiber {
 // overflow that never switches (a runaway recursion) runs on through the neighbours until
 // it reaches unmapped memory. guard_policy::require (or a larger vm.max_map_count) avoids
 // unguarded stacks.
+//
+// Valgrind: built with the option valgrind (on by default where valgrind/valgrind.h is
+// found), the pool registers each stack it hands out with VALGRIND_STACK_REGISTER and
+// deregisters it when it comes back, so memcheck sees a switch as a switch. A pooled stack
+// and the unused gap below an unguarded one are inaccessible to memcheck, like freed memory:
+// a pointer into a dead greenlet's frame, or a stray write below a stack, is reported.
+// Outside Valgrind no request is made (whether the process runs under it is asked once):
+// one branch per stack taken or given back, nothing on the switch.
+// GREENFIBER_VALGRIND_STACKS=0 in the environment turns it off at
+// run time (to see what memcheck says without it).
 
 /// A greenlet's stack could not be allocated: mmap refused it (the address-space limit
 /// RLIMIT_AS, the VMA limit vm.max_map_count, or no free range that large) or the guard
@@ -62,12 +72,25 @@ enum class guard_policy {
     require,
 };
 
-/// The stack pool's counters at one moment (stack_statistics()).
+/// The stack pool's counters at one moment (stack_statistics()). The pool is one for the
+/// whole process, so are its counters: a hub's thread and every other thread that runs
+/// greenlets draw on the same stacks (a stack given back by one thread is handed out to
+/// the next greenlet started on any thread), and per-thread counts would not add up to what
+/// the process holds. The fields are read together under the pool's lock, so they are
+/// consistent with each other.
 struct stack_stats {
-    std::size_t in_use;        ///< stacks held by live greenlets
-    std::size_t pooled;        ///< free stacks kept for reuse
+    /// Stacks held by greenlets: taken when a greenlet starts (or is created with
+    /// greenlet::options::eager_stack), given back when it dies or is killed.
+    std::size_t in_use;
+    /// Free stacks kept for reuse, of any size (a new slab adds the stacks not yet handed
+    /// out). Their pages are committed only if a greenlet touched them; trim_stack_pool()
+    /// returns those pages.
+    std::size_t pooled;
     std::size_t guarded;       ///< stacks (in use or pooled) with a guard page
     std::size_t guard_budget;  ///< how many guarded stacks the VMA budget allows
+    /// The most stacks in use at once since the process started or since the last
+    /// reset_stack_high_water(): the peak a program's stacks reach, which sizes the pool.
+    std::size_t high_water;
 };
 
 /// Sets the stack size of greenlets created without an explicit size. Rounded up to
@@ -90,6 +113,11 @@ void set_guard_budget(std::size_t stacks) noexcept;
 /// Counters of the stack pool.
 /// Switches: no.   Thread: thread-safe.
 stack_stats stack_statistics() noexcept;
+
+/// Starts a new high-water mark of stacks in use: it becomes the number in use now.
+/// Returns the mark before the reset (the peak of the period that ends).
+/// Switches: no.   Thread: thread-safe.
+std::size_t reset_stack_high_water() noexcept;
 
 /// Returns every pooled stack to the kernel.
 /// Switches: no.   Thread: thread-safe.
