@@ -5,14 +5,19 @@
 
 #include <cstdint>
 #include <cstdio>
+#include <string>
 #include <ostream>
 #include <utility>
+#include <vector>
 
 // Symbolisation through gcc's libbacktrace (linked statically, see fibers/meson.build):
 // function, file and line from the DWARF information, in the program and in shared
 // libraries alike. Boost's default backend names functions only (dladdr).
 #define BOOST_STACKTRACE_USE_BACKTRACE
+#include <backtrace.h>
+
 #include <boost/context/detail/fcontext.hpp>
+#include <boost/core/demangle.hpp>
 #include <boost/stacktrace/frame.hpp>
 #include <boost/stacktrace/safe_dump_to.hpp>
 
@@ -121,15 +126,67 @@ raw_stack capture_stack(const greenlet& g) {
     return out;
 }
 
+namespace {
+
+// libbacktrace's state for the calling thread, as Boost.Stacktrace keeps its own: a state
+// shared by threads crashes in a shared library (gcc bug 87653). It reads the program's
+// and every loaded library's debug information on first use and keeps it (never freed,
+// like Boost's). Null when the program cannot be read.
+backtrace_state* thread_backtrace_state() noexcept {
+    thread_local backtrace_state* state = backtrace_create_state(
+        nullptr, 0, [](void*, const char*, int) {}, nullptr);
+    return state;
+}
+
+// Collects the frames libbacktrace reports for one address: innermost inlined call first.
+int collect_frame(void* data, std::uintptr_t, const char* file, int line,
+                  const char* function) noexcept {
+    try {
+        auto& out = *static_cast<std::vector<stack_frame>*>(data);
+        stack_frame f;
+        if (function != nullptr) f.function = boost::core::demangle(function);
+        if (file != nullptr) f.file = file;
+        f.line = line > 0 ? static_cast<std::size_t>(line) : 0;
+        f.inlined = true;
+        out.push_back(std::move(f));
+        return 0;
+    } catch (...) {
+        return 1;  // stop: out of memory
+    }
+}
+
+}  // namespace
+
+std::vector<stack_frame> symbolize_inlined(void* address) {
+    std::vector<stack_frame> out;
+    if (address == nullptr) {
+        out.emplace_back();
+        return out;
+    }
+    const auto pc = reinterpret_cast<std::uintptr_t>(address) - 1;
+    if (backtrace_state* state = thread_backtrace_state())
+        backtrace_pcinfo(state, pc, &collect_frame, [](void*, const char*, int) {}, &out);
+    if (out.empty()) out.emplace_back();
+    // The owning function by its qualified name: the debug information often holds only
+    // the short one ("TestBody", "operator()"); Boost.Stacktrace reads the symbol tables
+    // (dladdr, then the ELF symbols) and falls back on the debug information.
+    std::string qualified = boost::stacktrace::frame(reinterpret_cast<void*>(pc)).name();
+    if (!qualified.empty()) out.back().function = std::move(qualified);
+    out.back().inlined = false;
+    // Inlined calls inside the C++ standard library (std::invoke, std::apply and their
+    // helpers, between a task's body and the user's lambda) say nothing to the reader.
+    std::erase_if(out, [](const stack_frame& f) {
+        return f.inlined && f.file.find("/include/c++/") != std::string::npos;
+    });
+    for (stack_frame& f : out) f.address = address;
+    return out;
+}
+
 stack_frame symbolize(void* address) {
-    stack_frame f;
-    f.address = address;
-    if (address == nullptr) return f;
-    const boost::stacktrace::frame bf(
-        reinterpret_cast<void*>(reinterpret_cast<std::uintptr_t>(address) - 1));
-    f.function = bf.name();
-    f.file = bf.source_file();
-    f.line = bf.source_line();
+    std::vector<stack_frame> all = symbolize_inlined(address);
+    stack_frame f = std::move(all.back());
+    // The line that is executing in the owning function is where the first inlined call
+    // sits: the outermost record carries it.
     return f;
 }
 
@@ -150,8 +207,12 @@ std::string to_string(const stack_frame& f) {
 }
 
 void print_stack(std::ostream& os, const raw_stack& s, std::string_view indent) {
-    for (std::size_t i = 0; i < s.size; ++i)
-        os << indent << '#' << i << ' ' << to_string(symbolize(s.frames[i])) << '\n';
+    for (std::size_t i = 0; i < s.size; ++i) {
+        for (const stack_frame& f : symbolize_inlined(s.frames[i])) {
+            os << indent << '#' << i << ' ' << to_string(f) << (f.inlined ? " (inlined)" : "")
+               << '\n';
+        }
+    }
 }
 
 }  // namespace greenfiber

@@ -15,6 +15,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <greenfiber/error.hpp>
 #include <greenfiber/greenlet.hpp>
@@ -226,6 +227,35 @@ TEST_F(Stacktrace, ASignalHandlerCapturesTheInterruptedFrames) {
     sigaction(SIGUSR2, &old, nullptr);
     EXPECT_THAT(text(sampled), HasSubstr("sample_handler"));
     EXPECT_THAT(text(sampled), HasSubstr("signalled_in_named_frame"));
+}
+
+[[gnu::always_inline]] inline void capture_in_inlined_call(raw_stack& s) {
+    greenfiber::capture_stack(s);
+    asm volatile("" ::: "memory");
+}
+
+[[gnu::noinline]] raw_stack capture_under_inlined_call() {
+    raw_stack s;
+    capture_in_inlined_call(s);
+    asm volatile("" ::: "memory");
+    return s;
+}
+
+TEST_F(Stacktrace, CallsInlinedAtAnAddressAreListedInnermostFirst) {
+    const raw_stack s = capture_under_inlined_call();
+    ASSERT_GT(s.size, 0u);
+    const std::vector<greenfiber::stack_frame> at = greenfiber::symbolize_inlined(s.frames[0]);
+    ASSERT_GE(at.size(), 2u);
+    EXPECT_THAT(at.front().function, HasSubstr("capture_in_inlined_call"));
+    EXPECT_TRUE(at.front().inlined);
+    EXPECT_THAT(at.front().file, HasSubstr("stacktrace_test.cpp"));
+    EXPECT_THAT(at.back().function, HasSubstr("capture_under_inlined_call"));
+    EXPECT_FALSE(at.back().inlined);
+    // symbolize() names the function that owns the address.
+    EXPECT_THAT(greenfiber::symbolize(s.frames[0]).function,
+                HasSubstr("capture_under_inlined_call"));
+    EXPECT_THAT(text(s), HasSubstr("capture_in_inlined_call at "));
+    EXPECT_THAT(text(s), HasSubstr("(inlined)"));
 }
 
 TEST_F(Stacktrace, AnAddressWithoutSymbolsPrintsAsHex) {

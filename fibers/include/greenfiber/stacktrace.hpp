@@ -31,6 +31,7 @@
 #include <iosfwd>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace greenfiber {
 
@@ -76,21 +77,34 @@ struct stack_frame {
     std::string function;     ///< The demangled function name.
     std::string file;         ///< Its source file, from the debug information.
     std::size_t line = 0;     ///< Its source line, 0 if unknown.
+    /// A call the compiler inlined into the next frame of the same address (see
+    /// symbolize_inlined()); the real function, which owns the address, has false.
+    bool inlined = false;
 };
 
-/// Symbolises one captured address. A return address points after its call, possibly into
-/// the next line or function, so the lookup uses the address one byte before it.
+/// Symbolises one captured address: the function that owns it, with the file and line of
+/// the address (for a call inlined into that function: the line of the inlined call). A
+/// return address points after its call, possibly into the next line or function, so the
+/// lookup uses the address one byte before it.
 /// Switches: no.   Thread: thread-safe (each thread keeps its own symbolisation state).
 /// Throws: std::bad_alloc.
 stack_frame symbolize(void* address);
+
+/// Symbolises one captured address with the calls inlined at it, as a debugger shows them:
+/// the innermost inlined call first (`inlined` set), the function that owns the address
+/// last. An optimised build inlines small functions, a lambda into its caller's template,
+/// so this is how a line of the user's own code in such a frame shows up. Never empty.
+/// Switches: no.   Thread: thread-safe.   Throws: std::bad_alloc.
+std::vector<stack_frame> symbolize_inlined(void* address);
 
 /// "function at file:line", with what is known: the function alone without debug
 /// information, the address in hex when nothing is. Switches: no.   Throws: std::bad_alloc.
 std::string to_string(const stack_frame& f);
 
 /// Writes each frame of `s` on a line of its own: `indent`, "#<n> " and to_string() of the
-/// symbolised frame. Switches: no.   Thread: thread-safe.   Throws: std::bad_alloc; what
-/// the stream throws.
+/// symbolised frame, with the calls inlined at it first (symbolize_inlined()), each marked
+/// "(inlined)" and numbered with its frame's number. Switches: no.   Thread: thread-safe.   Throws:
+/// std::bad_alloc; what the stream throws.
 void print_stack(std::ostream& os, const raw_stack& s, std::string_view indent = "    ");
 
 }  // namespace greenfiber
