@@ -170,6 +170,11 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
     /// Throws greenfiber::error naming both threads unless called on the task's thread.
     void check_thread(const char* what) const;
     hub& owner() const noexcept { return *hub_; }
+    ///@{
+    /// Its fiber / the wait that fiber is parked in (null if none): for dump().
+    const greenlet& fiber() const noexcept { return fiber_; }
+    const waiter* parked_in() const noexcept { return wait_; }
+    ///@}
 
     /// Whether hub::park must raise instead of parking: an interrupt is pending, or a
     /// cancellation is requested (sticky until the task ends or uncancel() brings the count
