@@ -171,9 +171,11 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
     void check_thread(const char* what) const;
     hub& owner() const noexcept { return *hub_; }
     ///@{
-    /// Its fiber / the wait that fiber is parked in (null if none): for dump().
+    /// Its fiber / the wait that fiber is parked in (null if none) / the type of its
+    /// function (site() names it): for dump() and the stall monitor's signal handler.
     const greenlet& fiber() const noexcept { return fiber_; }
     const waiter* parked_in() const noexcept { return wait_; }
+    const std::type_info& function_type() const noexcept { return *fn_type_; }
     ///@}
 
     /// Whether hub::park must raise instead of parking: an interrupt is pending, or a
