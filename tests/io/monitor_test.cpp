@@ -187,13 +187,16 @@ TEST_F(StallMonitor, ABlockingReadOnAPipeIsReportedWhileBlockedAndTheReadGoesOn)
 
 TEST_F(StallMonitor, AnIdleHubAndTheMainGreenletOutsideTheLoopAreNotReported) {
     collector c;
-    stall_monitor m(options(c, 20ms));
-    // Idle in epoll for many thresholds: the hub waits, it is not stalled.
-    sleep(300ms);
-    auto sleeper = spawn(named("sleeper"), [] { sleep(300ms); });
+    // A threshold well above a loaded machine's scheduling delays: the fibers below are
+    // busy for microseconds only, and a thread kept off the CPU in one of those moments
+    // for a whole threshold would be (rightly) reported as a stall.
+    stall_monitor m(options(c, 100ms));
+    // Idle in epoll for several thresholds: the hub waits, it is not stalled.
+    sleep(500ms);
+    auto sleeper = spawn(named("sleeper"), [] { sleep(500ms); });
     sleeper.get();
     // The thread's main greenlet busy outside the loop: the hub is not running.
-    const auto until = std::chrono::steady_clock::now() + 300ms;
+    const auto until = std::chrono::steady_clock::now() + 500ms;
     while (std::chrono::steady_clock::now() < until) {
         asm volatile("" ::: "memory");
     }
