@@ -14,6 +14,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include "greenfiber/detail/hub_anchor.hpp"
+#include "greenfiber/detail/stall_beat.hpp"
 #include "greenfiber/executor.hpp"
 #include "greenfiber/task.hpp"
 
@@ -216,6 +217,7 @@ void hub::loop() {
         // whenever its work runs out, also outside run_one() (a work guard released by a
         // fiber): restart it first, or new work would look like no work.
         if (io_.stopped()) io_.restart();
+        detail::stall_beat_idle();
         if (io_.run_one() == 0) {
             io_.restart();
             // A hub_handle held on any thread may still post the wake-up: wait for it.
@@ -297,6 +299,7 @@ void hub::run_ready() {
         try {
             // The waiter lives in the fiber's frame: after the switch it may be gone, and the
             // fiber's task with it. The watch holds what the report needs.
+            detail::stall_beat_resume(w->fiber);
             watch guard(*this, w->fiber);
             if (w->fiber == nullptr) {
                 w->run(*w);

@@ -170,6 +170,13 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
     /// Throws greenfiber::error naming both threads unless called on the task's thread.
     void check_thread(const char* what) const;
     hub& owner() const noexcept { return *hub_; }
+    ///@{
+    /// Its fiber / the wait that fiber is parked in (null if none) / the type of its
+    /// function (site() names it): for dump() and the stall monitor's signal handler.
+    const greenlet& fiber() const noexcept { return fiber_; }
+    const waiter* parked_in() const noexcept { return wait_; }
+    const std::type_info& function_type() const noexcept { return *fn_type_; }
+    ///@}
 
     /// Whether hub::park must raise instead of parking: an interrupt is pending, or a
     /// cancellation is requested (sticky until the task ends or uncancel() brings the count

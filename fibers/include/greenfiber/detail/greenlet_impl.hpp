@@ -114,6 +114,9 @@ struct greenlet_impl {
     void* asan_fake = nullptr;
     void* local = nullptr;  // Borrowed: the upper layer's record of this greenlet (io/: its task).
     std::uint32_t no_kill = 0;  // open no_kill_scopes on this greenlet's stack
+    // Stack captures (stacktrace.cpp) it is suspended inside: each left one frame above its
+    // pending switch, until the greenlet is resumed. Touched only by the capture.
+    std::uint32_t captures_on_top = 0;
     std::uint64_t id;
     std::string name;
 };
