@@ -60,7 +60,7 @@ event_loop& event_loop::current() {
 }
 
 std::size_t detail::loop_pending_timers_if_any() noexcept {
-    return this_loop != nullptr ? this_loop->pending_timers() : 0;
+    return this_loop != nullptr ? this_loop->pending_timers_ : 0;  // the loop's own only
 }
 
 timer_handle event_loop::call_at(std::chrono::steady_clock::time_point when,

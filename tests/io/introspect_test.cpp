@@ -433,6 +433,25 @@ TEST_F(IntrospectStats, AScriptedProgramsCounters) {
     EXPECT_TRUE(after.parked_by_kind.empty());
 }
 
+// Regression: pending_timers() read 0 while tasks slept on 1 h timers, because a sleep's
+// timer is the hub's timed park, not one of the loop's call_later timers.
+TEST_F(IntrospectStats, PendingTimersCountsSleepingTasks) {
+    event_loop& loop = event_loop::current();
+    auto a = spawn([] { sleep(1h); });
+    auto b = spawn([] { sleep(1h); });
+    yield_now();
+    EXPECT_EQ(loop.pending_timers(), 2u);
+    timer_handle later = loop.call_later(1h, [] {});
+    EXPECT_EQ(loop.pending_timers(), 3u);
+    EXPECT_EQ(hub::current().stats().timers, 3u);
+    later.cancel();
+    a.cancel();
+    b.cancel();
+    a.wait();
+    b.wait();
+    EXPECT_EQ(loop.pending_timers(), 0u);
+}
+
 // ---- reports ---------------------------------------------------------------------------
 
 struct seen {
