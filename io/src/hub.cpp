@@ -166,7 +166,7 @@ void hub::unhold() noexcept {
     io_.get_executor().on_work_finished();
 }
 
-hub::hub() : loop_([this] { loop(); }, greenlet::options{"hub", 0}) {
+hub::hub() : loop_([this] { loop(); }, greenlet::options{"hub", 0}), now_(coarse_now()) {
     // The hub returns to the thread's main greenlet, whoever created it.
     greenlet root = greenlet::current();
     for (greenlet p = root.parent(); p; p = p.parent()) root = p.share();

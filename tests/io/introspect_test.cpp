@@ -14,6 +14,7 @@
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -312,6 +313,21 @@ TEST_F(IntrospectWait, WaitedGrowsWhileParkedAndIsZeroOtherwise) {
     EXPECT_EQ(t.waited(), std::chrono::steady_clock::duration::zero());  // woken
     t.get();
     EXPECT_EQ(t.waited(), std::chrono::steady_clock::duration::zero());  // done
+}
+
+// An eager task parks before its fresh hub ever turned its loop: its wait is timed from
+// the hub's creation, not from the clock's epoch.
+TEST_F(IntrospectWait, AnEagerTaskOnAFreshHubWaitsFromTheHubsStart) {
+    std::chrono::steady_clock::duration waited{};
+    std::thread fresh([&waited] {
+        event go;
+        auto t = spawn({.eager = true}, [&] { go.wait(); });
+        waited = t.waited();
+        go.set();
+        t.get();
+    });
+    fresh.join();
+    EXPECT_LT(waited, std::chrono::minutes(1));
 }
 
 TEST_F(IntrospectWait, AWakeInProgressIsNotParked) {
