@@ -62,8 +62,10 @@ void demo() {
     greenfiber::yield_now();  // it runs to its sleep
     std::ostringstream dump;
     greenfiber::dump(dump);
-    std::cout << "dump: task 'sleeper' parked, waiting for a timer: "
-              << yes(has(dump.str(), "task 'sleeper' parked, waiting for a timer (sleep)")) << "\n";
+    std::cout << "dump: task 'sleeper' parked, waiting for its sleep: "
+              << yes(has(dump.str(), "task 'sleeper' parked for ") &&
+                     has(dump.str(), "waiting for sleep until +"))
+              << "\n";
     std::cout << "dump: its stack names wait_for_news(): " << yes(has(dump.str(), "wait_for_news"))
               << "\n";
     greenfiber::yield_now();  // the watchdog's measure of this turn ends here

@@ -20,21 +20,35 @@ report_handler& handler() {
 }
 
 void default_report(const failure_report& r) {
-    std::string line(r.message);
+    std::string line;
+    if (r.severity != report_severity::error) {
+        line += to_string(r.severity);
+        line += ": ";
+    }
+    line += r.message;
     if (r.error) {
-        try {
-            std::rethrow_exception(r.error);
-        } catch (const std::exception& e) {
-            line += ": ";
-            line += e.what();
-        } catch (...) {
-            line += ": (an exception not derived from std::exception)";
-        }
+        line += ": ";
+        line += exception_text(r.error);
     }
     std::fprintf(stderr, "%s\n", line.c_str());
 }
 
 }  // namespace
+
+std::string exception_text(const std::exception_ptr& e) {
+    if (!e) return {};
+    try {
+        std::rethrow_exception(e);
+    } catch (const std::exception& x) {
+        const std::type_info* t = abi::__cxa_current_exception_type();
+        return (t != nullptr ? detail::type_name(*t) : std::string("std::exception")) + ": " +
+               x.what();
+    } catch (...) {
+        const std::type_info* t = abi::__cxa_current_exception_type();
+        return t != nullptr ? detail::type_name(*t)
+                            : std::string("an exception not derived from std::exception");
+    }
+}
 
 report_handler set_report_handler(report_handler h) {
     std::lock_guard lock(handler_mu);
@@ -55,7 +69,7 @@ void report_failure(const failure_report& r) noexcept {
             default_report(r);
         }
     } catch (...) {
-        std::fputs("greenfiber: the report handler threw; report lost\n", stderr);
+        std::fputs("critical: greenfiber: the report handler threw; report lost\n", stderr);
     }
 }
 

@@ -457,7 +457,8 @@ thread_state& checked(greenlet_impl* target, const char* what) {
 void report(const std::string& what, std::exception_ptr e, greenlet_impl* g) noexcept {
     if (g != nullptr) retain(g);
     greenlet h = access::adopt(g);
-    report_failure({what, std::move(e), g != nullptr ? &h : nullptr});
+    report_failure(
+        {what, std::move(e), g != nullptr ? &h : nullptr, report_severity::error, "greenlet"});
 }
 
 }  // namespace

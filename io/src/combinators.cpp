@@ -290,15 +290,16 @@ task_group::~task_group() {
             join_impl(false, nullptr);
         } catch (...) {
             report_failure({"greenfiber: task_group: joining in its destructor failed",
-                            std::current_exception(), nullptr});
+                            std::current_exception(), nullptr, report_severity::error,
+                            "task_group"});
         }
     }
     for (auto& e : tasks_) e->t.state()->remove_done_entry(e->l);
     *self_ = nullptr;  // completion turns still queued find the group gone
     if (was_joined) return;
     for (auto& e : errors_) {
-        report_failure(
-            {"greenfiber: task_group destroyed without join(): a task failed", e, nullptr});
+        report_failure({"greenfiber: task_group destroyed without join(): a task failed", e,
+                        nullptr, report_severity::error, "task_group"});
     }
 }
 

@@ -2,6 +2,7 @@
 
 #include "greenfiber/introspect.hpp"
 
+#include <chrono>
 #include <cstdio>
 #include <ostream>
 #include <sstream>
@@ -33,17 +34,23 @@ std::string state_words(const greenlet& g, const detail::waiter* wait) {
     return std::string("parked, waiting for ") + parked_for;
 }
 
-// The header line of one task: name, state, what it waits for, where it was spawned. The one
-// place that formats a task, so that richer accessors (a wait's duration) change it alone.
+// The header line of one task: name, state, what it waits for and for how long, where it
+// was spawned. A parked task's reason comes from its wait's describer (task_base), so the
+// dump reads as any_task::waiting_for() does.
 std::string task_line(const detail::task_base& t) {
     std::string line = "task '" + t.name() + "' ";
-    const greenlet& g = t.fiber();
+    const detail::waiter* w = t.current_wait();
     if (t.status() == task_status::pending) {
         line += "pending, queued for its first run";
+    } else if (w != nullptr && !w->woken && !t.fiber().is_current()) {
+        char waited[32];
+        std::snprintf(waited, sizeof waited, "%.1f s",
+                      std::chrono::duration<double>(t.waited()).count());
+        line += "parked for " + std::string(waited) + ", waiting for " + t.waiting_for();
     } else {
-        line += state_words(g, t.parked_in());
+        line += state_words(t.fiber(), w);
     }
-    line += "; spawned with " + t.site();
+    line += "; spawned at " + t.site();
     return line;
 }
 

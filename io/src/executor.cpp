@@ -233,7 +233,7 @@ thread_pool_executor::~thread_pool_executor() {
     for (const std::string& name : stuck) {
         report_failure({"greenfiber: thread_pool_executor destroyed while job '" + name +
                             "' was still running after 5 s; its thread is detached",
-                        nullptr, nullptr});
+                        nullptr, nullptr, report_severity::warning, "executor"});
     }
     std::lock_guard<std::mutex> lock(s_->mu);
     for (std::thread& t : s_->threads) {

@@ -229,10 +229,10 @@ void serve_connection(tcp::socket& s, const handler& h, const server_options& op
         } catch (const cancelled_error&) {
             throw;
         } catch (...) {
-            hub::current().report({"greenfiber: http handler for " +
-                                       std::string(req.method_string()) + " " +
-                                       std::string(req.target()) + " threw",
-                                   std::current_exception(), nullptr});
+            hub::current().report(
+                {"greenfiber: http handler for " + std::string(req.method_string()) + " " +
+                     std::string(req.target()) + " threw",
+                 std::current_exception(), nullptr, report_severity::error, "http"});
             res = error_response(status::internal_server_error, opts.server_name);
         }
         if (!req.keep_alive()) res.keep_alive(false);

@@ -4,26 +4,28 @@
 
 #include <time.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include <boost/asio/steady_timer.hpp>
 
 #include "greenfiber/detail/hub_anchor.hpp"
 #include "greenfiber/detail/stall_beat.hpp"
 #include "greenfiber/executor.hpp"
+#include "greenfiber/loop.hpp"
 #include "greenfiber/task.hpp"
 
 namespace greenfiber {
 
-namespace {
-
 // Cheap enough to read around every resume (vDSO, no syscall); a few ms of resolution.
-std::chrono::steady_clock::time_point coarse_now() noexcept {
+std::chrono::steady_clock::time_point detail::coarse_now() noexcept {
 #if defined(CLOCK_MONOTONIC_COARSE)
     timespec ts{};
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
@@ -34,7 +36,7 @@ std::chrono::steady_clock::time_point coarse_now() noexcept {
 #endif
 }
 
-}  // namespace
+using detail::coarse_now;
 
 namespace detail {
 
@@ -136,7 +138,8 @@ bool hub_handle::post_erased(detail::unique_function<void()> fn) {
             throw;  // the hub itself is being killed
         } catch (...) {
             hub::current().report({"greenfiber: a function posted through a hub_handle threw",
-                                   std::current_exception(), nullptr});
+                                   std::current_exception(), nullptr, report_severity::error,
+                                   "callback"});
         }
     });
 }
@@ -164,7 +167,7 @@ void hub::unhold() noexcept {
     io_.get_executor().on_work_finished();
 }
 
-hub::hub() : loop_([this] { loop(); }, greenlet::options{"hub", 0}) {
+hub::hub() : loop_([this] { loop(); }, greenlet::options{"hub", 0}), now_(coarse_now()) {
     // The hub returns to the thread's main greenlet, whoever created it.
     greenlet root = greenlet::current();
     for (greenlet p = root.parent(); p; p = p.parent()) root = p.share();
@@ -207,6 +210,7 @@ hub::~hub() {
 
 void hub::loop() {
     for (;;) {
+        now_ = coarse_now();  // one read per turn: what parks record (waiter::since)
         run_ready();
         if (!ready_.empty()) {
             io_.poll();
@@ -239,6 +243,7 @@ class hub::watch {
         // likes, and the hub is not running then (asyncio's slow-callback check agrees).
         if (h_.watchdog_.count() == 0 || (fiber != nullptr && fiber->is_main)) return;
         started_ = coarse_now();
+        h_.now_ = started_;
         if (fiber == nullptr) return;
         task_ = static_cast<detail::task_base*>(fiber->local);
         if (task_ != nullptr) {
@@ -265,7 +270,7 @@ class hub::watch {
         try {
             std::string who = "a callback";
             if (task_ != nullptr) {
-                who = "task '" + task_->name() + "' (spawned with " + task_->site() + ")";
+                who = "task '" + task_->name() + "' (spawned at " + task_->site() + ")";
             } else if (plain_) {
                 who = "greenlet '" + fiber_name_ + "'";
             }
@@ -273,7 +278,9 @@ class hub::watch {
                            std::to_string(ran.count()) + " ms (threshold " +
                            std::to_string(h_.watchdog_.count()) +
                            " ms): a blocking call in a fiber? Move it to to_thread()",
-                       nullptr, task_ != nullptr ? &task_->fiber_ : nullptr});
+                       nullptr, task_ != nullptr ? &task_->fiber_ : nullptr,
+                       report_severity::warning, "watchdog"});
+            ++h_.watchdog_reports_;
         } catch (...) {
         }
     }
@@ -306,6 +313,7 @@ void hub::run_ready() {
                 continue;
             }
             value v;
+            ++switches_;
             (void)detail::switch_value(w->fiber, v);
         } catch (const greenlet_exit&) {
             throw;  // the hub itself is being killed
@@ -318,7 +326,8 @@ void hub::run_ready() {
             // escape. The hub goes on.
             report({w_is_callback ? "greenfiber: a callback run by the hub threw"
                                   : "greenfiber: an exception escaped a fiber into the hub",
-                    std::current_exception(), nullptr});
+                    std::current_exception(), nullptr, report_severity::error,
+                    w_is_callback ? "callback" : "greenlet"});
         }
     }
 }
@@ -351,8 +360,8 @@ void hub::report(const failure_report& r) noexcept {
     try {
         exception_handler_(r);
     } catch (...) {
-        report_failure(
-            {"greenfiber: the hub's exception handler threw", std::current_exception(), nullptr});
+        report_failure({"greenfiber: the hub's exception handler threw", std::current_exception(),
+                        nullptr, report_severity::critical, "hub"});
     }
 }
 
@@ -370,8 +379,9 @@ std::string hub::parked_tasks_report() {
             continue;
         }
         ++listed;
-        out += "\n  task '" + t->name() + "' (spawned with " + t->site() + ") waits for " +
-               t->wait_->what;
+        out += "\n  task '" + t->name() + "' (spawned at " + t->site() + ") waits for " +
+               (t->wait_->describe != nullptr && !t->wait_->woken ? t->wait_->describe(*t->wait_)
+                                                                  : t->wait_->what);
     }
     if (more > 0) out += "\n  ... and " + std::to_string(more) + " more parked tasks";
     return out;
@@ -382,9 +392,10 @@ void hub::no_work() {
     // no other thread can post: every parked fiber waits forever. Raise loop_exit where the
     // thread's main greenlet is, naming what each parked task waits for.
     std::string msg = "greenfiber: the hub has nothing left to run: ";
-    msg += root_waiter_ != nullptr
-               ? std::string("the main greenlet waits for ") + root_waiter_->what
-               : std::string("the main greenlet is suspended");
+    msg += root_waiter_ == nullptr ? std::string("the main greenlet is suspended")
+           : root_waiter_->describe != nullptr
+               ? "the main greenlet waits for " + root_waiter_->describe(*root_waiter_)
+               : std::string("the main greenlet waits for ") + root_waiter_->what;
     msg += ", which nothing can complete (" + std::to_string(parked_) + " fiber" +
            (parked_ == 1 ? "" : "s") + " parked, no timer, no I/O, no hub_handle held)";
     std::string tasks;
@@ -461,6 +472,7 @@ void hub::park_impl(detail::waiter& w, void (*arm)(void*) noexcept, void* arg, b
         task->raise_cancel();
     }
     w.fiber = self;
+    w.since = now_;
     w.woken = false;
     w.cancelled = false;
     if (task != nullptr) task->wait_ = &w;
@@ -568,8 +580,41 @@ bool hub::park_until_impl(detail::waiter& w, std::chrono::steady_clock::time_poi
     return !timed_out;
 }
 
+namespace {
+// "sleep until +2.3 s": the time left, from the deadline in the sleeping frame.
+std::string describe_sleep(const detail::waiter& w) {
+    const auto& deadline =
+        *static_cast<const std::chrono::steady_clock::time_point*>(w.describe_arg);
+    const auto left = std::chrono::duration<double>(deadline - std::chrono::steady_clock::now());
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "sleep until +%.1f s", left.count() > 0 ? left.count() : 0.0);
+    return buf;
+}
+}  // namespace
+
+hub_stats hub::stats() const {
+    hub_stats s;
+    s.switches = switches_;
+    s.ready = ready_.size();
+    s.parked = parked_;
+    s.timers = timed_parks_ + detail::loop_pending_timers_if_any();
+    s.watchdog_reports = watchdog_reports_;
+    s.stacks = stack_statistics();
+    std::map<std::string_view, std::size_t> kinds;
+    for (const detail::task_base* t : detail::task_base::all(const_cast<hub&>(*this))) {
+        if (const detail::waiter* w = t->current_wait(); w != nullptr && !w->woken)
+            ++kinds[w->what];
+    }
+    s.parked_by_kind.assign(kinds.begin(), kinds.end());
+    std::stable_sort(s.parked_by_kind.begin(), s.parked_by_kind.end(),
+                     [](const auto& a, const auto& b) { return a.second > b.second; });
+    return s;
+}
+
 void sleep_until(std::chrono::steady_clock::time_point deadline) {
     detail::waiter w{"a timer (sleep)"};
+    w.describe = &describe_sleep;
+    w.describe_arg = &deadline;
     (void)hub::current().park_until(w, deadline);
 }
 

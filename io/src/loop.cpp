@@ -60,7 +60,7 @@ event_loop& event_loop::current() {
 }
 
 std::size_t detail::loop_pending_timers_if_any() noexcept {
-    return this_loop != nullptr ? this_loop->pending_timers() : 0;
+    return this_loop != nullptr ? this_loop->pending_timers_ : 0;  // the loop's own only
 }
 
 timer_handle event_loop::call_at(std::chrono::steady_clock::time_point when,
@@ -77,7 +77,7 @@ timer_handle event_loop::call_at(std::chrono::steady_clock::time_point when,
             fn();
         } catch (...) {
             report_failure({"greenfiber: a call_later/call_at callback threw",
-                            std::current_exception(), nullptr});
+                            std::current_exception(), nullptr, report_severity::error, "callback"});
         }
     });
     return timer_handle(std::move(s));
@@ -161,7 +161,7 @@ void finish_run(std::chrono::steady_clock::duration grace) noexcept {
                 for (int round = 0; round < 64 && h.ready_count() > 0; ++round) yield_now();
             } catch (...) {
                 h.report({"greenfiber: run(): running the callbacks still queued",
-                          std::current_exception(), nullptr});
+                          std::current_exception(), nullptr, report_severity::error, "run"});
             }
             // asyncio.run shuts the default executor down: the rest of the grace period
             // bounds it, and a job still running then is reported by name.
@@ -171,7 +171,7 @@ void finish_run(std::chrono::steady_clock::duration grace) noexcept {
                              std::chrono::steady_clock::duration(std::chrono::milliseconds(100))));
             } catch (...) {
                 h.report({"greenfiber: run(): shutting down the default executor",
-                          std::current_exception(), nullptr});
+                          std::current_exception(), nullptr, report_severity::error, "run"});
             }
             task_base::report_all_unretrieved();
         }
@@ -197,7 +197,7 @@ void cancel_and_join_tasks(std::chrono::steady_clock::duration grace) noexcept {
                     h.report({"greenfiber: run(): task '" + t->name() +
                                   "' was still running when the grace period for cancelled "
                                   "tasks ended",
-                              nullptr, nullptr});
+                              nullptr, nullptr, report_severity::warning, "run"});
                 }
                 t->release();
             }
@@ -205,7 +205,7 @@ void cancel_and_join_tasks(std::chrono::steady_clock::duration grace) noexcept {
         }
     } catch (...) {
         h.report({"greenfiber: run(): cleaning up the remaining tasks failed",
-                  std::current_exception(), nullptr});
+                  std::current_exception(), nullptr, report_severity::error, "run"});
     }
 }
 

@@ -15,6 +15,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <source_location>
 #include <sstream>
 #include <string>
 #include <system_error>
@@ -50,7 +51,8 @@ struct sample_slot {
     std::uint64_t greenlet_id = 0;
     bool is_task = false;
     bool is_hub_or_main = false;         // no task: the hub's greenlet (a callback) or main
-    const std::type_info* fn = nullptr;  // the task's function (its spawn site)
+    const std::type_info* fn = nullptr;  // the task's function (its site without a line)
+    std::source_location site{};         // the task's spawn site (trivially copyable)
 
     sample_slot() { sem_init(&done, 0, 0); }
     ~sample_slot() { sem_destroy(&done); }
@@ -79,12 +81,14 @@ void on_sample(int) {
         s->is_task = false;
         s->is_hub_or_main = false;
         s->fn = nullptr;
+        s->site = {};
         if (g != nullptr) {
             s->greenlet_id = g->id;
             if (const auto* t = static_cast<const detail::task_base*>(g->local)) {
                 s->is_task = true;
                 copy_name(*s, t->name());
                 s->fn = &t->function_type();
+                s->site = t->spawned_at();
             } else {
                 copy_name(*s, g->name);
                 s->is_hub_or_main = g->is_main;
@@ -173,8 +177,8 @@ thread_record& this_record() {
 std::string sampled_fiber_words(const sample_slot& s) {
     const std::string name(s.name, s.name_len);
     if (s.is_task) {
-        return "task '" + name + "' (spawned with " +
-               (s.fn != nullptr ? detail::type_name(*s.fn) : "?") + ")";
+        return "task '" + name + "' (spawned at " +
+               (s.fn != nullptr ? detail::format_site(s.site, *s.fn) : "?") + ")";
     }
     if (s.is_hub_or_main) return "the main greenlet";
     if (name == "hub") return "the hub (a callback or an I/O completion)";
@@ -223,7 +227,7 @@ void stall_monitor::state::report(std::chrono::milliseconds stalled) noexcept {
         print_stack(os, stack);
         std::string text = std::move(os).str();
         if (!text.empty() && text.back() == '\n') text.pop_back();  // handlers add their own
-        const failure_report r{text, nullptr, nullptr};
+        const failure_report r{text, nullptr, nullptr, report_severity::warning, "monitor"};
         reports.fetch_add(1, std::memory_order_relaxed);
         if (opts.handler) {
             opts.handler(r);

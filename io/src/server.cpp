@@ -44,11 +44,11 @@ void server_core::kill_handlers(std::exception_ptr why) noexcept {
             : nullptr;
     if (active_ == 0 && loop_task == nullptr && !why) return;
     try {
-        hub::current().report({"greenfiber: server '" + opts_.name + "' was destroyed while " +
-                                   std::to_string(active_) + " handler(s) still ran" +
-                                   (why ? ", and waiting for them failed" : " (during unwinding)") +
-                                   ": killing them",
-                               why, nullptr});
+        hub::current().report(
+            {"greenfiber: server '" + opts_.name + "' was destroyed while " +
+                 std::to_string(active_) + " handler(s) still ran" +
+                 (why ? ", and waiting for them failed" : " (during unwinding)") + ": killing them",
+             why, nullptr, why ? report_severity::error : report_severity::warning, "server"});
     } catch (...) {
     }
     // Each kill unwinds a handler, which erases its entry: take them one at a time.
@@ -107,7 +107,7 @@ bool server_core::on_accept_error(const boost::system::error_code& ec, const std
             {"greenfiber: server '" + where + "': accept failed (" + ec.message() +
                  "); pausing accepts, from " + std::to_string(backoff_.count()) + " ms up to " +
                  std::to_string(opts_.accept_backoff_max.count()) + " ms, until it succeeds again",
-             nullptr, nullptr});
+             nullptr, nullptr, report_severity::warning, "server"});
     }
     slot_freed_.clear();
     (void)slot_freed_.wait_for(backoff_);
@@ -133,10 +133,10 @@ void server_core::launch(unique_function<void()> body, std::string peer) {
                 } catch (const cancelled_error&) {
                     throw;
                 } catch (...) {
-                    hub::current().report({"greenfiber: server '" + opts_.name +
-                                               "': the handler of the connection from " + peer +
-                                               " threw",
-                                           std::current_exception(), nullptr});
+                    hub::current().report(
+                        {"greenfiber: server '" + opts_.name +
+                             "': the handler of the connection from " + peer + " threw",
+                         std::current_exception(), nullptr, report_severity::error, "server"});
                 }
             });
     } catch (...) {

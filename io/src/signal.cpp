@@ -103,7 +103,7 @@ void registry::on_signal(const boost::system::error_code& ec, int signo) {
             } catch (...) {
                 report_failure(
                     {"greenfiber: the handler of signal " + std::to_string(signo) + " threw",
-                     std::current_exception(), nullptr});
+                     std::current_exception(), nullptr, report_severity::error, "signal"});
             }
         }
     }

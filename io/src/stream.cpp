@@ -438,7 +438,7 @@ stream_writer::~stream_writer() {
     hub_->report({"greenfiber: stream_writer destroyed with " + std::to_string(buffer_size()) +
                       " bytes never drained (call drain() or close() before; abort() drops "
                       "them on purpose)",
-                  nullptr, nullptr});
+                  nullptr, nullptr, report_severity::warning, "stream"});
 }
 
 void stream_writer::check_thread(const char* what) const {

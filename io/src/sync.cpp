@@ -7,7 +7,29 @@
 #include <exception>
 #include <string>
 
+#include "greenfiber/task.hpp"
+
 namespace greenfiber {
+
+namespace {
+
+const detail::greenlet_impl* current_fiber() noexcept {
+    return detail::tls != nullptr ? detail::tls->current : nullptr;
+}
+
+// "KIND 'NAME'", or KIND alone for an unnamed object.
+std::string named(const char* kind, const std::string& name) {
+    return name.empty() ? std::string(kind) : std::string(kind) + " '" + name + "'";
+}
+
+// Lets a sync_waiter's wait describe itself from `object` (called only when asked).
+void describe_with(detail::sync_waiter& sw, std::string (*fn)(const detail::waiter&),
+                   const void* object) noexcept {
+    sw.w.describe = fn;
+    sw.w.describe_arg = object;
+}
+
+}  // namespace
 
 // ---- mutex ----
 
@@ -25,17 +47,37 @@ void mutex::claim() noexcept {
         ++claims_;
     } else {
         locked_ = true;
+        holder_ = current_fiber();
     }
 }
 
 void mutex::hand_over() noexcept {
     // The lock stays locked while it goes to the longest waiter: nobody can take it between
     // this call and the moment that waiter runs.
-    if (waiters_.signal_front(true) == nullptr) locked_ = false;
+    if (detail::sync_waiter* next = waiters_.signal_front(true)) {
+        holder_ = next->fiber;
+    } else {
+        locked_ = false;
+        holder_ = nullptr;
+    }
+}
+
+std::string mutex::describe(const detail::waiter& w) {
+    const auto& m = *static_cast<const mutex*>(w.describe_arg);
+    std::string out = named("lock", m.name_);
+    if (!m.locked_) return out;
+    // holder_ may be a finished fiber: it is only compared with the live tasks' fibers.
+    if (const detail::task_base* t = detail::task_base::of_fiber(m.holder_)) {
+        out += " held by task '" + t->name() + "'";
+    } else {
+        out += " held by a fiber that is not a running task";
+    }
+    return out;
 }
 
 bool mutex::wait_slow(const std::chrono::steady_clock::time_point* deadline) {
     detail::sync_waiter sw("a lock");
+    describe_with(sw, &describe, this);
     try {
         return detail::wait_in(waiters_, sw, deadline);
     } catch (...) {
@@ -47,6 +89,7 @@ bool mutex::wait_slow(const std::chrono::steady_clock::time_point* deadline) {
 void mutex::lock_shielded() {
     if (try_lock()) return;
     detail::sync_waiter sw("a lock (re-acquired by a condition wait)");
+    describe_with(sw, &describe, this);
     try {
         detail::wait_in_shielded(waiters_, sw);
     } catch (...) {
@@ -56,12 +99,6 @@ void mutex::lock_shielded() {
 }
 
 // ---- rlock ----
-
-namespace {
-const detail::greenlet_impl* current_fiber() noexcept {
-    return detail::tls != nullptr ? detail::tls->current : nullptr;
-}
-}  // namespace
 
 bool rlock::try_lock() {
     const detail::greenlet_impl* me = detail::this_thread().current;
@@ -126,11 +163,22 @@ bool event::wait_impl(const std::chrono::steady_clock::time_point* deadline) {
     if (set_) return true;
     if (deadline != nullptr && detail::deadline_passed(*deadline)) return false;
     detail::sync_waiter sw("an event");
+    describe_with(sw, &describe, this);
     // Nothing to pass on: set() woke every waiter, and a cancelled one takes nothing away.
     return detail::wait_in(waiters_, sw, deadline);
 }
 
+std::string event::describe(const detail::waiter& w) {
+    return named("event", static_cast<const event*>(w.describe_arg)->name_);
+}
+
 // ---- semaphore ----
+
+std::string semaphore::describe(const detail::waiter& w) {
+    const auto& s = *static_cast<const semaphore*>(w.describe_arg);
+    return named("semaphore", s.name_) + " (no unit free, " + std::to_string(s.waiters_.size()) +
+           " waiting)";
+}
 
 void semaphore::release() {
     if (value_ >= bound_)
@@ -145,6 +193,7 @@ void semaphore::hand_over() noexcept {
 
 bool semaphore::wait_slow(const std::chrono::steady_clock::time_point* deadline) {
     detail::sync_waiter sw("a semaphore");
+    describe_with(sw, &describe, this);
     try {
         return detail::wait_in(waiters_, sw, deadline);
     } catch (...) {
@@ -155,9 +204,15 @@ bool semaphore::wait_slow(const std::chrono::steady_clock::time_point* deadline)
 
 // ---- condition ----
 
+std::string condition::describe(const detail::waiter& w) {
+    return named("condition", static_cast<const condition*>(w.describe_arg)->name_) +
+           " (a notification)";
+}
+
 bool condition::wait_impl(const std::chrono::steady_clock::time_point* deadline) {
     if (!m_->locked()) throw error("greenfiber: condition.wait(): cannot wait on un-acquired lock");
     detail::sync_waiter sw("a condition");
+    describe_with(sw, &describe, this);
     m_->unlock();  // does not switch: nobody can notify before we are in the list
     std::exception_ptr failure;
     bool notified = false;

@@ -3,9 +3,13 @@
 #include "greenfiber/task.hpp"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstring>
 #include <memory>
+#include <ostream>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <thread>
 
 namespace greenfiber {
@@ -40,13 +44,26 @@ bool is_callback(const done_entry& e) noexcept {
     return e.fire == &callback_entry::fire_callback;
 }
 
+// A default-initialized spawn_options (`spawn_options o;`) carries the location of its
+// implicit constructor, which names no caller: such a site counts as not recorded.
+std::source_location recorded_site(const std::source_location& at) noexcept {
+    static const std::source_location implicit = [] {
+        spawn_options o;
+        return o.site;
+    }();
+    if (at.line() == implicit.line() && std::strcmp(at.file_name(), implicit.file_name()) == 0)
+        return {};
+    return at;
+}
+
 }  // namespace
 
 void done_wake::wake_it(done_entry& self, task_base& t) noexcept {
     t.owner().wake(*static_cast<done_wake&>(self).w);
 }
 
-task_base::task_base(hub& h, spawn_options opts, const std::type_info& fn_type)
+task_base::task_base(hub& h, spawn_options opts, const std::type_info& fn_type,
+                     const std::type_info& result_type)
     : hub_(&h),
       fiber_(greenlet(
           [this] { body(); }, h.loop_greenlet(),
@@ -56,6 +73,8 @@ task_base::task_base(hub& h, spawn_options opts, const std::type_info& fn_type)
               .name = opts.name, .stack_size = opts.stack_size, .eager_stack = opts.eager})),
       name_(opts.name.empty() ? "task-" + std::to_string(tasks.next_id) : std::move(opts.name)),
       fn_type_(&fn_type),
+      result_type_(&result_type),
+      site_(recorded_site(opts.site)),
       eager_(opts.eager) {
     ++tasks.next_id;
     fiber_impl_ = access::impl(fiber_);
@@ -82,8 +101,9 @@ void task_base::mark_retrieved() noexcept {
 void task_base::report_unretrieved() noexcept {
     mark_retrieved();  // reported once
     try {
-        hub_->report(
-            {"greenfiber: task '" + name_ + "': exception was never retrieved", error_, nullptr});
+        hub_->report({"greenfiber: task '" + name_ + "' (spawned at " + site() +
+                          "): exception was never retrieved",
+                      error_, nullptr, report_severity::error, "task"});
     } catch (...) {
     }
 }
@@ -124,8 +144,21 @@ void task_base::fail_start(std::exception_ptr e) noexcept {
     finish();
 }
 
+std::string format_site(const std::source_location& at, const std::type_info& fn) {
+    if (at.line() == 0) return type_name(fn);
+    return std::string(at.file_name()) + ":" + std::to_string(at.line()) + ":" + at.function_name();
+}
+
 std::string task_base::site() const {
-    return type_name(*fn_type_);
+    return format_site(site_, *fn_type_);
+}
+
+task_base* task_base::of_fiber(const greenlet_impl* fiber) noexcept {
+    task_base* found = nullptr;
+    tasks.live.for_each([&](task_base& t) {
+        if (t.fiber_impl_ == fiber) found = &t;
+    });
+    return found;
 }
 
 void task_base::check_thread(const char* what) const {
@@ -240,12 +273,22 @@ bool task_base::park_done(waiter& w, const std::chrono::steady_clock::time_point
     return true;
 }
 
-void task_base::wait_done() {
+std::string task_base::describe_get(const waiter& w) {
+    // The caller's handle keeps the awaited task alive while the caller is parked here.
+    return "get() of task '" + static_cast<const task_base*>(w.describe_arg)->name() + "'";
+}
+
+std::string task_base::describe_wait(const waiter& w) {
+    return "wait() for task '" + static_cast<const task_base*>(w.describe_arg)->name() + "'";
+}
+
+void task_base::wait_for_done(bool get) {
     check_thread("wait for");
     if (done()) return;
     if (current() == this) throw error("greenfiber: task '" + name_ + "' cannot wait for itself");
-    const std::string what = "task '" + name_ + "'";
-    waiter w(what.c_str());
+    waiter w("a task to finish (get/wait)");
+    w.describe = get ? &describe_get : &describe_wait;
+    w.describe_arg = this;
     while (!done()) (void)park_done(w, nullptr, false);
 }
 
@@ -260,7 +303,7 @@ void task_base::await_done() {
     } mark{caller};
     if (caller != nullptr) caller->awaiting_ = this;
     try {
-        wait_done();
+        wait_for_done(true);
     } catch (const cancelled_error&) {
         // Not passed on already by the caller's cancel() (a request that came before the
         // wait, or a cancellation raised after a turn of the hub): pass it on now.
@@ -287,8 +330,9 @@ bool task_base::wait_done_until(std::chrono::steady_clock::time_point deadline) 
     check_thread("wait for");
     if (done()) return true;
     if (current() == this) throw error("greenfiber: task '" + name_ + "' cannot wait for itself");
-    const std::string what = "task '" + name_ + "'";
-    waiter w(what.c_str());
+    waiter w("a task to finish (get/wait)");
+    w.describe = &describe_wait;
+    w.describe_arg = this;
     while (!done() && park_done(w, &deadline, false)) {
     }
     return done();
@@ -374,6 +418,96 @@ void task_base::kill() noexcept {
 }
 
 }  // namespace detail
+
+bool any_task::parked() const noexcept {
+    const detail::waiter* w = t_->current_wait();
+    return w != nullptr && !w->woken;
+}
+
+std::string detail::task_base::waiting_for() const {
+    if (wait_ == nullptr || wait_->woken) return {};
+    return wait_->describe != nullptr ? wait_->describe(*wait_) : std::string(wait_->what);
+}
+
+std::chrono::steady_clock::duration detail::task_base::waited() const noexcept {
+    if (wait_ == nullptr || wait_->woken) return {};
+    const auto d = detail::coarse_now() - wait_->since;
+    return d.count() > 0 ? d : std::chrono::steady_clock::duration{};
+}
+
+std::string any_task::waiting_for() const {
+    return t_->waiting_for();
+}
+
+std::chrono::steady_clock::duration any_task::waited() const noexcept {
+    return t_->waited();
+}
+
+namespace {
+
+// The file's base name: a repr line stays short; site() has the whole path.
+std::string_view base_name(std::string_view path) noexcept {
+    const auto slash = path.find_last_of('/');
+    return slash == std::string_view::npos ? path : path.substr(slash + 1);
+}
+
+}  // namespace
+
+std::string to_string(const any_task& t) {
+    if (!t) return "<task none>";
+    const detail::task_base& s = *t.state();
+    std::string out = "<task '" + s.name() + "' ";
+    const detail::waiter* w = s.current_wait();
+    const bool is_current = detail::task_base::current() == &s;
+    switch (s.status()) {
+        case task_status::pending:
+            out += "pending";
+            break;
+        case task_status::running:
+            if (is_current) {
+                out += "running";
+            } else if (w != nullptr && !w->woken) {
+                char waited[32];
+                std::snprintf(waited, sizeof waited, "%.1fs",
+                              std::chrono::duration<double>(t.waited()).count());
+                out += "parked waiting=[" + t.waiting_for() + "] waited=" + waited;
+            } else if (w != nullptr) {
+                // Only the kind: once woken, what it waited on may be gone (an event destroyed
+                // right after its set()), so the describer is not called.
+                out += "ready woken-from=[" + std::string(w->what) + "]";
+            } else {
+                out += "suspended";
+            }
+            break;
+        case task_status::done:
+            if (std::exception_ptr e = s.peek_exception()) {
+                out += "done exception=[" + exception_text(e) + "]";
+            } else {
+                out += "done result=" + (s.result_type() == typeid(void)
+                                             ? std::string("void")
+                                             : detail::type_name(s.result_type()));
+            }
+            break;
+        case task_status::cancelled:
+            out += "cancelled";
+            if (!s.cancel_message().empty()) out += " message='" + s.cancel_message() + "'";
+            break;
+    }
+    const std::source_location& at = s.spawned_at();
+    if (at.line() != 0) {
+        out += " spawned=";
+        out += base_name(at.file_name());
+        out += ":" + std::to_string(at.line());
+    } else {
+        out += " spawned=" + s.site();
+    }
+    out += ">";
+    return out;
+}
+
+std::ostream& operator<<(std::ostream& os, const any_task& t) {
+    return os << to_string(t);
+}
 
 any_task current_task() noexcept {
     detail::task_base* t = detail::task_base::current();

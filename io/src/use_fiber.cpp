@@ -85,7 +85,7 @@ void fiber_op::wait_out(std::chrono::steady_clock::duration report_after) {
                  std::chrono::duration_cast<std::chrono::milliseconds>(report_after).count()) +
              " ms later: it ignores cancellation. The fiber keeps waiting for it, since "
              "it may still write into the caller's buffers",
-         nullptr, nullptr});
+         nullptr, nullptr, report_severity::warning, "use_fiber"});
     while (!done_) h_->park_shielded(w_);
 }
 

@@ -238,7 +238,7 @@ TEST_F(Hub, TheWatchdogNamesATaskThatBlocksTheLoop) {
     h.set_exception_handler(std::move(previous));
     ASSERT_EQ(reports.size(), 1u);
     EXPECT_THAT(reports[0], HasSubstr("task 'blocker'"));
-    EXPECT_THAT(reports[0], HasSubstr("spawned with"));
+    EXPECT_THAT(reports[0], HasSubstr("spawned at"));
     EXPECT_THAT(reports[0], HasSubstr("TheWatchdogNamesATaskThatBlocksTheLoop"));
     EXPECT_THAT(reports[0], HasSubstr("to_thread"));
     EXPECT_EQ(sources,
@@ -360,11 +360,11 @@ TEST_F(Hub, TheDeadlockReportNamesEachParkedTaskAndWhatItWaitsFor) {
     auto inner = spawn(spawn_options{"inner", 0}, [&] { never.wait(); });
     auto outer = spawn(spawn_options{"outer", 0}, [&] { inner.get(); });
     const std::string message = loop_exit_message([&] { outer.get(); });
-    EXPECT_THAT(message, HasSubstr("the main greenlet waits for task 'outer'"));
-    EXPECT_THAT(message, HasSubstr("task 'inner' (spawned with"));
-    EXPECT_THAT(message, HasSubstr("waits for an event"));
-    EXPECT_THAT(message, HasSubstr("task 'outer' (spawned with"));
-    EXPECT_THAT(message, HasSubstr("waits for task 'inner'"));
+    EXPECT_THAT(message, HasSubstr("the main greenlet waits for get() of task 'outer'"));
+    EXPECT_THAT(message, HasSubstr("task 'inner' (spawned at"));
+    EXPECT_THAT(message, HasSubstr("waits for event"));
+    EXPECT_THAT(message, HasSubstr("task 'outer' (spawned at"));
+    EXPECT_THAT(message, HasSubstr("waits for get() of task 'inner'"));
     outer.cancel();  // cancels the awaited 'inner' too
     EXPECT_THROW(outer.get(), cancelled_error);
     inner.cancel();
@@ -424,7 +424,7 @@ TEST_F(HubHandle, DroppingTheLastHoldBringsTheDeadlockReportBack) {
     const std::string message = loop_exit_message([&] { never.wait(); });
     worker.join();
     EXPECT_TRUE(posted_ran) << "the hub gave up while a handle was still held";
-    EXPECT_THAT(message, HasSubstr("the main greenlet waits for an event"));
+    EXPECT_THAT(message, HasSubstr("the main greenlet waits for event"));
     EXPECT_THAT(message, HasSubstr("no hub_handle"));
     EXPECT_EQ(h.handles(), 0u);
 }
@@ -685,7 +685,7 @@ TEST_F(Hub, TheWatchdogNamesATaskThatSwallowsItsCancellationAndBlocks) {
     h.set_exception_handler(std::move(previous));
     ASSERT_EQ(reports.size(), 1u);
     EXPECT_THAT(reports[0], HasSubstr("task 'swallower'"));
-    EXPECT_THAT(reports[0], HasSubstr("spawned with"));
+    EXPECT_THAT(reports[0], HasSubstr("spawned at"));
     EXPECT_THAT(reports[0], HasSubstr("TheWatchdogNamesATaskThatSwallowsItsCancellationAndBlocks"));
 }
 

@@ -135,7 +135,8 @@ TEST_F(StallMonitor, ASpinningFiberIsReportedOnceWhileItSpins) {
     std::atomic<bool> reported{false};
     std::atomic<bool> release{false};
     c.on_report = [&] { reported.store(true); };
-    auto spinner = spawn(named("spinner"), [&] {
+    const int spinner_line = __LINE__ + 1;
+    auto spinner = spawn({.name = "spinner"}, [&] {
         spin_in_named_frame(reported);
         // Still blocked after the report: the same stall, not a second one.
         const std::size_t before = m.reports();
@@ -152,7 +153,9 @@ TEST_F(StallMonitor, ASpinningFiberIsReportedOnceWhileItSpins) {
     ASSERT_TRUE(reported.load()) << "no report while the fiber spun";
     const auto texts = c.all();
     ASSERT_EQ(texts.size(), 1u);
-    EXPECT_THAT(texts[0], HasSubstr("stall monitor: task 'spinner' (spawned with "));
+    EXPECT_THAT(texts[0],
+                HasSubstr("stall monitor: task 'spinner' (spawned at " + std::string(__FILE__) +
+                          ":" + std::to_string(spinner_line) + ":"));
     EXPECT_THAT(texts[0], HasSubstr("and still does"));
     EXPECT_THAT(texts[0], HasSubstr("spin_in_named_frame"));
     EXPECT_THAT(texts[0], HasSubstr("monitor_test.cpp:"));

@@ -464,15 +464,51 @@ class task_group {
     task_group(const task_group&) = delete;
     task_group& operator=(const task_group&) = delete;
 
-    /// Spawns `fn(args...)` in the group. Switches: no.
-    /// Throws: greenfiber::error once the group is joined or has failed.
+    ///@{
+    /// Spawns `fn(args...)` in the group, with `opts` if given. The task's site is the
+    /// caller's line, as with greenfiber::spawn() (up to 4 arguments without options).
+    /// Switches: no.   Throws: greenfiber::error once the group is joined or has failed.
     template <class Fn, class... Args>
-    auto spawn(Fn&& fn, Args&&... args) {
+    auto spawn(spawn_options opts, Fn&& fn, Args&&... args) {
         check_open();
-        auto t = greenfiber::spawn(std::forward<Fn>(fn), std::forward<Args>(args)...);
+        auto t =
+            greenfiber::spawn(std::move(opts), std::forward<Fn>(fn), std::forward<Args>(args)...);
         add(t.share_any());
         return t;
     }
+    template <detail::spawnable_first Fn>
+    auto spawn(Fn&& fn, detail::call_site at = detail::call_site(std::source_location::current())) {
+        return spawn(spawn_options{.site = at.loc}, std::forward<Fn>(fn));
+    }
+    template <detail::spawnable_first Fn, class A1>
+    auto spawn(Fn&& fn, A1&& a1,
+               detail::call_site at = detail::call_site(std::source_location::current())) {
+        return spawn(spawn_options{.site = at.loc}, std::forward<Fn>(fn), std::forward<A1>(a1));
+    }
+    template <detail::spawnable_first Fn, class A1, class A2>
+    auto spawn(Fn&& fn, A1&& a1, A2&& a2,
+               detail::call_site at = detail::call_site(std::source_location::current())) {
+        return spawn(spawn_options{.site = at.loc}, std::forward<Fn>(fn), std::forward<A1>(a1),
+                     std::forward<A2>(a2));
+    }
+    template <detail::spawnable_first Fn, class A1, class A2, class A3>
+    auto spawn(Fn&& fn, A1&& a1, A2&& a2, A3&& a3,
+               detail::call_site at = detail::call_site(std::source_location::current())) {
+        return spawn(spawn_options{.site = at.loc}, std::forward<Fn>(fn), std::forward<A1>(a1),
+                     std::forward<A2>(a2), std::forward<A3>(a3));
+    }
+    template <detail::spawnable_first Fn, class A1, class A2, class A3, class A4>
+    auto spawn(Fn&& fn, A1&& a1, A2&& a2, A3&& a3, A4&& a4,
+               detail::call_site at = detail::call_site(std::source_location::current())) {
+        return spawn(spawn_options{.site = at.loc}, std::forward<Fn>(fn), std::forward<A1>(a1),
+                     std::forward<A2>(a2), std::forward<A3>(a3), std::forward<A4>(a4));
+    }
+    template <detail::spawnable_first Fn, class... Args>
+    auto spawn(Fn&& fn, Args&&... args) {
+        return spawn(spawn_options{.site = std::source_location{}}, std::forward<Fn>(fn),
+                     std::forward<Args>(args)...);
+    }
+    ///@}
 
     /// Waits for every task of the group. Switches: yes.
     /// Throws: exception_group with the failures; cancelled_error when the owner was cancelled
@@ -564,13 +600,49 @@ class pool {
     pool(const pool&) = delete;
     pool& operator=(const pool&) = delete;
 
-    /// Spawns `fn(args...)` once a slot is free. Switches: yes, while full.
+    ///@{
+    /// Spawns `fn(args...)` once a slot is free, with `opts` if given. The task's site is
+    /// the caller's line, as with greenfiber::spawn() (up to 4 arguments without options).
+    /// Switches: yes, while full.
     /// Throws: cancelled_error while waiting for a slot (then it holds no slot).
-    template <class Fn, class... Args>
+    template <detail::spawnable_first Fn>
+    auto spawn(Fn&& fn, detail::call_site at = detail::call_site(std::source_location::current())) {
+        return spawn(spawn_options{.site = at.loc}, std::forward<Fn>(fn));
+    }
+    template <detail::spawnable_first Fn, class A1>
+    auto spawn(Fn&& fn, A1&& a1,
+               detail::call_site at = detail::call_site(std::source_location::current())) {
+        return spawn(spawn_options{.site = at.loc}, std::forward<Fn>(fn), std::forward<A1>(a1));
+    }
+    template <detail::spawnable_first Fn, class A1, class A2>
+    auto spawn(Fn&& fn, A1&& a1, A2&& a2,
+               detail::call_site at = detail::call_site(std::source_location::current())) {
+        return spawn(spawn_options{.site = at.loc}, std::forward<Fn>(fn), std::forward<A1>(a1),
+                     std::forward<A2>(a2));
+    }
+    template <detail::spawnable_first Fn, class A1, class A2, class A3>
+    auto spawn(Fn&& fn, A1&& a1, A2&& a2, A3&& a3,
+               detail::call_site at = detail::call_site(std::source_location::current())) {
+        return spawn(spawn_options{.site = at.loc}, std::forward<Fn>(fn), std::forward<A1>(a1),
+                     std::forward<A2>(a2), std::forward<A3>(a3));
+    }
+    template <detail::spawnable_first Fn, class A1, class A2, class A3, class A4>
+    auto spawn(Fn&& fn, A1&& a1, A2&& a2, A3&& a3, A4&& a4,
+               detail::call_site at = detail::call_site(std::source_location::current())) {
+        return spawn(spawn_options{.site = at.loc}, std::forward<Fn>(fn), std::forward<A1>(a1),
+                     std::forward<A2>(a2), std::forward<A3>(a3), std::forward<A4>(a4));
+    }
+    template <detail::spawnable_first Fn, class... Args>
     auto spawn(Fn&& fn, Args&&... args) {
+        return spawn(spawn_options{.site = std::source_location{}}, std::forward<Fn>(fn),
+                     std::forward<Args>(args)...);
+    }
+    template <class Fn, class... Args>
+    auto spawn(spawn_options opts, Fn&& fn, Args&&... args) {
         auto e = wait_slot();
         try {
-            auto t = greenfiber::spawn(std::forward<Fn>(fn), std::forward<Args>(args)...);
+            auto t = greenfiber::spawn(std::move(opts), std::forward<Fn>(fn),
+                                       std::forward<Args>(args)...);
             add(std::move(e), t.share_any());
             return t;
         } catch (...) {
@@ -578,6 +650,7 @@ class pool {
             throw;
         }
     }
+    ///@}
     /// Waits until every task of the pool is finished. Switches: yes.
     /// Throws: cancelled_error; loop_exit.
     void join();

@@ -220,7 +220,7 @@ class promise {
             hub::current().report({std::string("greenfiber: promise.") + op +
                                        "() from another thread: the result was already set "
                                        "(invalid state); this one is dropped",
-                                   nullptr, nullptr});
+                                   nullptr, nullptr, report_severity::warning, "promise"});
         } catch (...) {
         }
     }

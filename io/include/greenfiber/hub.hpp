@@ -15,6 +15,7 @@
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
@@ -23,6 +24,7 @@
 #include "greenfiber/detail/unique_function.hpp"
 #include "greenfiber/error.hpp"
 #include "greenfiber/greenlet.hpp"
+#include "greenfiber/stack.hpp"
 
 namespace greenfiber {
 
@@ -75,6 +77,10 @@ void yield_shielded();
 
 class ready_queue;
 
+/// The coarse monotonic clock (CLOCK_MONOTONIC_COARSE: vDSO, a few ms of resolution), as a
+/// steady_clock time. Switches: no.
+std::chrono::steady_clock::time_point coarse_now() noexcept;
+
 /// A parked fiber's wake-up record. It lives in the frame of the wait that parks the fiber,
 /// so it exists exactly as long as the fiber is parked; whoever may wake it must be unlinked
 /// (or have completed) before that wait returns.
@@ -90,7 +96,17 @@ struct waiter {
     waiter& operator=(const waiter&) = delete;
 
     greenlet_impl* fiber = nullptr;  // Borrowed: the parked fiber (set by hub::park)
-    const char* what;                // what it waits for, for loop_exit and reports
+    /// The kind of wait, a static string ("an event", "a timer (sleep)"): hub::stats()
+    /// groups parked fibers by it, and it is what loop_exit names when nothing better is known.
+    const char* what;
+    /// Formats what it waits for in words, from `describe_arg` (the waited-on object), when
+    /// someone asks (any_task::waiting_for()); null: `what` says it all. Set by the wait
+    /// before it parks; called only while the fiber is parked in it, on the hub's thread,
+    /// never on the park path. Must not switch.
+    std::string (*describe)(const waiter& w) = nullptr;
+    const void* describe_arg = nullptr;  // Borrowed: lives at least as long as the park.
+    /// When it parked, from the hub's cached coarse clock (set by hub::park).
+    std::chrono::steady_clock::time_point since{};
     /// Called by task::cancel() while the fiber is parked here: must make the wait end soon
     /// (cancel the operation, or unlink and wake). Null: wake at once.
     void (*on_cancel)(waiter& w) noexcept = nullptr;
@@ -222,6 +238,32 @@ class hub_handle {
     explicit hub_handle(std::shared_ptr<detail::hub_anchor> a) noexcept;
     bool post_erased(detail::unique_function<void()> fn);
     std::shared_ptr<detail::hub_anchor> anchor_;  // Shared; counted as one hold while set.
+};
+
+/// A hub's counters at one moment (hub::stats()). Counts that change on the hot paths are
+/// kept as plain increments; the break-down of parked fibers is computed when asked, by
+/// walking the unfinished tasks.
+struct hub_stats {
+    /// Fibers resumed by the hub since it was created (each switch from the hub into a
+    /// fiber: a task's first run, every wake-up; not users' own greenlet switches).
+    std::uint64_t switches = 0;
+    /// Fibers and callbacks in the ready queue now.
+    std::size_t ready = 0;
+    /// Fibers parked now (tasks, the thread's main greenlet and plain greenlets).
+    std::size_t parked = 0;
+    /// Parked tasks by the kind of their wait (detail::waiter::what, e.g. "an event", "a
+    /// timer (sleep)"), most frequent first, ties by kind. Only tasks can be walked: a plain
+    /// greenlet or the main greenlet parked counts in `parked` and not here.
+    std::vector<std::pair<std::string, std::size_t>> parked_by_kind;
+    /// Timers pending: parks with a deadline (sleep, timeouts, deadlines of I/O and sync
+    /// waits) plus the event loop's call_later/call_at timers.
+    std::size_t timers = 0;
+    /// Reports the watchdog has made since the hub was created.
+    std::uint64_t watchdog_reports = 0;
+    /// The stack pool's counters: stacks in use, pooled, and the high-water mark of in use.
+    /// The pool serves every thread, so these read the same from every hub
+    /// (stack_statistics()).
+    stack_stats stacks{};
 };
 
 /// The hub: one per thread, created at first use. It is a greenlet that drives an
@@ -356,6 +398,16 @@ class hub {
     /// Fibers and callbacks in the ready queue now (for leak checks). Switches: no.
     std::size_t ready_count() const noexcept { return ready_.size(); }
 
+    /// The hub's counters now (see hub_stats). Walks the unfinished tasks for the parked
+    /// break-down: call it when asked, not per switch.
+    /// Switches: no.   Thread: thread-bound.   Throws: std::bad_alloc.
+    hub_stats stats() const;
+
+    /// The hub's cached coarse clock: read once per turn of its loop and once per resume
+    /// while the watchdog is on. What parks record as their start (waiter::since).
+    /// Switches: no.
+    std::chrono::steady_clock::time_point cached_now() const noexcept { return now_; }
+
   private:
     friend class detail::task_base;
     friend class detail::hub_anchor;
@@ -395,6 +447,9 @@ class hub {
     /// greenlet_exit and waits again) goes back to its killer instead of running the hub.
     std::chrono::steady_clock::time_point reap_until_{};
     std::chrono::milliseconds watchdog_{100};
+    std::chrono::steady_clock::time_point now_{};  // the cached coarse clock (cached_now())
+    std::uint64_t switches_ = 0;                   // see hub_stats::switches
+    std::uint64_t watchdog_reports_ = 0;
     report_handler exception_handler_;
     std::thread::id thread_ = std::this_thread::get_id();
 };

@@ -23,8 +23,8 @@ namespace detail {
 struct timer_state;
 /// Cancels and joins every unfinished task of this thread's hub, waiting at most `grace`.
 void finish_run(std::chrono::steady_clock::duration grace) noexcept;
-/// Pending call_later/call_at timers of this thread's event loop, 0 if it has none (never
-/// creates it). Switches: no.
+/// Pending call_later/call_at timers of this thread's event loop (not the hub's timed
+/// parks), 0 if it has none (never creates it). Switches: no.
 std::size_t loop_pending_timers_if_any() noexcept;
 }  // namespace detail
 
@@ -131,14 +131,18 @@ class event_loop {
             .count();
     }
 
-    /// Timers scheduled and not yet run or cancelled (for leak checks).
-    std::size_t pending_timers() const noexcept { return pending_timers_; }
+    /// Timers pending on this loop's hub: call_later/call_at callbacks not yet run or
+    /// cancelled, plus the deadlines of fibers parked with one (sleep(), timeouts, deadlines
+    /// of I/O and sync waits), which are the hub's timers rather than the loop's.
+    /// Switches: no.
+    std::size_t pending_timers() const noexcept { return pending_timers_ + hub_->timed_parks(); }
 
     /// The hub this loop runs on. Switches: no.
     hub& owner() noexcept { return *hub_; }
 
   private:
     friend struct detail::timer_state;
+    friend std::size_t detail::loop_pending_timers_if_any() noexcept;
     friend class timer_handle;
     explicit event_loop(hub& h) : hub_(&h) {}
     void wait_until_done_or_stopped(detail::task_base& t);

@@ -218,6 +218,13 @@ class basic_queue {
     /// The bound given at construction (0: unbounded). Switches: no.
     std::size_t maxsize() const noexcept { return maxsize_; }
 
+    ///@{
+    /// The name that describes a wait on it (any_task::waiting_for(): "queue 'jobs' get
+    /// (empty)"); "" by default. Switches: no.   Throws: std::bad_alloc (set_name).
+    const std::string& name() const noexcept { return name_; }
+    void set_name(std::string name) { name_ = std::move(name); }
+    ///@}
+
     // ---- join ----
 
     /// Marks one item taken by get() as processed; when every item put has been, join()
@@ -316,6 +323,8 @@ class basic_queue {
             }
             if (deadline != nullptr && deadline_passed(*deadline)) return false;
             sync_waiter sw("a free slot in a queue (put)");
+            sw.w.describe = &describe_put;
+            sw.w.describe_arg = this;
             bool signalled;
             try {
                 signalled = wait_in(putters_, sw, deadline);
@@ -336,6 +345,8 @@ class basic_queue {
             if (shutdown_) throw_shutdown("get()");
             if (deadline != nullptr && deadline_passed(*deadline)) return std::nullopt;
             sync_waiter sw("an item in a queue (get)");
+            sw.w.describe = &describe_get;
+            sw.w.describe_arg = this;
             bool signalled;
             try {
                 signalled = wait_in(getters_, sw, deadline);
@@ -355,9 +366,29 @@ class basic_queue {
         if (unfinished_ == 0) return true;
         if (deadline != nullptr && deadline_passed(*deadline)) return false;
         sync_waiter sw("a queue's unfinished tasks (join)");
+        sw.w.describe = &describe_join;
+        sw.w.describe_arg = this;
         return wait_in(joiners_, sw, deadline);
     }
 
+    // A wait on it in words, from its state now (called only when someone asks).
+    std::string label() const {
+        return name_.empty() ? std::string("queue") : "queue '" + name_ + "'";
+    }
+    static std::string describe_get(const waiter& w) {
+        return static_cast<const basic_queue*>(w.describe_arg)->label() + " get (empty)";
+    }
+    static std::string describe_put(const waiter& w) {
+        const auto& q = *static_cast<const basic_queue*>(w.describe_arg);
+        return q.label() + " put (full, " + std::to_string(q.store_.size()) + " of " +
+               std::to_string(q.maxsize_) + ")";
+    }
+    static std::string describe_join(const waiter& w) {
+        const auto& q = *static_cast<const basic_queue*>(w.describe_arg);
+        return q.label() + " join (" + std::to_string(q.unfinished_) + " unfinished)";
+    }
+
+    std::string name_;
     Store store_;
     std::size_t maxsize_;
     std::size_t unfinished_ = 0;

@@ -169,7 +169,8 @@ class io_object {
             const std::size_t n = sync(ec);
             if (!would_block(ec)) return n;
         }
-        return async_io(*h_, d, what, effective(dl), ec, std::forward<Async>(async));
+        return async_io(*h_, d, what, effective(dl), ec, std::forward<Async>(async),
+                        detail::describe_io_on(obj_, &d == &read_));
     }
 
     /// Runs `attempt(ec)` (a non-blocking call) until it does not would-block, waiting for

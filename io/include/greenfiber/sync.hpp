@@ -33,6 +33,7 @@
 #include <concepts>
 #include <cstddef>
 #include <functional>
+#include <string>
 #include <type_traits>
 #include <utility>
 
@@ -56,6 +57,8 @@ class mutex {
   public:
     /// An unlocked lock. Switches: no.
     mutex() noexcept = default;
+    /// An unlocked lock named `name` (see name()). Switches: no.
+    explicit mutex(std::string name) noexcept : name_(std::move(name)) {}
     mutex(const mutex&) = delete;
     mutex& operator=(const mutex&) = delete;
 
@@ -65,6 +68,7 @@ class mutex {
     void lock() {
         if (!locked_) {
             locked_ = true;
+            holder_ = detail::tls != nullptr ? detail::tls->current : nullptr;
             return;
         }
         (void)wait_slow(nullptr);
@@ -74,6 +78,7 @@ class mutex {
     [[nodiscard]] bool try_lock() noexcept {
         if (locked_) return false;
         locked_ = true;
+        holder_ = detail::tls != nullptr ? detail::tls->current : nullptr;
         return true;
     }
 
@@ -109,14 +114,26 @@ class mutex {
     /// Switches: no.
     bool locked() const noexcept { return locked_; }
 
+    ///@{
+    /// The name that describes a wait on it (any_task::waiting_for()); "" by default.
+    /// Switches: no.   Throws: std::bad_alloc (set_name).
+    const std::string& name() const noexcept { return name_; }
+    void set_name(std::string name) { name_ = std::move(name); }
+    ///@}
+
   private:
     friend class condition;
     bool wait_slow(const std::chrono::steady_clock::time_point* deadline);
     void hand_over() noexcept;
     void lock_shielded();
     void claim() noexcept;
+    static std::string describe(const detail::waiter& w);
 
     bool locked_ = false;
+    /// The fiber that took it last (for a wait's description only; the lock has no owner).
+    /// Borrowed and possibly dangling: compared with live tasks, never dereferenced.
+    const detail::greenlet_impl* holder_ = nullptr;
+    std::string name_;
     /// Deferred claims of killed condition waiters (see condition::wait): each makes one
     /// unlock() a no-op. Nonzero only while locked_.
     std::size_t claims_ = 0;
@@ -201,6 +218,8 @@ class event {
   public:
     /// A cleared event. Switches: no.
     event() noexcept = default;
+    /// A cleared event named `name` (see name()). Switches: no.
+    explicit event(std::string name) noexcept : name_(std::move(name)) {}
     event(const event&) = delete;
     event& operator=(const event&) = delete;
 
@@ -223,10 +242,19 @@ class event {
         return wait_until(detail::deadline_after(timeout));
     }
 
+    ///@{
+    /// The name that describes a wait on it (any_task::waiting_for()); "" by default.
+    /// Switches: no.   Throws: std::bad_alloc (set_name).
+    const std::string& name() const noexcept { return name_; }
+    void set_name(std::string name) { name_ = std::move(name); }
+    ///@}
+
   private:
     bool wait_impl(const std::chrono::steady_clock::time_point* deadline);
+    static std::string describe(const detail::waiter& w);
 
     bool set_ = false;
+    std::string name_;
     detail::wait_list waiters_;
 };
 
@@ -278,6 +306,13 @@ class semaphore {
     /// True when acquire() would wait. Switches: no.
     bool locked() const noexcept { return value_ == 0; }
 
+    ///@{
+    /// The name that describes a wait on it (any_task::waiting_for()); "" by default.
+    /// Switches: no.   Throws: std::bad_alloc (set_name).
+    const std::string& name() const noexcept { return name_; }
+    void set_name(std::string name) { name_ = std::move(name); }
+    ///@}
+
   protected:
     /// A semaphore that refuses to hold more than `bound` free units.
     semaphore(std::size_t value, std::size_t bound) noexcept : value_(value), bound_(bound) {}
@@ -285,7 +320,9 @@ class semaphore {
   private:
     bool wait_slow(const std::chrono::steady_clock::time_point* deadline);
     void hand_over() noexcept;
+    static std::string describe(const detail::waiter& w);
 
+    std::string name_;
     std::size_t value_;
     std::size_t bound_;  // release() above this throws; SIZE_MAX for a plain semaphore
     detail::wait_list waiters_;
@@ -403,8 +440,17 @@ class condition {
     /// How many fibers wait for a notification. Switches: no.
     std::size_t waiting() const noexcept { return waiters_.size(); }
 
+    ///@{
+    /// The name that describes a wait on it (any_task::waiting_for()); "" by default.
+    /// Switches: no.   Throws: std::bad_alloc (set_name).
+    const std::string& name() const noexcept { return name_; }
+    void set_name(std::string name) { name_ = std::move(name); }
+    ///@}
+
   private:
     bool wait_impl(const std::chrono::steady_clock::time_point* deadline);
+    static std::string describe(const detail::waiter& w);
+    std::string name_;
     void notify_waiters(std::size_t n) noexcept;
 
     mutex own_;

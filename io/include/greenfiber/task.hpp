@@ -10,8 +10,10 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <iosfwd>
 #include <optional>
 #include <ranges>
+#include <source_location>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -33,8 +35,10 @@ class invalid_state_error : public error {
 };
 
 /// pending: created, not started yet; running: started and not finished (executing or
-/// suspended); done: finished with a result or an exception; cancelled: finished by letting
-/// cancelled_error escape.
+/// suspended: any_task::parked() tells which); done: finished with a result or an exception;
+/// cancelled: finished by letting cancelled_error escape. These are asyncio's four states;
+/// whether a running task is parked is a separate question (any_task::parked()), so code
+/// that compares with asyncio keeps its meaning.
 enum class task_status { pending, running, done, cancelled };
 
 /// "pending", "running", "done" or "cancelled". Switches: no.
@@ -59,6 +63,14 @@ struct spawn_options {
     /// Start at once: the task runs until its first suspension before spawn() returns
     /// (asyncio's eager tasks). From a hub callback it is scheduled as usual.
     bool eager = false;
+    /// Where the task is spawned from (any_task::site()). The default is evaluated where these
+    /// options are aggregate-initialized, which in `spawn({.name = "x"}, fn)` or
+    /// `spawn(spawn_options{"x"}, fn)` is the caller's line; options built earlier and passed
+    /// later name the line that built them. Options default-initialized (`spawn_options o;`)
+    /// record no line, and site() then names the function's type: build them with braces
+    /// (`spawn_options{.name = n}`) or set this. Set it to forward a caller's site (a wrapper
+    /// that spawns on behalf of its own caller takes a std::source_location default argument).
+    std::source_location site = std::source_location::current();
 };
 
 template <class T>
@@ -78,6 +90,11 @@ struct unretrieved_tag;
 struct done_tag;
 
 class task_base;
+
+/// A spawn site as task_base::site() words it: "file:line:function", or the type of the
+/// task's function when no line was recorded (`at.line()` is 0). Switches: no.
+/// Throws: std::bad_alloc.
+std::string format_site(const std::source_location& at, const std::type_info& fn);
 
 /// One thing to do when a task finishes: queue a done callback, wake a fiber waiting for it
 /// (get(), wait(), a combinator), or call a combinator's listener. A task keeps every kind in
@@ -141,7 +158,7 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
         return cancel_requests_;
     }
 
-    void wait_done();
+    void wait_done() { wait_for_done(false); }
     /// wait_done() for get(): if the caller is cancelled while it waits, this task is
     /// cancelled too and waited for (shielded) before the caller's cancelled_error goes on.
     void await_done();
@@ -163,18 +180,30 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
     std::size_t remove_done_callback(std::uint64_t id) noexcept;
 
     const std::string& name() const noexcept { return name_; }
+    /// The message of a cancellation ("" if none was given). Switches: no.
+    const std::string& cancel_message() const noexcept { return cancel_message_; }
     void set_name(std::string name) { name_ = std::move(name); }
-    /// Where it was spawned from: the type of its function (a lambda's type names the
-    /// function that wrote it).
+    /// Where it was spawned from: "file:line:function", or, for a task spawned with more
+    /// arguments than the site-capturing overloads take, the type of its function.
     std::string site() const;
+    const std::source_location& spawned_at() const noexcept { return site_; }
+    /// The wait its fiber is in (woken or not), or null. Switches: no.
+    const waiter* current_wait() const noexcept { return wait_; }
+    /// any_task::waiting_for() / any_task::waited(), for code holding the state.
+    std::string waiting_for() const;
+    std::chrono::steady_clock::duration waited() const noexcept;
+    /// The type its function returns. Switches: no.
+    const std::type_info& result_type() const noexcept { return *result_type_; }
+    /// The task whose fiber is `fiber`, if that fiber belongs to an unfinished task of this
+    /// thread; found by walking the list, so `fiber` may be a dangling pointer. Switches: no.
+    static task_base* of_fiber(const greenlet_impl* fiber) noexcept;
     /// Throws greenfiber::error naming both threads unless called on the task's thread.
     void check_thread(const char* what) const;
     hub& owner() const noexcept { return *hub_; }
     ///@{
-    /// Its fiber / the wait that fiber is parked in (null if none) / the type of its
-    /// function (site() names it): for dump() and the stall monitor's signal handler.
+    /// Its fiber / the type of its function (site() names it): for dump() and the stall
+    /// monitor's signal handler.
     const greenlet& fiber() const noexcept { return fiber_; }
-    const waiter* parked_in() const noexcept { return wait_; }
     const std::type_info& function_type() const noexcept { return *fn_type_; }
     ///@}
 
@@ -207,7 +236,8 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
     static std::size_t unretrieved_count() noexcept;
 
   protected:
-    task_base(hub& h, spawn_options opts, const std::type_info& fn_type);
+    task_base(hub& h, spawn_options opts, const std::type_info& fn_type,
+              const std::type_info& result_type);
     virtual ~task_base();
     virtual void invoke() = 0;  // runs the function and stores its result
     void start();
@@ -241,6 +271,10 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
     std::string cancel_message_;
     std::exception_ptr error_;
     bool retrieved_ = false;
+    /// wait_done(); `get` says which call waits, for the wait's description.
+    void wait_for_done(bool get);
+    static std::string describe_get(const waiter& w);
+    static std::string describe_wait(const waiter& w);
     /// Parks the caller as a done entry until the task finishes, `deadline` (if not null)
     /// passes (returns false) or anything else wakes `w`. Switches: yes.
     bool park_done(waiter& w, const std::chrono::steady_clock::time_point* deadline, bool shielded);
@@ -251,6 +285,8 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
     std::uint64_t next_callback_id_ = 1;
     std::string name_;
     const std::type_info* fn_type_;
+    const std::type_info* result_type_;
+    std::source_location site_;  // one pointer in libstdc++: nothing is formatted at spawn
     bool eager_;
     std::uint32_t refs_ = 1;
 };
@@ -280,7 +316,7 @@ template <class R, class Fn, class... Args>
 class task_impl final : public task_value<R> {
   public:
     task_impl(hub& h, spawn_options opts, Fn fn, Args... args)
-        : task_value<R>(h, std::move(opts), typeid(Fn)),
+        : task_value<R>(h, std::move(opts), typeid(Fn), typeid(R)),
           fn_(std::move(fn)),
           args_(std::move(args)...) {
         this->start();
@@ -370,6 +406,33 @@ class any_task {
     const std::string& name() const noexcept { return t_->name(); }
     void set_name(std::string n) const { t_->set_name(std::move(n)); }
     ///@}
+
+    /// Where the task was spawned: "file:line:function" of the spawn() call (file as the
+    /// compiler was given it), or the type of its function when spawn() had too many
+    /// arguments to record the caller (see spawn()). Switches: no.
+    /// Throws: std::bad_alloc.
+    std::string site() const { return t_->site(); }
+    /// The spawn() call's location (line 0 when it was not recorded). Switches: no.
+    const std::source_location& spawned_at() const noexcept { return t_->spawned_at(); }
+
+    /// Whether the task is parked: suspended in the hub, waiting for something that has not
+    /// happened yet (see waiting_for()). False while it executes, while it is pending, once it
+    /// is woken (it then waits for its turn in the ready queue) and once it is finished.
+    /// status() says running for all of a started task's life; this is the finer answer.
+    /// Switches: no.
+    bool parked() const noexcept;
+    /// What the parked task waits for, in words ("sleep until +2.3 s", "event 'ready'",
+    /// "get() of task 'fetch-3'", "read on 127.0.0.1:8080 <- 127.0.0.1:51514 fd=12",
+    /// "lock 'db' held by task 'writer'", "queue 'jobs' get (empty)"), formatted now from
+    /// the waited-on object's current state (names given by users included); empty when it
+    /// is not parked. Nothing is formatted while the task parks: only this call does it.
+    /// Switches: no.   Thread: thread-bound.   Throws: std::bad_alloc.
+    std::string waiting_for() const;
+    /// How long the parked task has waited (zero when it is not parked). Measured from the
+    /// hub's coarse clock, read once per turn of the hub (and per resume while the watchdog
+    /// is on), so it can be short by the time the task ran before it parked, and has the
+    /// clock's few milliseconds of resolution. Switches: no.
+    std::chrono::steady_clock::duration waited() const noexcept;
 
     /// Whether the handle refers to a task (false when default-made or moved from).
     explicit operator bool() const noexcept { return t_ != nullptr; }
@@ -469,10 +532,53 @@ any_task current_task() noexcept;
 /// Every unfinished task of this thread's hub. Switches: no.
 std::vector<any_task> all_tasks();
 
+/// The task in one line, as asyncio's repr shows a task, one of:
+///
+///     <task 'get' pending spawned=app.cpp:42>
+///     <task 'get' running spawned=app.cpp:42>
+///     <task 'get' parked waiting=[event 'ready'] waited=1.2s spawned=app.cpp:42>
+///     <task 'get' ready woken-from=[a timer (sleep)] spawned=app.cpp:42>
+///     <task 'get' suspended spawned=app.cpp:42>
+///     <task 'get' done result=int spawned=app.cpp:42>
+///     <task 'get' done exception=[std::runtime_error: boom] spawned=app.cpp:42>
+///     <task 'get' cancelled message='shutting down' spawned=app.cpp:42>
+///
+/// States: pending (not started), running (executing now: it is the caller or the caller
+/// runs inside it), parked (see any_task::parked(); `waiting=` is any_task::waiting_for(),
+/// `waited=` any_task::waited() in seconds), ready (woken, waiting for its turn; only the
+/// kind of its wait is shown, since what it waited on may be gone by then), suspended
+/// (started and switched away from by hand, neither parked nor ready), done, cancelled
+/// (message= only when one was given). `spawned=` is the file's base name and the line (or
+/// the function's type, see any_task::site()). A done task's exception is shown without
+/// being marked retrieved. An empty handle prints `<task none>`.
+/// Switches: no.   Thread: thread-bound.   Throws: std::bad_alloc.
+std::string to_string(const any_task& t);
+/// Writes to_string(t). Switches: no.   Throws: what the stream throws; std::bad_alloc.
+std::ostream& operator<<(std::ostream& os, const any_task& t);
+
+namespace detail {
+/// The caller's location, as a trailing default argument of the spawning calls without
+/// options. Its own type, so that a user's std::source_location argument is never taken
+/// for it.
+struct call_site {
+    explicit call_site(std::source_location l) noexcept : loc(l) {}
+    std::source_location loc;
+};
+/// Whether `Fn` may be the function of a spawn without options (not the options).
+template <class Fn>
+concept spawnable_first = !std::is_same_v<std::decay_t<Fn>, spawn_options>;
+}  // namespace detail
+
 ///@{
 /// Creates a task running `fn(args...)` (all decay-copied) on this thread's hub. It is
 /// scheduled, not started: it runs when the creating fiber next suspends. If its stack
 /// cannot be mapped then, the task fails with stack_error (stack.hpp), which names it.
+///
+/// The task records where it was spawned (any_task::site()): with options, from
+/// spawn_options::site; without, from a trailing default argument, which C++ evaluates at
+/// the caller. A parameter pack cannot be followed by a deducible parameter, so the form
+/// without options is one overload per arity, for up to 6 arguments; with 7 or more the pack
+/// overload runs and the site is the function's type (pass options to keep the line).
 /// Switches: no (yes with spawn_options::eager).   Thread: thread-bound.
 /// Throws: std::bad_alloc; stack_error at once with spawn_options::eager.
 template <class Fn, class... Args>
@@ -482,10 +588,57 @@ template <class Fn, class... Args>
         hub::current(), std::move(opts), std::forward<Fn>(fn), std::forward<Args>(args)...);
     return task<R>(t);
 }
-template <class Fn, class... Args,
-          class = std::enable_if_t<!std::is_same_v<std::decay_t<Fn>, spawn_options>>>
+template <detail::spawnable_first Fn>
+[[nodiscard]] auto spawn(
+    Fn&& fn, detail::call_site at = detail::call_site(std::source_location::current())) {
+    return spawn(spawn_options{.site = at.loc}, std::forward<Fn>(fn));
+}
+template <detail::spawnable_first Fn, class A1>
+[[nodiscard]] auto spawn(
+    Fn&& fn, A1&& a1, detail::call_site at = detail::call_site(std::source_location::current())) {
+    return spawn(spawn_options{.site = at.loc}, std::forward<Fn>(fn), std::forward<A1>(a1));
+}
+template <detail::spawnable_first Fn, class A1, class A2>
+[[nodiscard]] auto spawn(
+    Fn&& fn, A1&& a1, A2&& a2,
+    detail::call_site at = detail::call_site(std::source_location::current())) {
+    return spawn(spawn_options{.site = at.loc}, std::forward<Fn>(fn), std::forward<A1>(a1),
+                 std::forward<A2>(a2));
+}
+template <detail::spawnable_first Fn, class A1, class A2, class A3>
+[[nodiscard]] auto spawn(
+    Fn&& fn, A1&& a1, A2&& a2, A3&& a3,
+    detail::call_site at = detail::call_site(std::source_location::current())) {
+    return spawn(spawn_options{.site = at.loc}, std::forward<Fn>(fn), std::forward<A1>(a1),
+                 std::forward<A2>(a2), std::forward<A3>(a3));
+}
+template <detail::spawnable_first Fn, class A1, class A2, class A3, class A4>
+[[nodiscard]] auto spawn(
+    Fn&& fn, A1&& a1, A2&& a2, A3&& a3, A4&& a4,
+    detail::call_site at = detail::call_site(std::source_location::current())) {
+    return spawn(spawn_options{.site = at.loc}, std::forward<Fn>(fn), std::forward<A1>(a1),
+                 std::forward<A2>(a2), std::forward<A3>(a3), std::forward<A4>(a4));
+}
+template <detail::spawnable_first Fn, class A1, class A2, class A3, class A4, class A5>
+[[nodiscard]] auto spawn(
+    Fn&& fn, A1&& a1, A2&& a2, A3&& a3, A4&& a4, A5&& a5,
+    detail::call_site at = detail::call_site(std::source_location::current())) {
+    return spawn(spawn_options{.site = at.loc}, std::forward<Fn>(fn), std::forward<A1>(a1),
+                 std::forward<A2>(a2), std::forward<A3>(a3), std::forward<A4>(a4),
+                 std::forward<A5>(a5));
+}
+template <detail::spawnable_first Fn, class A1, class A2, class A3, class A4, class A5, class A6>
+[[nodiscard]] auto spawn(
+    Fn&& fn, A1&& a1, A2&& a2, A3&& a3, A4&& a4, A5&& a5, A6&& a6,
+    detail::call_site at = detail::call_site(std::source_location::current())) {
+    return spawn(spawn_options{.site = at.loc}, std::forward<Fn>(fn), std::forward<A1>(a1),
+                 std::forward<A2>(a2), std::forward<A3>(a3), std::forward<A4>(a4),
+                 std::forward<A5>(a5), std::forward<A6>(a6));
+}
+template <detail::spawnable_first Fn, class... Args>
 [[nodiscard]] auto spawn(Fn&& fn, Args&&... args) {
-    return spawn(spawn_options{}, std::forward<Fn>(fn), std::forward<Args>(args)...);
+    return spawn(spawn_options{.site = std::source_location{}}, std::forward<Fn>(fn),
+                 std::forward<Args>(args)...);
 }
 ///@}
 

@@ -8,6 +8,8 @@
 #include <boost/system/error_code.hpp>
 
 #include <cstddef>
+#include <sstream>
+#include <string>
 #include <type_traits>
 
 #include "greenfiber/deadline.hpp"
@@ -84,6 +86,41 @@ struct io_wait {
     }
 };
 
+// How a wait on an I/O object describes itself when asked (waiter::describe and its arg).
+struct io_description {
+    std::string (*fn)(const waiter& w) = nullptr;
+    const void* object = nullptr;  // Borrowed: the Asio object, alive while the fiber waits
+};
+
+// "read_some on 127.0.0.1:8080 <- 127.0.0.1:51514 fd=12": the operation, the object's local
+// endpoint, the peer's (arrow: the direction data flows), the descriptor. Formatted only when
+// someone asks, from the object's state then.
+template <class Object, bool Reading>
+std::string describe_io(const waiter& w) {
+    const auto& o = *static_cast<const Object*>(w.describe_arg);
+    std::ostringstream os;
+    os << w.what;
+    boost::system::error_code ec;
+    if constexpr (requires { o.local_endpoint(ec); }) {
+        const auto local = o.local_endpoint(ec);
+        if (!ec) os << " on " << local;
+    }
+    if constexpr (requires { o.remote_endpoint(ec); }) {
+        const auto remote = o.remote_endpoint(ec);
+        if (!ec) os << (Reading ? " <- " : " -> ") << remote;
+    }
+    if constexpr (requires(Object & m) { m.native_handle(); }) {  // not const in Asio
+        os << " fd=" << const_cast<Object&>(o).native_handle();
+    }
+    return os.str();
+}
+
+// The description of a wait to read (`reading`) or write on `object`.
+template <class Object>
+io_description describe_io_on(const Object& object, bool reading) noexcept {
+    return {reading ? &describe_io<Object, true> : &describe_io<Object, false>, &object};
+}
+
 // Parks until `op` completes (ec = its result; returns its byte count) or `dl` passes
 // (ec = timed_out; returns 0). A cancelled task throws cancelled_error, unless bytes were
 // already transferred: then they are returned and the cancellation is raised at the next
@@ -94,8 +131,10 @@ std::size_t await_io(io_wait& op, deadline dl, boost::system::error_code& ec);
 // parked, and waits for it as await_io() does.
 template <class Start>
 std::size_t async_io(hub& h, io_direction& d, const char* what, deadline dl,
-                     boost::system::error_code& ec, Start&& start) {
+                     boost::system::error_code& ec, Start&& start, io_description desc = {}) {
     io_wait op(h, d, what);
+    op.w.describe = desc.fn;
+    op.w.describe_arg = desc.object;
     op.object = &start;
     op.start = [](io_wait& self) noexcept {
         (*static_cast<std::remove_reference_t<Start>*>(self.object))(self.handler());
@@ -107,8 +146,9 @@ std::size_t async_io(hub& h, io_direction& d, const char* what, deadline dl,
 template <class Object>
 void wait_ready(hub& h, Object& object, typename Object::wait_type type, io_direction& d,
                 const char* what, deadline dl, boost::system::error_code& ec) {
-    (void)async_io(h, d, what, dl, ec,
-                   [&](auto&& handler) { object.async_wait(type, std::move(handler)); });
+    (void)async_io(
+        h, d, what, dl, ec, [&](auto&& handler) { object.async_wait(type, std::move(handler)); },
+        describe_io_on(object, type == Object::wait_read));
 }
 
 }  // namespace greenfiber::detail
