@@ -14,6 +14,7 @@
 #include <boost/asio/steady_timer.hpp>
 
 #include "greenfiber/detail/hub_anchor.hpp"
+#include "greenfiber/detail/trace_hooks.hpp"
 #include "greenfiber/executor.hpp"
 #include "greenfiber/task.hpp"
 
@@ -206,9 +207,15 @@ hub::~hub() {
 
 void hub::loop() {
     for (;;) {
+        if (trace_ != nullptr) [[unlikely]]
+            detail::trace_loop_turn(*trace_, ready_.size());
         run_ready();
         if (!ready_.empty()) {
-            io_.poll();
+            if (trace_ != nullptr) [[unlikely]]
+                detail::trace_poll_begin(*trace_);
+            const std::size_t polled = io_.poll();
+            if (trace_ != nullptr) [[unlikely]]
+                detail::trace_poll_end(*trace_, polled, false);
             if (io_.stopped()) io_.restart();
             continue;
         }
@@ -216,7 +223,12 @@ void hub::loop() {
         // whenever its work runs out, also outside run_one() (a work guard released by a
         // fiber): restart it first, or new work would look like no work.
         if (io_.stopped()) io_.restart();
-        if (io_.run_one() == 0) {
+        if (trace_ != nullptr) [[unlikely]]
+            detail::trace_poll_begin(*trace_);
+        const std::size_t ran = io_.run_one();
+        if (ran == 0) {
+            if (trace_ != nullptr) [[unlikely]]
+                detail::trace_poll_end(*trace_, 0, true);
             io_.restart();
             // A hub_handle held on any thread may still post the wake-up: wait for it.
             // (The io_context counts the hold as work, so run_one() blocks until it is
@@ -224,7 +236,9 @@ void hub::loop() {
             if (ready_.empty() && holds_.load(std::memory_order_acquire) == 0) no_work();
             continue;
         }
-        io_.poll();
+        const std::size_t more = io_.poll();
+        if (trace_ != nullptr) [[unlikely]]
+            detail::trace_poll_end(*trace_, ran + more, true);
         if (io_.stopped()) io_.restart();
     }
 }
@@ -298,12 +312,18 @@ void hub::run_ready() {
             // The waiter lives in the fiber's frame: after the switch it may be gone, and the
             // fiber's task with it. The watch holds what the report needs.
             watch guard(*this, w->fiber);
+            if (trace_ != nullptr) [[unlikely]]
+                detail::trace_resume(*trace_, *w);
             if (w->fiber == nullptr) {
                 w->run(*w);
+                if (trace_ != nullptr) [[unlikely]]
+                    detail::trace_suspend(*trace_);
                 continue;
             }
             value v;
             (void)detail::switch_value(w->fiber, v);
+            if (trace_ != nullptr) [[unlikely]]
+                detail::trace_suspend(*trace_);
         } catch (const greenlet_exit&) {
             throw;  // the hub itself is being killed
         } catch (...) {
@@ -479,6 +499,8 @@ void hub::park_impl(detail::waiter& w, void (*arm)(void*) noexcept, void* arg, b
             self->parked_for = was_parked_for;
         }
     } guard{*this, w, task, root, self, std::exchange(self->parked_for, w.what)};
+    if (trace_ != nullptr) [[unlikely]]
+        detail::trace_park(*trace_, w);
     (void)to.switch_to_then(
         value(), arm != nullptr ? arm : [](void*) noexcept {}, arg);
     if (w.cancelled && task != nullptr) task->raise_cancel();
@@ -505,6 +527,8 @@ struct park_timer {
                 *t.fired = true;
                 if (!ec && !t.w->woken) {
                     *t.timed_out = true;
+                    if (auto* tr = detail::trace_of(*t.h)) [[unlikely]]
+                        detail::trace_timer(*tr, *t.w);
                     t.h->wake(*t.w);  // a no-op unless the fiber is parked
                 }
             });

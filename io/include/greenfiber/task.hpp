@@ -163,7 +163,7 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
     std::size_t remove_done_callback(std::uint64_t id) noexcept;
 
     const std::string& name() const noexcept { return name_; }
-    void set_name(std::string name) { name_ = std::move(name); }
+    void set_name(std::string name);
     /// Where it was spawned from: the type of its function (a lambda's type names the
     /// function that wrote it).
     std::string site() const;
