@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -148,6 +149,18 @@ class hub_trace {
         }
     }
 
+    // intern() for a wait's reason. Reasons are mostly string literals, so a small cache
+    // keyed by the pointer skips the hash; the content is compared all the same, since a
+    // reason may also be a string in the waiting frame, whose address another one reuses.
+    std::uint32_t intern_reason(const char* s) noexcept {
+        if (s == nullptr) return 0;
+        reason_slot& slot = reasons_[(reinterpret_cast<std::uintptr_t>(s) >> 3) % reasons_.size()];
+        if (slot.ptr == s && slot.id < strings_.size() && strings_[slot.id] == s) return slot.id;
+        const std::uint32_t id = intern(s);
+        slot = reason_slot{s, id};
+        return id;
+    }
+
     void name_track(std::uint64_t track, std::string_view name, bool task) noexcept {
         const std::uint32_t id = intern(name);
         try {
@@ -226,6 +239,11 @@ class hub_trace {
     std::unordered_map<std::string, std::uint32_t, string_hash, std::equal_to<>> ids_;
     std::unordered_map<std::uint64_t, track_info> tracks_;
     std::size_t string_limit_;
+    struct reason_slot {
+        const char* ptr = nullptr;
+        std::uint32_t id = 0;
+    };
+    std::array<reason_slot, 64> reasons_{};  // see intern_reason()
 
     friend struct trace_writer;
 };
@@ -274,6 +292,7 @@ void hub_trace::compact() {
         for (auto& n : info.names) n.second = remap[n.second];
     }
     strings_ = std::move(kept);
+    reasons_.fill(reason_slot{});  // their ids changed
     ids_.clear();
     for (std::size_t i = 0; i < strings_.size(); ++i)
         ids_.emplace(strings_[i], static_cast<std::uint32_t>(i));
@@ -536,7 +555,7 @@ void trace_suspend(hub_trace& t) noexcept {
 
 void trace_park(hub_trace& t, const waiter& w) noexcept {
     const std::uint64_t track = track_of_current();
-    t.push(t.now(), kind::park, track, t.intern(w.what != nullptr ? w.what : ""));
+    t.push(t.now(), kind::park, track, t.intern_reason(w.what));
     // A slice that began with start_trace() may not end in the hub's resume (the caller was
     // not resumed by it): it ends at its first park.
     if (t.in_slice_ && t.slice_from_start_ && t.slice_track_ == track) t.close_slice();
@@ -562,7 +581,7 @@ void trace_rename(hub_trace& t, const greenlet_impl* f, const char* name) noexce
 
 void trace_timer(hub_trace& t, const waiter& w) noexcept {
     t.push(t.now(), kind::timer, w.fiber != nullptr ? w.fiber->id : t.hub_track_,
-           t.intern(w.what != nullptr ? w.what : ""));
+           t.intern_reason(w.what));
 }
 
 void trace_call_later(hub_trace& t) noexcept {
@@ -571,13 +590,12 @@ void trace_call_later(hub_trace& t) noexcept {
 
 void trace_io_ready(hub_trace& t, const waiter& w, bool failed, std::size_t bytes) noexcept {
     t.push(t.now(), kind::io, w.fiber != nullptr ? w.fiber->id : t.hub_track_,
-           t.intern(w.what != nullptr ? w.what : ""), static_cast<std::int64_t>(bytes),
-           failed ? 1 : 0);
+           t.intern_reason(w.what), static_cast<std::int64_t>(bytes), failed ? 1 : 0);
 }
 
 void trace_completion(hub_trace& t, const waiter& w) noexcept {
     t.push(t.now(), kind::completion, w.fiber != nullptr ? w.fiber->id : t.hub_track_,
-           t.intern(w.what != nullptr ? w.what : ""));
+           t.intern_reason(w.what));
 }
 
 void trace_loop_turn(hub_trace& t, std::size_t ready) noexcept {
