@@ -591,6 +591,20 @@ TEST_F(Trace, TwoThreadsHubsTraceAtOnceEachItsOwn) {
     EXPECT_FALSE(trace_state().recording);  // this thread's hub never traced
 }
 
+TEST_F(Trace, AThreadExitingWhileItsHubRecordsWithTasksParkedIsClean) {
+    // Neither stop_trace() nor a finished task: the hub kills the parked task as the thread
+    // exits, while the thread's trace goes away too. Nothing may touch the other's memory
+    // (the sanitizer build checks it).
+    std::uint64_t recorded = 0;
+    std::thread([&] {
+        start_trace();
+        auto parked = spawn(spawn_options{.name = "left parked"}, [] { sleep(1h); });
+        yield_now();
+        recorded = trace_state().recorded;
+    }).join();
+    EXPECT_GT(recorded, 0u);
+}
+
 TEST_F(Trace, CancellingAParkedTaskShowsItsWakeAndCancelledFinish) {
     start_trace();
     auto t = spawn(spawn_options{.name = "victim"}, [] { sleep(1h); });
