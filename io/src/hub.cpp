@@ -18,6 +18,7 @@
 
 #include "greenfiber/detail/hub_anchor.hpp"
 #include "greenfiber/detail/stall_beat.hpp"
+#include "greenfiber/detail/trace_hooks.hpp"
 #include "greenfiber/executor.hpp"
 #include "greenfiber/loop.hpp"
 #include "greenfiber/task.hpp"
@@ -211,9 +212,15 @@ hub::~hub() {
 void hub::loop() {
     for (;;) {
         now_ = coarse_now();  // one read per turn: what parks record (waiter::since)
+        if (trace_ != nullptr) [[unlikely]]
+            detail::trace_loop_turn(*trace_, ready_.size());
         run_ready();
         if (!ready_.empty()) {
-            io_.poll();
+            if (trace_ != nullptr) [[unlikely]]
+                detail::trace_poll_begin(*trace_);
+            const std::size_t polled = io_.poll();
+            if (trace_ != nullptr) [[unlikely]]
+                detail::trace_poll_end(*trace_, polled, false);
             if (io_.stopped()) io_.restart();
             continue;
         }
@@ -222,7 +229,12 @@ void hub::loop() {
         // fiber): restart it first, or new work would look like no work.
         if (io_.stopped()) io_.restart();
         detail::stall_beat_idle();
-        if (io_.run_one() == 0) {
+        if (trace_ != nullptr) [[unlikely]]
+            detail::trace_poll_begin(*trace_);
+        const std::size_t ran = io_.run_one();
+        if (ran == 0) {
+            if (trace_ != nullptr) [[unlikely]]
+                detail::trace_poll_end(*trace_, 0, true);
             io_.restart();
             // A hub_handle held on any thread may still post the wake-up: wait for it.
             // (The io_context counts the hold as work, so run_one() blocks until it is
@@ -230,7 +242,9 @@ void hub::loop() {
             if (ready_.empty() && holds_.load(std::memory_order_acquire) == 0) no_work();
             continue;
         }
-        io_.poll();
+        const std::size_t more = io_.poll();
+        if (trace_ != nullptr) [[unlikely]]
+            detail::trace_poll_end(*trace_, ran + more, true);
         if (io_.stopped()) io_.restart();
     }
 }
@@ -308,13 +322,19 @@ void hub::run_ready() {
             // fiber's task with it. The watch holds what the report needs.
             detail::stall_beat_resume(w->fiber);
             watch guard(*this, w->fiber);
+            if (trace_ != nullptr) [[unlikely]]
+                detail::trace_resume(*trace_, *w);
             if (w->fiber == nullptr) {
                 w->run(*w);
+                if (trace_ != nullptr) [[unlikely]]
+                    detail::trace_suspend(*trace_);
                 continue;
             }
             value v;
             ++switches_;
             (void)detail::switch_value(w->fiber, v);
+            if (trace_ != nullptr) [[unlikely]]
+                detail::trace_suspend(*trace_);
         } catch (const greenlet_exit&) {
             throw;  // the hub itself is being killed
         } catch (...) {
@@ -494,6 +514,8 @@ void hub::park_impl(detail::waiter& w, void (*arm)(void*) noexcept, void* arg, b
             self->parked_for = was_parked_for;
         }
     } guard{*this, w, task, root, self, std::exchange(self->parked_for, w.what)};
+    if (trace_ != nullptr) [[unlikely]]
+        detail::trace_park(*trace_, w);
     (void)to.switch_to_then(
         value(), arm != nullptr ? arm : [](void*) noexcept {}, arg);
     if (w.cancelled && task != nullptr) task->raise_cancel();
@@ -520,6 +542,8 @@ struct park_timer {
                 *t.fired = true;
                 if (!ec && !t.w->woken) {
                     *t.timed_out = true;
+                    if (auto* tr = detail::trace_of(*t.h)) [[unlikely]]
+                        detail::trace_timer(*tr, *t.w);
                     t.h->wake(*t.w);  // a no-op unless the fiber is parked
                 }
             });

@@ -2,6 +2,7 @@
 
 #include "greenfiber/loop.hpp"
 
+#include "greenfiber/detail/trace_hooks.hpp"
 #include "greenfiber/executor.hpp"
 
 #include <boost/asio/steady_timer.hpp>
@@ -72,6 +73,8 @@ timer_handle event_loop::call_at(std::chrono::steady_clock::time_point when,
         s->done = true;
         --s->loop->pending_timers_;
         if (ec) return;
+        if (auto* t = detail::trace_of(s->loop->owner())) [[unlikely]]
+            detail::trace_call_later(*t);
         auto fn = std::move(s->fn);
         try {
             fn();

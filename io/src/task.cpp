@@ -12,6 +12,8 @@
 #include <string_view>
 #include <thread>
 
+#include "greenfiber/detail/trace_hooks.hpp"
+
 namespace greenfiber {
 namespace detail {
 
@@ -93,6 +95,12 @@ task_base::~task_base() {
     if (error_ && !retrieved_) report_unretrieved();
 }
 
+void task_base::set_name(std::string name) {
+    name_ = std::move(name);
+    if (hub_trace* tr = trace_of(*hub_)) [[unlikely]]
+        trace_rename(*tr, fiber_impl_, name_.c_str());
+}
+
 void task_base::mark_retrieved() noexcept {
     retrieved_ = true;
     tasks.unretrieved.remove(*this);
@@ -130,6 +138,8 @@ void task_base::start() {
     retain();
     tasks.live.push_back(*this);
     start_.fiber = fiber_impl_;
+    if (hub_trace* tr = trace_of(*hub_)) [[unlikely]]
+        trace_spawn(*tr, fiber_impl_, name_.c_str());
     if (eager_ && !hub_->in_hub()) {
         hub_->run_first(fiber_);
     } else {
@@ -204,6 +214,8 @@ void task_base::remove_done_entry(done_entry& e) noexcept {
 }
 
 void task_base::finish() noexcept {
+    if (hub_trace* tr = trace_of(*hub_)) [[unlikely]]
+        trace_finish(*tr, fiber_impl_, error_ ? 1 : status_ == task_status::cancelled ? 2 : 0);
     // One list, fired front to back: a callback is queued, a waiting fiber woken, a listener
     // called, each in the turn it registered (asyncio's awaiters are done callbacks too).
     // An entry is unlinked before it fires, so a listener may unlink any other entry.

@@ -6,6 +6,7 @@
 
 #include <boost/asio/error.hpp>
 
+#include "greenfiber/detail/trace_hooks.hpp"
 #include "greenfiber/task.hpp"
 
 namespace greenfiber::detail {
@@ -115,6 +116,8 @@ void fiber_op::complete() noexcept {
 
 void fiber_op::on_hub() noexcept {
     done_ = true;
+    if (hub_trace* t = trace_of(*h_)) [[unlikely]]
+        trace_completion(*t, w_);
     if (waiting_) h_->wake(w_);
 }
 

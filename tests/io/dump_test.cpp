@@ -237,7 +237,6 @@ TEST_F(Dump, TheSignalPathDumpsOnTheHubIntoTheSink) {
         received.emplace_back(text);
         got.set();
     });
-    const int sleeper_line = __LINE__ + 1;
     auto sleeper = spawn({.name = "sleeper"}, [] { sleep_in_named_frame(); });
     yield_now();
     ASSERT_EQ(raise(SIGUSR1), 0);

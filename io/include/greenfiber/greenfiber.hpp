@@ -26,5 +26,6 @@
 #include "greenfiber/stream.hpp"
 #include "greenfiber/sync.hpp"
 #include "greenfiber/task.hpp"
+#include "greenfiber/trace.hpp"
 #include "greenfiber/use_fiber.hpp"
 #include "greenfiber/value.hpp"

@@ -62,6 +62,10 @@ namespace detail {
 
 class task_base;
 class hub_anchor;
+class hub_trace;
+/// The timeline `h` records (trace.hpp), or null while it records none: every trace hook
+/// tests this one pointer first. Switches: no.   Thread: `h`'s thread.
+hub_trace* trace_of(const hub& h) noexcept;
 /// This thread's hub if it has one (never creates it). Switches: no.
 hub* hub_if_any() noexcept;
 /// Cancels every unfinished task of this thread's hub and waits for them, at most `grace`
@@ -413,6 +417,8 @@ class hub {
     friend class detail::hub_anchor;
     friend std::shared_ptr<executor>& detail::default_executor_slot(hub& h) noexcept;
     friend void detail::yield_shielded();
+    friend detail::hub_trace* detail::trace_of(const hub& h) noexcept;
+    friend class detail::hub_trace;
     hub();
     ~hub();
     struct holder;
@@ -452,7 +458,14 @@ class hub {
     std::uint64_t watchdog_reports_ = 0;
     report_handler exception_handler_;
     std::thread::id thread_ = std::this_thread::get_id();
+    /// The timeline being recorded, null while none is (the only cost of tracing when off).
+    /// Borrowed from trace.cpp's per-thread state, which clears it before it goes away.
+    detail::hub_trace* trace_ = nullptr;
 };
+
+inline detail::hub_trace* detail::trace_of(const hub& h) noexcept {
+    return h.trace_;
+}
 
 /// Suspends the calling fiber for `d` (at least); other fibers run meanwhile.
 /// Switches: yes.   Thread: thread-bound.   Throws: cancelled_error.

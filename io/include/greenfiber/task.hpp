@@ -182,7 +182,7 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
     const std::string& name() const noexcept { return name_; }
     /// The message of a cancellation ("" if none was given). Switches: no.
     const std::string& cancel_message() const noexcept { return cancel_message_; }
-    void set_name(std::string name) { name_ = std::move(name); }
+    void set_name(std::string name);
     /// Where it was spawned from: "file:line:function", or, for a task spawned with more
     /// arguments than the site-capturing overloads take, the type of its function.
     std::string site() const;

@@ -13,6 +13,7 @@
 #include <type_traits>
 
 #include "greenfiber/deadline.hpp"
+#include "greenfiber/detail/trace_hooks.hpp"
 #include "greenfiber/hub.hpp"
 
 namespace greenfiber::detail {
@@ -76,6 +77,8 @@ struct io_wait {
         result = ec;
         bytes = n;
         done = true;
+        if (hub_trace* t = trace_of(*h)) [[unlikely]]
+            trace_io_ready(*t, w, ec.failed(), n);
         h->wake(w);
     }
     // The completion handler: two pointers, so Asio's recycled operation memory fits it.
