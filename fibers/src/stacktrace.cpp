@@ -5,8 +5,8 @@
 
 #include <cstdint>
 #include <cstdio>
-#include <string>
 #include <ostream>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -87,6 +87,7 @@ bctx::transfer_t capture_on_top(bctx::transfer_t t) {
 }  // namespace
 
 void capture_stack(raw_stack& out, std::size_t skip) noexcept {
+    out.first_is_instruction = false;
     capture_here(out, skip + 1);
     asm volatile("" ::: "memory");  // no tail call: the skip above counts this frame
 }
@@ -157,15 +158,16 @@ int collect_frame(void* data, std::uintptr_t, const char* file, int line,
 
 }  // namespace
 
-std::vector<stack_frame> symbolize_inlined(void* address) {
+std::vector<stack_frame> symbolize_inlined(void* address, bool instruction) {
     std::vector<stack_frame> out;
     if (address == nullptr) {
         out.emplace_back();
         return out;
     }
-    const auto pc = reinterpret_cast<std::uintptr_t>(address) - 1;
+    const auto pc = reinterpret_cast<std::uintptr_t>(address) - (instruction ? 0 : 1);
     if (backtrace_state* state = thread_backtrace_state())
-        backtrace_pcinfo(state, pc, &collect_frame, [](void*, const char*, int) {}, &out);
+        backtrace_pcinfo(
+            state, pc, &collect_frame, [](void*, const char*, int) {}, &out);
     if (out.empty()) out.emplace_back();
     // The owning function by its qualified name: the debug information often holds only
     // the short one ("TestBody", "operator()"); Boost.Stacktrace reads the symbol tables
@@ -182,8 +184,8 @@ std::vector<stack_frame> symbolize_inlined(void* address) {
     return out;
 }
 
-stack_frame symbolize(void* address) {
-    std::vector<stack_frame> all = symbolize_inlined(address);
+stack_frame symbolize(void* address, bool instruction) {
+    std::vector<stack_frame> all = symbolize_inlined(address, instruction);
     stack_frame f = std::move(all.back());
     // The line that is executing in the owning function is where the first inlined call
     // sits: the outermost record carries it.
@@ -208,7 +210,8 @@ std::string to_string(const stack_frame& f) {
 
 void print_stack(std::ostream& os, const raw_stack& s, std::string_view indent) {
     for (std::size_t i = 0; i < s.size; ++i) {
-        for (const stack_frame& f : symbolize_inlined(s.frames[i])) {
+        for (const stack_frame& f :
+             symbolize_inlined(s.frames[i], i == 0 && s.first_is_instruction)) {
             os << indent << '#' << i << ' ' << to_string(f) << (f.inlined ? " (inlined)" : "")
                << '\n';
         }

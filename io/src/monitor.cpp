@@ -76,6 +76,7 @@ void on_sample(int) {
         // Leaves out this handler and the kernel's signal trampoline: the first frame is
         // the interrupted instruction.
         capture_stack(s->stack, 2);
+        s->stack.first_is_instruction = true;
         const detail::greenlet_impl* g = detail::tls != nullptr ? detail::tls->current : nullptr;
         s->name_len = 0;
         s->is_task = false;

@@ -258,6 +258,25 @@ TEST_F(Stacktrace, CallsInlinedAtAnAddressAreListedInnermostFirst) {
     EXPECT_THAT(text(s), HasSubstr("(inlined)"));
 }
 
+[[gnu::noinline]] int first_byte_owner(int x) {
+    asm volatile("" ::: "memory");
+    return x + 1;
+}
+
+// Regression: a sampled program counter at a function's first byte (a busy loop starting
+// there) was looked up one byte before, in whatever function precedes it.
+TEST_F(Stacktrace, AnInterruptedInstructionAtAFunctionsFirstByteNamesThatFunction) {
+    void* entry = reinterpret_cast<void*>(&first_byte_owner);
+    EXPECT_THAT(greenfiber::symbolize(entry, true).function, HasSubstr("first_byte_owner"));
+    EXPECT_THAT(greenfiber::symbolize(entry).function, Not(HasSubstr("first_byte_owner")));
+    raw_stack s;
+    s.frames[0] = entry;
+    s.size = 1;
+    s.first_is_instruction = true;
+    EXPECT_THAT(text(s), HasSubstr("#0 (anonymous namespace)::first_byte_owner(int) at "));
+    EXPECT_EQ(first_byte_owner(1), 2);
+}
+
 TEST_F(Stacktrace, AnAddressWithoutSymbolsPrintsAsHex) {
     greenfiber::stack_frame f;
     f.address = reinterpret_cast<void*>(0x1234);

@@ -126,6 +126,17 @@ TEST_F(IntrospectSite, DefaultInitializedOptionsRecordNoLineRatherThanAWrongOne)
     EXPECT_EQ(t.get(), 2);
 }
 
+// Regression: run()'s main task named a line inside loop.hpp as its spawn site.
+TEST(IntrospectRun, RunsMainTaskRecordsTheLineOfTheRunCall) {
+    std::string site;
+    int line = 0;
+    std::thread([&] {
+        line = __LINE__ + 1;
+        site = run([] { return current_task().site(); });
+    }).join();
+    EXPECT_THAT(site, StartsWith(std::string(__FILE__) + ":" + std::to_string(line) + ":"));
+}
+
 TEST_F(IntrospectSite, TheWatchdogReportNamesTheSpawnLine) {
     hub& h = hub::current();
     std::vector<std::string> reports;

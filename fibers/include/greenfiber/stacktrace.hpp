@@ -46,6 +46,10 @@ struct raw_stack {
     std::array<void*, capacity> frames{};
     /// How many frames were captured (0: none, e.g. a greenlet that never started).
     std::size_t size = 0;
+    /// frames[0] is the interrupted instruction itself, not a return address: set by whoever
+    /// captures from a signal handler (the stall monitor). It is symbolised as it is, since
+    /// one byte before it may be another function (a busy loop at a function's first byte).
+    bool first_is_instruction = false;
 };
 
 /// Captures the calling thread's current stack into `out`, leaving out capture_stack itself
@@ -85,17 +89,18 @@ struct stack_frame {
 /// Symbolises one captured address: the function that owns it, with the file and line of
 /// the address (for a call inlined into that function: the line of the inlined call). A
 /// return address points after its call, possibly into the next line or function, so the
-/// lookup uses the address one byte before it.
+/// lookup uses the address one byte before it; an `instruction` (a sampled program counter)
+/// is looked up as it is.
 /// Switches: no.   Thread: thread-safe (each thread keeps its own symbolisation state).
 /// Throws: std::bad_alloc.
-stack_frame symbolize(void* address);
+stack_frame symbolize(void* address, bool instruction = false);
 
 /// Symbolises one captured address with the calls inlined at it, as a debugger shows them:
 /// the innermost inlined call first (`inlined` set), the function that owns the address
 /// last. An optimised build inlines small functions, a lambda into its caller's template,
 /// so this is how a line of the user's own code in such a frame shows up. Never empty.
 /// Switches: no.   Thread: thread-safe.   Throws: std::bad_alloc.
-std::vector<stack_frame> symbolize_inlined(void* address);
+std::vector<stack_frame> symbolize_inlined(void* address, bool instruction = false);
 
 /// "function at file:line", with what is known: the function alone without debug
 /// information, the address in hex when nothing is. Switches: no.   Throws: std::bad_alloc.

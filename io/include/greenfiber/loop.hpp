@@ -156,6 +156,24 @@ class event_loop {
     std::size_t pending_timers_ = 0;
 };
 
+namespace detail {
+/// run()'s body; the main task records `at` as its spawn site (empty: its function's type).
+template <class Fn, class... Args>
+auto run_main(std::source_location at, Fn&& fn, Args&&... args) {
+    event_loop& loop = event_loop::current();
+    if (loop.is_running())
+        throw error("greenfiber: run() cannot be called from a running event loop");
+    auto main = spawn(spawn_options{.name = "main", .site = at}, std::forward<Fn>(fn),
+                      std::forward<Args>(args)...);
+    struct cleanup {
+        ~cleanup() { detail::finish_run(std::chrono::seconds(5)); }
+    } at_exit;
+    // Ctrl-C cancels the main task (run_until_complete handles it; keyboard_interrupt
+    // leaves run() after the cleanup); a second Ctrl-C ends the process at once.
+    return loop.run_until_complete(main);
+}
+}  // namespace detail
+
 /// asyncio.run(): runs `fn(args...)` as the main task of this thread's loop and returns its
 /// result. On the way out, the callbacks still queued run, every task still unfinished is
 /// cancelled and waited for (up to 5 s; a task still running after that, one that swallows
@@ -168,16 +186,13 @@ class event_loop {
 /// greenfiber::error if the loop is already running (run() inside run()).
 template <class Fn, class... Args>
 auto run(Fn&& fn, Args&&... args) {
-    event_loop& loop = event_loop::current();
-    if (loop.is_running())
-        throw error("greenfiber: run() cannot be called from a running event loop");
-    auto main = spawn(spawn_options{"main", 0}, std::forward<Fn>(fn), std::forward<Args>(args)...);
-    struct cleanup {
-        ~cleanup() { detail::finish_run(std::chrono::seconds(5)); }
-    } at_exit;
-    // Ctrl-C cancels the main task (run_until_complete handles it; keyboard_interrupt
-    // leaves run() after the cleanup); a second Ctrl-C ends the process at once.
-    return loop.run_until_complete(main);
+    return detail::run_main(std::source_location{}, std::forward<Fn>(fn),
+                            std::forward<Args>(args)...);
+}
+/// run(fn) without arguments, the usual form: the main task's spawn site is the caller's line.
+template <class Fn>
+auto run(Fn&& fn, detail::call_site at = detail::call_site(std::source_location::current())) {
+    return detail::run_main(at.loc, std::forward<Fn>(fn));
 }
 
 }  // namespace greenfiber
