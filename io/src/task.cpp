@@ -475,6 +475,7 @@ std::string to_string(const any_task& t) {
         case task_status::pending:
             out += "pending";
             break;
+        case task_status::parked:  // never from task_base::status(); told apart below
         case task_status::running:
             if (is_current) {
                 out += "running";

@@ -183,7 +183,8 @@ TEST_F(IntrospectWait, SleepSaysWhenItEnds) {
     auto t = spawn([] { sleep(1h); });
     yield_now();
     ASSERT_TRUE(t.parked());
-    EXPECT_EQ(t.status(), task_status::running);
+    EXPECT_EQ(t.status(), task_status::parked);  // not "running", as a parked task read before
+    EXPECT_STREQ(to_string(t.status()), "parked");
     const std::string why = t.waiting_for();
     ASSERT_THAT(why, StartsWith("sleep until +"));
     const double left = std::strtod(why.c_str() + std::string("sleep until +").size(), nullptr);
@@ -195,6 +196,26 @@ TEST_F(IntrospectWait, SleepSaysWhenItEnds) {
     EXPECT_TRUE(t.cancelled());
     EXPECT_FALSE(t.parked());
     EXPECT_EQ(t.waiting_for(), "");
+}
+
+// A task is running while it executes and while it is woken but not yet resumed; parked only
+// in between.
+TEST_F(IntrospectWait, StatusTellsRunningFromParkedAtEachStep) {
+    event go;
+    task_status inside = task_status::pending;
+    auto t = spawn([&] {
+        inside = current_task().status();
+        go.wait();
+    });
+    EXPECT_EQ(t.status(), task_status::pending);
+    yield_now();
+    EXPECT_EQ(inside, task_status::running);
+    EXPECT_EQ(t.status(), task_status::parked);
+    go.set();  // woken: queued to run, not parked any more
+    EXPECT_EQ(t.status(), task_status::running);
+    EXPECT_FALSE(t.done());
+    t.get();
+    EXPECT_EQ(t.status(), task_status::done);
 }
 
 TEST_F(IntrospectWait, EventsAreNamedWhenTheyHaveANameOnly) {

@@ -103,7 +103,7 @@ TEST_F(Task, CancelWhileSleepingRaisesAtTheSuspensionPoint) {
         }
     });
     yield_now();  // let it start and park in sleep
-    EXPECT_EQ(t.status(), task_status::running);
+    EXPECT_EQ(t.status(), task_status::parked);
     EXPECT_TRUE(t.cancel("why"));
     EXPECT_EQ(t.cancelling(), 1);
     EXPECT_FALSE(t.cancelled());  // only a request until the task lets it escape

@@ -34,20 +34,23 @@ class invalid_state_error : public error {
     using error::error;
 };
 
-/// pending: created, not started yet; running: started and not finished (executing or
-/// suspended: any_task::parked() tells which); done: finished with a result or an exception;
-/// cancelled: finished by letting cancelled_error escape. These are asyncio's four states;
-/// whether a running task is parked is a separate question (any_task::parked()), so code
-/// that compares with asyncio keeps its meaning.
-enum class task_status { pending, running, done, cancelled };
+/// pending: created, not started yet; running: started and not finished, and not parked
+/// (executing, woken and waiting for its turn, or switched away from by a plain greenlet
+/// switch); parked: suspended in the hub, waiting for something that has not happened yet
+/// (any_task::waiting_for() says what); done: finished with a result or an exception;
+/// cancelled: finished by letting cancelled_error escape. asyncio's PENDING is pending,
+/// running or parked here: `!t.done()` asks what asyncio's state asks.
+enum class task_status { pending, running, parked, done, cancelled };
 
-/// "pending", "running", "done" or "cancelled". Switches: no.
+/// "pending", "running", "parked", "done" or "cancelled". Switches: no.
 constexpr const char* to_string(task_status s) noexcept {
     switch (s) {
         case task_status::pending:
             return "pending";
         case task_status::running:
             return "running";
+        case task_status::parked:
+            return "parked";
         case task_status::done:
             return "done";
         case task_status::cancelled:
@@ -147,6 +150,7 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
         if (--refs_ == 0) delete this;
     }
 
+    /// pending, running, done or cancelled: never parked (any_task::status() adds that).
     task_status status() const noexcept { return status_; }
     bool done() const noexcept {
         return status_ == task_status::done || status_ == task_status::cancelled;
@@ -394,9 +398,12 @@ class any_task {
     ///@}
 
     ///@{
-    /// Where the task is (pending, running, done, cancelled...) / whether it is finished,
-    /// whichever way / whether it ended cancelled. Switches: no.
-    task_status status() const noexcept { return t_->status(); }
+    /// Where the task is (pending, running, parked, done, cancelled: see task_status) /
+    /// whether it is finished, whichever way / whether it ended cancelled. Switches: no.
+    task_status status() const noexcept {
+        const task_status s = t_->status();
+        return s == task_status::running && parked() ? task_status::parked : s;
+    }
     bool done() const noexcept { return t_->done(); }
     bool cancelled() const noexcept { return t_->status() == task_status::cancelled; }
     ///@}
@@ -418,8 +425,7 @@ class any_task {
     /// Whether the task is parked: suspended in the hub, waiting for something that has not
     /// happened yet (see waiting_for()). False while it executes, while it is pending, once it
     /// is woken (it then waits for its turn in the ready queue) and once it is finished.
-    /// status() says running for all of a started task's life; this is the finer answer.
-    /// Switches: no.
+    /// status() == task_status::parked says the same. Switches: no.
     bool parked() const noexcept;
     /// What the parked task waits for, in words ("sleep until +2.3 s", "event 'ready'",
     /// "get() of task 'fetch-3'", "read on 127.0.0.1:8080 <- 127.0.0.1:51514 fd=12",
