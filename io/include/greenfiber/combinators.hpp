@@ -437,6 +437,54 @@ template <class T>
     });
 }
 
+namespace detail {
+/// The spawn() overloads without options of a class whose own spawn(spawn_options, fn,
+/// args...) does the work (task_group, pool): each records its caller's line as the task's
+/// site, as greenfiber::spawn() does, for up to 4 arguments (the pack form beyond records
+/// the function's type). CRTP: `Derived` brings these in with a using-declaration.
+template <class Derived>
+class site_spawners {
+  public:
+    template <detail::spawnable_first Fn>
+    auto spawn(Fn&& fn, detail::call_site at = detail::call_site(std::source_location::current())) {
+        return self().spawn(spawn_options{.site = at.loc}, std::forward<Fn>(fn));
+    }
+    template <detail::spawnable_first Fn, class A1>
+    auto spawn(Fn&& fn, A1&& a1,
+               detail::call_site at = detail::call_site(std::source_location::current())) {
+        return self().spawn(spawn_options{.site = at.loc}, std::forward<Fn>(fn),
+                            std::forward<A1>(a1));
+    }
+    template <detail::spawnable_first Fn, class A1, class A2>
+    auto spawn(Fn&& fn, A1&& a1, A2&& a2,
+               detail::call_site at = detail::call_site(std::source_location::current())) {
+        return self().spawn(spawn_options{.site = at.loc}, std::forward<Fn>(fn),
+                            std::forward<A1>(a1), std::forward<A2>(a2));
+    }
+    template <detail::spawnable_first Fn, class A1, class A2, class A3>
+    auto spawn(Fn&& fn, A1&& a1, A2&& a2, A3&& a3,
+               detail::call_site at = detail::call_site(std::source_location::current())) {
+        return self().spawn(spawn_options{.site = at.loc}, std::forward<Fn>(fn),
+                            std::forward<A1>(a1), std::forward<A2>(a2), std::forward<A3>(a3));
+    }
+    template <detail::spawnable_first Fn, class A1, class A2, class A3, class A4>
+    auto spawn(Fn&& fn, A1&& a1, A2&& a2, A3&& a3, A4&& a4,
+               detail::call_site at = detail::call_site(std::source_location::current())) {
+        return self().spawn(spawn_options{.site = at.loc}, std::forward<Fn>(fn),
+                            std::forward<A1>(a1), std::forward<A2>(a2), std::forward<A3>(a3),
+                            std::forward<A4>(a4));
+    }
+    template <detail::spawnable_first Fn, class... Args>
+    auto spawn(Fn&& fn, Args&&... args) {
+        return self().spawn(spawn_options{.site = std::source_location{}}, std::forward<Fn>(fn),
+                            std::forward<Args>(args)...);
+    }
+
+  private:
+    Derived& self() noexcept { return static_cast<Derived&>(*this); }
+};
+}  // namespace detail
+
 /// Structured concurrency (asyncio.TaskGroup). Tasks spawned through the group are joined by
 /// join(). The first failure of a task (an exception other than a cancellation) cancels the
 /// group's other tasks and, unless it is already in join(), the task that owns the group
@@ -457,7 +505,7 @@ template <class T>
 /// failures; the group must outlive every fiber in its join().
 ///   with_task_group([](task_group& g) { g.spawn(fetch, a); g.spawn(fetch, b); });
 /// Thread: thread-bound.
-class task_group {
+class task_group : public detail::site_spawners<task_group> {
   public:
     task_group();
     ~task_group();
@@ -476,38 +524,7 @@ class task_group {
         add(t.share_any());
         return t;
     }
-    template <detail::spawnable_first Fn>
-    auto spawn(Fn&& fn, detail::call_site at = detail::call_site(std::source_location::current())) {
-        return spawn(spawn_options{.site = at.loc}, std::forward<Fn>(fn));
-    }
-    template <detail::spawnable_first Fn, class A1>
-    auto spawn(Fn&& fn, A1&& a1,
-               detail::call_site at = detail::call_site(std::source_location::current())) {
-        return spawn(spawn_options{.site = at.loc}, std::forward<Fn>(fn), std::forward<A1>(a1));
-    }
-    template <detail::spawnable_first Fn, class A1, class A2>
-    auto spawn(Fn&& fn, A1&& a1, A2&& a2,
-               detail::call_site at = detail::call_site(std::source_location::current())) {
-        return spawn(spawn_options{.site = at.loc}, std::forward<Fn>(fn), std::forward<A1>(a1),
-                     std::forward<A2>(a2));
-    }
-    template <detail::spawnable_first Fn, class A1, class A2, class A3>
-    auto spawn(Fn&& fn, A1&& a1, A2&& a2, A3&& a3,
-               detail::call_site at = detail::call_site(std::source_location::current())) {
-        return spawn(spawn_options{.site = at.loc}, std::forward<Fn>(fn), std::forward<A1>(a1),
-                     std::forward<A2>(a2), std::forward<A3>(a3));
-    }
-    template <detail::spawnable_first Fn, class A1, class A2, class A3, class A4>
-    auto spawn(Fn&& fn, A1&& a1, A2&& a2, A3&& a3, A4&& a4,
-               detail::call_site at = detail::call_site(std::source_location::current())) {
-        return spawn(spawn_options{.site = at.loc}, std::forward<Fn>(fn), std::forward<A1>(a1),
-                     std::forward<A2>(a2), std::forward<A3>(a3), std::forward<A4>(a4));
-    }
-    template <detail::spawnable_first Fn, class... Args>
-    auto spawn(Fn&& fn, Args&&... args) {
-        return spawn(spawn_options{.site = std::source_location{}}, std::forward<Fn>(fn),
-                     std::forward<Args>(args)...);
-    }
+    using detail::site_spawners<task_group>::spawn;
     ///@}
 
     /// Waits for every task of the group. Switches: yes.
@@ -592,7 +609,7 @@ auto with_task_group(Fn&& body) -> std::invoke_result_t<Fn&, task_group&> {
 /// never takes it first), and a waiter cancelled after it was given a slot passes the slot
 /// on. Several fibers may spawn into and join one pool. Must outlive the fibers waiting
 /// in it. Thread: thread-bound.
-class pool {
+class pool : public detail::site_spawners<pool> {
   public:
     /// A pool of `size` slots. Switches: no.
     explicit pool(std::size_t size);
@@ -605,38 +622,6 @@ class pool {
     /// the caller's line, as with greenfiber::spawn() (up to 4 arguments without options).
     /// Switches: yes, while full.
     /// Throws: cancelled_error while waiting for a slot (then it holds no slot).
-    template <detail::spawnable_first Fn>
-    auto spawn(Fn&& fn, detail::call_site at = detail::call_site(std::source_location::current())) {
-        return spawn(spawn_options{.site = at.loc}, std::forward<Fn>(fn));
-    }
-    template <detail::spawnable_first Fn, class A1>
-    auto spawn(Fn&& fn, A1&& a1,
-               detail::call_site at = detail::call_site(std::source_location::current())) {
-        return spawn(spawn_options{.site = at.loc}, std::forward<Fn>(fn), std::forward<A1>(a1));
-    }
-    template <detail::spawnable_first Fn, class A1, class A2>
-    auto spawn(Fn&& fn, A1&& a1, A2&& a2,
-               detail::call_site at = detail::call_site(std::source_location::current())) {
-        return spawn(spawn_options{.site = at.loc}, std::forward<Fn>(fn), std::forward<A1>(a1),
-                     std::forward<A2>(a2));
-    }
-    template <detail::spawnable_first Fn, class A1, class A2, class A3>
-    auto spawn(Fn&& fn, A1&& a1, A2&& a2, A3&& a3,
-               detail::call_site at = detail::call_site(std::source_location::current())) {
-        return spawn(spawn_options{.site = at.loc}, std::forward<Fn>(fn), std::forward<A1>(a1),
-                     std::forward<A2>(a2), std::forward<A3>(a3));
-    }
-    template <detail::spawnable_first Fn, class A1, class A2, class A3, class A4>
-    auto spawn(Fn&& fn, A1&& a1, A2&& a2, A3&& a3, A4&& a4,
-               detail::call_site at = detail::call_site(std::source_location::current())) {
-        return spawn(spawn_options{.site = at.loc}, std::forward<Fn>(fn), std::forward<A1>(a1),
-                     std::forward<A2>(a2), std::forward<A3>(a3), std::forward<A4>(a4));
-    }
-    template <detail::spawnable_first Fn, class... Args>
-    auto spawn(Fn&& fn, Args&&... args) {
-        return spawn(spawn_options{.site = std::source_location{}}, std::forward<Fn>(fn),
-                     std::forward<Args>(args)...);
-    }
     template <class Fn, class... Args>
     auto spawn(spawn_options opts, Fn&& fn, Args&&... args) {
         auto e = wait_slot();
@@ -650,7 +635,9 @@ class pool {
             throw;
         }
     }
+    using detail::site_spawners<pool>::spawn;
     ///@}
+
     /// Waits until every task of the pool is finished. Switches: yes.
     /// Throws: cancelled_error; loop_exit.
     void join();
