@@ -25,8 +25,12 @@
 
 namespace greenfiber {
 
+namespace {
+
 // Cheap enough to read around every resume (vDSO, no syscall); a few ms of resolution.
-std::chrono::steady_clock::time_point detail::coarse_now() noexcept {
+// Internal linkage, so the hub's reads around each resume are inlined: a call to the
+// exported detail::coarse_now() from a shared library goes through the PLT.
+inline std::chrono::steady_clock::time_point read_coarse_clock() noexcept {
 #if defined(CLOCK_MONOTONIC_COARSE)
     timespec ts{};
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
@@ -37,7 +41,11 @@ std::chrono::steady_clock::time_point detail::coarse_now() noexcept {
 #endif
 }
 
-using detail::coarse_now;
+}  // namespace
+
+std::chrono::steady_clock::time_point detail::coarse_now() noexcept {
+    return read_coarse_clock();
+}
 
 namespace detail {
 
@@ -168,7 +176,7 @@ void hub::unhold() noexcept {
     io_.get_executor().on_work_finished();
 }
 
-hub::hub() : loop_([this] { loop(); }, greenlet::options{"hub", 0}), now_(coarse_now()) {
+hub::hub() : loop_([this] { loop(); }, greenlet::options{"hub", 0}), now_(read_coarse_clock()) {
     // The hub returns to the thread's main greenlet, whoever created it.
     greenlet root = greenlet::current();
     for (greenlet p = root.parent(); p; p = p.parent()) root = p.share();
@@ -211,7 +219,7 @@ hub::~hub() {
 
 void hub::loop() {
     for (;;) {
-        now_ = coarse_now();  // one read per turn: what parks record (waiter::since)
+        now_ = read_coarse_clock();  // one read per turn: what parks record (waiter::since)
         if (trace_ != nullptr) [[unlikely]]
             detail::trace_loop_turn(*trace_, ready_.size());
         run_ready();
@@ -256,7 +264,7 @@ class hub::watch {
         // The thread's main greenlet is not watched: between two run_* calls it does what it
         // likes, and the hub is not running then (asyncio's slow-callback check agrees).
         if (h_.watchdog_.count() == 0 || (fiber != nullptr && fiber->is_main)) return;
-        started_ = coarse_now();
+        started_ = read_coarse_clock();
         h_.now_ = started_;
         if (fiber == nullptr) return;
         task_ = static_cast<detail::task_base*>(fiber->local);
@@ -270,8 +278,8 @@ class hub::watch {
     }
     ~watch() {
         if (h_.watchdog_.count() > 0 && started_ != std::chrono::steady_clock::time_point{}) {
-            const auto ran =
-                std::chrono::duration_cast<std::chrono::milliseconds>(coarse_now() - started_);
+            const auto ran = std::chrono::duration_cast<std::chrono::milliseconds>(
+                read_coarse_clock() - started_);
             if (ran >= h_.watchdog_) report(ran);
         }
         if (task_ != nullptr) task_->release();
@@ -400,8 +408,7 @@ std::string hub::parked_tasks_report() {
         }
         ++listed;
         out += "\n  task '" + t->name() + "' (spawned at " + t->site() + ") waits for " +
-               (t->wait_->describe != nullptr && !t->wait_->woken ? t->wait_->describe(*t->wait_)
-                                                                  : t->wait_->what);
+               (t->wait_->woken ? std::string(t->wait_->what) : t->wait_->description());
     }
     if (more > 0) out += "\n  ... and " + std::to_string(more) + " more parked tasks";
     return out;
@@ -413,9 +420,7 @@ void hub::no_work() {
     // thread's main greenlet is, naming what each parked task waits for.
     std::string msg = "greenfiber: the hub has nothing left to run: ";
     msg += root_waiter_ == nullptr ? std::string("the main greenlet is suspended")
-           : root_waiter_->describe != nullptr
-               ? "the main greenlet waits for " + root_waiter_->describe(*root_waiter_)
-               : std::string("the main greenlet waits for ") + root_waiter_->what;
+                                   : "the main greenlet waits for " + root_waiter_->description();
     msg += ", which nothing can complete (" + std::to_string(parked_) + " fiber" +
            (parked_ == 1 ? "" : "s") + " parked, no timer, no I/O, no hub_handle held)";
     std::string tasks;

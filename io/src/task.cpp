@@ -438,7 +438,7 @@ bool any_task::parked() const noexcept {
 
 std::string detail::task_base::waiting_for() const {
     if (wait_ == nullptr || wait_->woken) return {};
-    return wait_->describe != nullptr ? wait_->describe(*wait_) : std::string(wait_->what);
+    return wait_->description();
 }
 
 std::chrono::steady_clock::duration detail::task_base::waited() const noexcept {

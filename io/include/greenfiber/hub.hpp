@@ -109,6 +109,9 @@ struct waiter {
     /// never on the park path. Must not switch.
     std::string (*describe)(const waiter& w) = nullptr;
     const void* describe_arg = nullptr;  // Borrowed: lives at least as long as the park.
+    /// What it waits for in words: describe(*this), or `what` without a describer. Only
+    /// while parked (the waited-on object may be gone once woken). Throws: std::bad_alloc.
+    std::string description() const { return describe != nullptr ? describe(*this) : what; }
     /// When it parked, from the hub's cached coarse clock (set by hub::park).
     std::chrono::steady_clock::time_point since{};
     /// Called by task::cancel() while the fiber is parked here: must make the wait end soon
