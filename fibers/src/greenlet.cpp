@@ -463,6 +463,18 @@ void report(const std::string& what, std::exception_ptr e, greenlet_impl* g) noe
 
 }  // namespace
 
+bool prepare_start(greenlet_impl* g) noexcept {
+    if (g->state != gstate::not_started || g->run == nullptr || g->owner != tls ||
+        !g->run->accepts(value()))
+        return false;
+    try {
+        start(g);
+    } catch (...) {
+        return false;  // left unstarted: the switch that starts it reports the failure
+    }
+    return true;
+}
+
 value switch_slow(greenlet_impl* target, message m) {
     thread_state& ts = checked(target, "switch to");
     return deliver(ts, target, m, {0, nullptr, nullptr, true});

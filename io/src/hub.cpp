@@ -82,24 +82,20 @@ struct hub::holder {
     ~holder() { delete h; }
 };
 
-namespace {
-constinit thread_local hub* this_hub = nullptr;  // Borrowed from hub::holder.
-}  // namespace
+constinit thread_local hub* detail::current_hub = nullptr;  // Borrowed from hub::holder.
 
-hub& hub::current() {
+hub& hub::create_current() {
     // The fibers layer's thread state must outlive the hub: touch it first, so that its
     // thread_local is constructed first and destroyed last.
     (void)detail::this_thread();
     static thread_local holder h;
-    if (h.h == nullptr) {
-        h.h = new hub;
-        this_hub = h.h;
-    }
+    if (h.h == nullptr) h.h = new hub;
+    detail::current_hub = h.h;
     return *h.h;
 }
 
 hub* detail::hub_if_any() noexcept {
-    return this_hub;
+    return current_hub;
 }
 
 std::shared_ptr<executor>& detail::default_executor_slot(hub& h) noexcept {
@@ -213,13 +209,14 @@ hub::~hub() {
             // Jobs still running: the last owner's destructor waits for them and reports.
         }
     }
-    this_hub = nullptr;
+    detail::current_hub = nullptr;
     // Dropping loop_ kills the hub's greenlet if it is suspended in its loop.
 }
 
 void hub::loop() {
     for (;;) {
         now_ = read_coarse_clock();  // one read per turn: what parks record (waiter::since)
+        turn_ran_ = 0;
         if (trace_ != nullptr) [[unlikely]]
             detail::trace_loop_turn(*trace_, ready_.size());
         run_ready();
@@ -257,66 +254,118 @@ void hub::loop() {
     }
 }
 
-// Measures one resume for the watchdog. Holds a reference to what it would name.
-class hub::watch {
-  public:
-    watch(hub& h, detail::greenlet_impl* fiber) : h_(h) {
-        // The thread's main greenlet is not watched: between two run_* calls it does what it
-        // likes, and the hub is not running then (asyncio's slow-callback check agrees).
-        if (h_.watchdog_.count() == 0 || (fiber != nullptr && fiber->is_main)) return;
-        started_ = read_coarse_clock();
-        h_.now_ = started_;
-        if (fiber == nullptr) return;
-        task_ = static_cast<detail::task_base*>(fiber->local);
-        if (task_ != nullptr) {
-            task_->retain();  // a task returns to the hub: this frame never outlives it for long
-        } else {
-            // A plain greenlet may never come back through this frame: hold no reference.
-            fiber_name_ = fiber->name;
-            plain_ = true;
-        }
+void hub::begin_slice(detail::greenlet_impl* next) noexcept {
+    detail::stall_beat_resume(next);
+    ++switches_;
+    if (trace_ != nullptr) [[unlikely]]
+        detail::trace_resume(*trace_, next);
+    // The thread's main greenlet is not watched: between two run_* calls it does what it
+    // likes, and the hub is not running then (asyncio's slow-callback check agrees).
+    if (watchdog_.count() == 0 || (next != nullptr && next->is_main)) {
+        slice_start_ = {};
+        return;
     }
-    ~watch() {
-        if (h_.watchdog_.count() > 0 && started_ != std::chrono::steady_clock::time_point{}) {
-            const auto ran = std::chrono::duration_cast<std::chrono::milliseconds>(
-                read_coarse_clock() - started_);
-            if (ran >= h_.watchdog_) report(ran);
-        }
-        if (task_ != nullptr) task_->release();
+    now_ = read_coarse_clock();
+    slice_start_ = now_;
+    slice_fiber_ = next;
+    // A plain greenlet may die before its slice is measured: its name is kept.
+    if (next != nullptr && next->local == nullptr) [[unlikely]] {
+        slice_name_ = next->name.empty() ? "#" + std::to_string(next->id) : next->name;
+    } else if (!slice_name_.empty()) [[unlikely]] {
+        slice_name_.clear();
     }
-    watch(const watch&) = delete;
-    watch& operator=(const watch&) = delete;
+}
 
-  private:
-    void report(std::chrono::milliseconds ran) noexcept {
-        try {
-            std::string who = "a callback";
-            if (task_ != nullptr) {
-                who = "task '" + task_->name() + "' (spawned at " + task_->site() + ")";
-            } else if (plain_) {
-                who = "greenlet '" + fiber_name_ + "'";
-            }
-            h_.report({"greenfiber: watchdog: " + who + " kept the hub from its loop for " +
-                           std::to_string(ran.count()) + " ms (threshold " +
-                           std::to_string(h_.watchdog_.count()) +
-                           " ms): a blocking call in a fiber? Move it to to_thread()",
-                       nullptr, task_ != nullptr ? &task_->fiber_ : nullptr,
-                       report_severity::warning, "watchdog"});
-            ++h_.watchdog_reports_;
-        } catch (...) {
-        }
+void hub::hand_slice(detail::greenlet_impl* self, detail::greenlet_impl* next) noexcept {
+    if (trace_ != nullptr) [[unlikely]] {
+        detail::trace_suspend(*trace_);
+        detail::trace_resume(*trace_, next);
     }
-    hub& h_;
-    std::chrono::steady_clock::time_point started_{};
-    detail::task_base* task_ = nullptr;
-    std::string fiber_name_;
-    bool plain_ = false;
-};
+    detail::stall_beat_resume(next);
+    ++switches_;
+    const bool watched = slice_start_ != std::chrono::steady_clock::time_point{};
+    if (watchdog_.count() == 0) [[unlikely]] {
+        slice_start_ = {};
+        return;
+    }
+    if (!watched && next->is_main) return;
+    // One clock read ends one slice and begins the next.
+    const auto now = read_coarse_clock();
+    now_ = now;
+    if (watched) {
+        const auto ran = std::chrono::duration_cast<std::chrono::milliseconds>(now - slice_start_);
+        if (ran >= watchdog_) [[unlikely]]
+            report_slice(ran, self);
+    }
+    if (next->is_main) [[unlikely]] {
+        slice_start_ = {};
+        return;
+    }
+    slice_start_ = now;
+    slice_fiber_ = next;
+    if (next->local == nullptr) [[unlikely]] {
+        slice_name_ = next->name.empty() ? "#" + std::to_string(next->id) : next->name;
+    } else if (!slice_name_.empty()) [[unlikely]] {
+        slice_name_.clear();
+    }
+}
+
+void hub::end_slice(detail::greenlet_impl* self) noexcept {
+    if (trace_ != nullptr) [[unlikely]]
+        detail::trace_suspend(*trace_);
+    if (slice_start_ == std::chrono::steady_clock::time_point{}) return;
+    now_ = read_coarse_clock();
+    const auto ran = std::chrono::duration_cast<std::chrono::milliseconds>(now_ - slice_start_);
+    slice_start_ = {};
+    if (ran >= watchdog_ && watchdog_.count() > 0) [[unlikely]]
+        report_slice(ran, self);
+}
+
+void hub::end_slice_in_hub() noexcept {
+    if (slice_start_ == std::chrono::steady_clock::time_point{}) {
+        // Ended by the fiber itself (or not watched); its trace record too.
+        return;
+    }
+    if (trace_ != nullptr) [[unlikely]]
+        detail::trace_suspend(*trace_);
+    const auto ran =
+        std::chrono::duration_cast<std::chrono::milliseconds>(read_coarse_clock() - slice_start_);
+    slice_start_ = {};
+    // The fiber may be gone: only a callback or a plain greenlet (its name copied) ends here.
+    if (ran >= watchdog_ && watchdog_.count() > 0) [[unlikely]]
+        report_slice(ran, nullptr);
+}
+
+void hub::report_slice(std::chrono::milliseconds ran, detail::greenlet_impl* who) noexcept {
+    try {
+        std::string name = "a callback";
+        greenlet* fiber = nullptr;
+        if (slice_fiber_ != nullptr && slice_fiber_ != who && !slice_name_.empty()) {
+            // The slice began in a plain greenlet that has died or switched on since (into
+            // `who`, or back into the hub): the greenlet is what the hub resumed.
+            name = "greenlet '" + slice_name_ + "'";
+        } else if (who != nullptr && who->local != nullptr) {
+            auto* t = static_cast<detail::task_base*>(who->local);
+            name = "task '" + t->name() + "' (spawned at " + t->site() + ")";
+            fiber = &t->fiber_;
+        } else if (who != nullptr) {
+            name = "greenlet '" + who->name + "'";
+        }
+        report({"greenfiber: watchdog: " + name + " kept the hub from its loop for " +
+                    std::to_string(ran.count()) + " ms (threshold " +
+                    std::to_string(watchdog_.count()) +
+                    " ms): a blocking call in a fiber? Move it to to_thread()",
+                nullptr, fiber, report_severity::warning, "watchdog"});
+        ++watchdog_reports_;
+    } catch (...) {
+    }
+}
 
 void hub::run_ready() {
-    for (std::size_t i = 0; i < budget_; ++i) {
+    while (turn_ran_ < budget_) {
         detail::waiter* w = ready_.pop_front();
         if (w == nullptr) return;
+        ++turn_ran_;
         const bool w_is_callback = w->fiber == nullptr;
         // A task's first run: if its fiber cannot start (no stack), the task fails with that
         // error instead of staying pending. The hub's reference keeps it alive meanwhile.
@@ -327,22 +376,25 @@ void hub::run_ready() {
         }
         try {
             // The waiter lives in the fiber's frame: after the switch it may be gone, and the
-            // fiber's task with it. The watch holds what the report needs.
-            detail::stall_beat_resume(w->fiber);
-            watch guard(*this, w->fiber);
-            if (trace_ != nullptr) [[unlikely]]
-                detail::trace_resume(*trace_, *w);
-            if (w->fiber == nullptr) {
+            // fiber's task with it; so may every fiber the thread was handed on to meanwhile.
+            begin_slice(w->fiber);
+            if (w_is_callback) {
+                struct end {
+                    hub& h;
+                    ~end() { h.end_slice_in_hub(); }
+                } ended{*this};
                 w->run(*w);
-                if (trace_ != nullptr) [[unlikely]]
-                    detail::trace_suspend(*trace_);
                 continue;
             }
             value v;
-            ++switches_;
+            struct end {
+                hub& h;
+                ~end() { h.end_slice_in_hub(); }
+            } ended{*this};
+            // A task's first run takes the inline switch too once it has its stack; if it
+            // cannot have one, the switch below raises why (fail_start).
+            if (starting != nullptr) (void)detail::prepare_start(w->fiber);
             (void)detail::switch_value(w->fiber, v);
-            if (trace_ != nullptr) [[unlikely]]
-                detail::trace_suspend(*trace_);
         } catch (const greenlet_exit&) {
             throw;  // the hub itself is being killed
         } catch (...) {
@@ -521,9 +573,44 @@ void hub::park_impl(detail::waiter& w, void (*arm)(void*) noexcept, void* arg, b
     } guard{*this, w, task, root, self, std::exchange(self->parked_for, w.what)};
     if (trace_ != nullptr) [[unlikely]]
         detail::trace_park(*trace_, w);
-    (void)to.switch_to_then(
-        value(), arm != nullptr ? arm : [](void*) noexcept {}, arg);
+    if (&to == &loop_) [[likely]] {
+        // The arm runs here, on the parking fiber's stack, before the switch: whatever it
+        // starts completes only through the hub (a handler run by the reactor, a post from
+        // another thread, a wake() into the ready queue), never before the fiber has left.
+        if (arm != nullptr) arm(arg);
+        suspend(self);
+    } else {
+        // Straight into a not-started task (run_first): its own slice.
+        end_slice(self);
+        begin_slice(detail::access::impl(to));
+        (void)to.switch_to_then(
+            value(), arm != nullptr ? arm : [](void*) noexcept {}, arg);
+    }
     if (w.cancelled && task != nullptr) task->raise_cancel();
+}
+
+void hub::suspend(detail::greenlet_impl* self) {
+    detail::waiter* next = ready_.front();
+    // A direct hand-off needs another suspended fiber, or a task's that can be given its
+    // stack now (if it cannot, the hub starts it and fails the task); a callback runs on the
+    // hub's stack. Within the turn's budget (the reactor is polled between turns), and not
+    // while ~hub reaps the fibers left. A fiber that woke itself with nothing else ready (a
+    // lone yield_now) goes through the hub: the reactor gets its turn, as asyncio's
+    // sleep(0) gives it.
+    if (next != nullptr && next->fiber != nullptr && next->fiber != self &&
+        turn_ran_ < budget_ &&
+        (next->fiber->ctx != nullptr || detail::prepare_start(next->fiber)) &&
+        reap_until_ == std::chrono::steady_clock::time_point{}) [[likely]] {
+        ready_.pop_front();
+        ++turn_ran_;
+        hand_slice(self, next->fiber);
+        value v;
+        (void)detail::switch_value(next->fiber, v);
+        return;
+    }
+    end_slice(self);
+    value v;
+    (void)detail::switch_value(detail::access::impl(loop_), v);
 }
 
 namespace {

@@ -220,8 +220,10 @@ void task_base::finish() noexcept {
     // called, each in the turn it registered (asyncio's awaiters are done callbacks too).
     // An entry is unlinked before it fires, so a listener may unlink any other entry.
     while (done_entry* e = done_.pop_front()) e->fire(*e, *this);
-    // Leave the hub's list and drop the hub's reference, last.
+    // Leave the hub's list and drop the hub's reference, last. The watchdog's slice ends
+    // here while the task can still be named (the hub may not see it again).
     tasks.live.remove(*this);
+    if (tls != nullptr && tls->current == fiber_impl_) hub_->end_slice(fiber_impl_);
     fiber_impl_->local = nullptr;
     release();
 }

@@ -540,13 +540,13 @@ void hub_trace::write(std::ostream& os) const {
 
 // ---- hooks ------------------------------------------------------------------------------------
 
-void trace_resume(hub_trace& t, const waiter& w) noexcept {
-    if (w.fiber == nullptr) {
+void trace_resume(hub_trace& t, const greenlet_impl* fiber) noexcept {
+    if (fiber == nullptr) {
         t.open_slice(kind::callback, t.hub_track_, t.now(), false);
         return;
     }
-    t.know(w.fiber);
-    t.open_slice(kind::run, w.fiber->id, t.now(), false);
+    t.know(fiber);
+    t.open_slice(kind::run, fiber->id, t.now(), false);
 }
 
 void trace_suspend(hub_trace& t) noexcept {

@@ -689,4 +689,189 @@ TEST_F(Hub, TheWatchdogNamesATaskThatSwallowsItsCancellationAndBlocks) {
     EXPECT_THAT(reports[0], HasSubstr("TheWatchdogNamesATaskThatSwallowsItsCancellationAndBlocks"));
 }
 
+// ---- direct hand-off: a fiber that parks switches straight into the next ready fiber --------
+
+TEST_F(Hub, HandOffKeepsTheReadyQueuesFifoOrderAcrossFibersAndCallbacks) {
+    hub& h = hub::current();
+    std::vector<std::string> order;
+    auto step = [&](std::string name) {
+        return [&order, name] {
+            for (int i = 0; i < 3; ++i) {
+                order.push_back(name + std::to_string(i));
+                yield_now();
+            }
+        };
+    };
+    auto a = spawn(step("a"));
+    auto b = spawn(step("b"));
+    // A callback queued between the tasks' steps runs in its place in line, on the hub.
+    auto c = spawn([&] {
+        order.push_back("c0");
+        h.call_soon([&] {
+            order.push_back(h.in_hub() ? "cb-on-hub" : "cb-elsewhere");
+        });
+        yield_now();
+        order.push_back("c1");
+    });
+    a.get();
+    b.get();
+    c.get();
+    EXPECT_EQ(order, (std::vector<std::string>{"a0", "b0", "c0", "a1", "b1", "cb-on-hub", "c1",
+                                               "a2", "b2"}));
+}
+
+TEST_F(Hub, HandOffsCountAgainstTheTurnsBudgetSoTheReactorIsStillPolled) {
+    // Two fibers yielding to each other never leave the ready queue empty: the reactor must
+    // still run between turns of at most ready_budget() entries.
+    hub& h = hub::current();
+    const std::size_t budget = h.ready_budget();
+    bool polled = false;
+    std::size_t yields_before_poll = 0;
+    auto spinner = [&] {
+        while (!polled) {
+            ++yields_before_poll;
+            yield_now();
+        }
+    };
+    auto a = spawn(spinner);
+    auto b = spawn(spinner);
+    yield_now();  // both run once; the post below goes to the reactor, not the ready queue
+    yields_before_poll = 0;
+    h.post([&] { polled = true; });
+    a.get();
+    b.get();
+    EXPECT_LE(yields_before_poll, 2 * budget + 2);
+    EXPECT_GT(h.stats().switches, 0u);
+}
+
+TEST_F(Hub, ALoneFiberThatYieldsStillLetsTheReactorRun) {
+    hub& h = hub::current();
+    bool polled = false;
+    h.post([&] { polled = true; });
+    std::size_t yields = 0;
+    while (!polled && yields < 10 * h.ready_budget()) {
+        yield_now();
+        ++yields;
+    }
+    EXPECT_TRUE(polled);
+    EXPECT_LE(yields, h.ready_budget() + 1);
+}
+
+TEST_F(Hub, TheWatchdogNamesTheFiberThatBlockedNotTheOneItHandedOffTo) {
+    hub& h = hub::current();
+    std::vector<std::string> reports;
+    auto previous =
+        h.set_exception_handler([&](const failure_report& r) { reports.emplace_back(r.message); });
+    const auto previous_threshold = h.watchdog();
+    h.set_watchdog(250ms);
+    // "blocker" blocks, then yields straight into "quick" (both ready in one turn); then
+    // "finisher" blocks and finishes without parking again.
+    auto blocker = spawn(spawn_options{"blocker", 0}, [] {
+        yield_now();
+        std::this_thread::sleep_for(750ms);
+        yield_now();
+    });
+    auto quick = spawn(spawn_options{"quick", 0}, [] {
+        for (int i = 0; i < 4; ++i) yield_now();
+    });
+    blocker.get();
+    quick.get();
+    auto finisher =
+        spawn(spawn_options{"finisher", 0}, [] { std::this_thread::sleep_for(750ms); });
+    finisher.get();
+    h.set_watchdog(previous_threshold);
+    h.set_exception_handler(std::move(previous));
+    ASSERT_EQ(reports.size(), 2u);
+    EXPECT_THAT(reports[0], HasSubstr("task 'blocker'"));
+    EXPECT_THAT(reports[1], HasSubstr("task 'finisher'"));
+}
+
+TEST_F(Hub, TheWatchdogNamesAPlainGreenletThatBlockedAndDiedAfterAHandOff) {
+    hub& h = hub::current();
+    std::vector<std::string> reports;
+    auto previous =
+        h.set_exception_handler([&](const failure_report& r) { reports.emplace_back(r.message); });
+    const auto previous_threshold = h.watchdog();
+    h.set_watchdog(250ms);
+    event go;
+    // A plain greenlet inside a task parks on an event; a yield hands the thread straight to
+    // it, it blocks, then dies into the task, which finishes: the slice began in the
+    // greenlet, so the report names it.
+    auto owner = spawn(spawn_options{"owner", 0}, [&] {
+        greenlet g(
+            [&] {
+                go.wait();
+                std::this_thread::sleep_for(750ms);
+            },
+            greenlet::options{"plain-sleeper", 0});
+        (void)g.switch_to();
+    });
+    auto waker = spawn([&] {
+        go.set();
+        yield_now();
+    });
+    waker.get();
+    owner.get();
+    h.set_watchdog(previous_threshold);
+    h.set_exception_handler(std::move(previous));
+    ASSERT_EQ(reports.size(), 1u);
+    EXPECT_THAT(reports[0], HasSubstr("greenlet 'plain-sleeper'"));
+}
+
+TEST_F(Hub, AnExceptionFromAPlainGreenletHandedTheThreadIsReportedNotBlamedOnAStartingTask) {
+    hub& h = hub::current();
+    std::vector<std::string> categories;
+    auto previous = h.set_exception_handler(
+        [&](const failure_report& r) { categories.emplace_back(r.category); });
+    event go;
+    // Its parent is the hub, which starts it from its ready queue as it starts a task.
+    greenlet g([&] {
+        go.wait();
+        throw std::runtime_error("from the plain greenlet");
+    });
+    g.set_parent(h.loop_greenlet());
+    detail::waiter start{"a test's start"};
+    start.fiber = detail::access::impl(g);
+    h.schedule(start);
+    yield_now();  // the greenlet starts and parks on the event
+    ASSERT_FALSE(start.queued());
+    // A task on its first run (started by the hub) wakes the greenlet and yields: the
+    // thread goes straight to the greenlet, which throws into the hub.
+    auto first = spawn([&] {
+        go.set();
+        yield_now();
+        return 7;
+    });
+    EXPECT_EQ(first.get(), 7);
+    for (int i = 0; i < 3 && !g.dead(); ++i) sleep(1ms);
+    h.set_exception_handler(std::move(previous));
+    EXPECT_TRUE(g.dead());
+    EXPECT_EQ(categories, std::vector<std::string>{"greenlet"});
+}
+
+TEST_F(Hub, ACancelledFiberInTheReadyQueueIsNeverHandedTheThreadAfterItEnded) {
+    // "victim" is woken (queued), then cancelled before its turn by the fiber ahead of it,
+    // then "last" yields: the hand-off goes to whoever is first in line, each exactly once.
+    std::vector<std::string> order;
+    event e;
+    auto victim = spawn(spawn_options{"victim", 0}, [&] {
+        e.wait();
+        order.push_back("victim ran");
+        yield_now();
+        order.push_back("victim not cancelled");
+    });
+    yield_now();
+    auto canceller = spawn([&] {
+        e.set();  // victim is now queued
+        victim.cancel();
+        order.push_back("cancelled");
+        yield_now();
+    });
+    canceller.get();
+    EXPECT_THROW(victim.get(), cancelled_error);
+    // Woken, then cancelled before its turn: it resumes with the cancellation (asyncio's
+    // _must_cancel), once.
+    EXPECT_EQ(order, std::vector<std::string>{"cancelled"});
+}
+
 }  // namespace

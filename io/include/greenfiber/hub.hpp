@@ -81,6 +81,10 @@ void yield_shielded();
 
 class ready_queue;
 
+/// This thread's hub, null until hub::current() first creates it (and again once it is
+/// destroyed at thread exit). Initial-exec TLS: hub::current() is one %fs-relative load.
+extern constinit thread_local hub* current_hub GREENFIBER_TLS_MODEL;
+
 /// The coarse monotonic clock (CLOCK_MONOTONIC_COARSE: vDSO, a few ms of resolution), as a
 /// steady_clock time. Switches: no.
 std::chrono::steady_clock::time_point coarse_now() noexcept;
@@ -162,6 +166,8 @@ class ready_queue {
         if (tail_ == nullptr) tail_ = &w;
         ++size_;
     }
+    /// The first entry, still queued; null when empty.
+    waiter* front() const noexcept { return head_; }
     waiter* pop_front() noexcept {
         waiter* w = head_;
         if (w != nullptr) {
@@ -275,18 +281,24 @@ struct hub_stats {
 
 /// The hub: one per thread, created at first use. It is a greenlet that drives an
 /// io_context (epoll on Linux) and a FIFO ready queue. A fiber that waits parks itself and
-/// switches to the hub; the hub switches back when the wait ends. Fibers spawned as tasks
-/// have the hub as parent, so a finished fiber returns control to the hub.
+/// hands the thread on: straight to the next ready fiber when there is one (one switch, not
+/// two through the hub's greenlet), else to the hub, which runs callbacks, starts new tasks
+/// and polls the reactor; whoever runs next takes the queue in FIFO order. Fibers spawned as
+/// tasks have the hub as parent, so a finished fiber returns control to the hub.
 ///
-/// The hub runs at most `ready_budget()` ready fibers per turn before polling the reactor,
-/// so I/O is never starved; when nothing is ready it blocks in the reactor (no polling on a
-/// timeout: an idle hub uses no CPU).
+/// The hub and the hand-offs together run at most `ready_budget()` ready entries per turn
+/// before the reactor is polled, so I/O is never starved; when nothing is ready the hub
+/// blocks in the reactor (no polling on a timeout: an idle hub uses no CPU).
 ///
 /// Thread: thread-bound, except post(), which is thread-safe.
 class hub {
   public:
     /// This thread's hub, created at first use. Switches: no.
-    static hub& current();
+    static hub& current() {
+        if (hub* h = detail::current_hub; h != nullptr) [[likely]]
+            return *h;
+        return create_current();
+    }
 
     hub(const hub&) = delete;
     hub& operator=(const hub&) = delete;
@@ -313,9 +325,11 @@ class hub {
     /// hub_handles held right now, on any thread. Switches: no.   Thread: thread-safe.
     std::size_t handles() const noexcept { return holds_.load(std::memory_order_acquire); }
 
-    /// Parks the calling fiber until `w` is woken by wake(). `arm(arg)` runs on the hub's
-    /// stack once the fiber is fully parked: an operation started there can never complete
-    /// before the fiber is suspended. A cancelled task throws cancelled_error instead of
+    /// Parks the calling fiber until `w` is woken by wake(). `arm(arg)` runs once the fiber
+    /// is registered as parked, on its own stack, just before it switches away: whatever it
+    /// starts completes only through the hub (a reactor handler, a post(), a wake() into
+    /// the ready queue), so never before the fiber is suspended; it must not switch or
+    /// wait. A cancelled task throws cancelled_error instead of
     /// parking, or when its wait ended because of the cancellation (w.cancelled); except
     /// while it unwinds an exception or is inside a no_kill_scope (a destructor that waits),
     /// where the wait is shielded instead, since the raise would call std::terminate.
@@ -425,11 +439,26 @@ class hub {
     hub();
     ~hub();
     struct holder;
+    static hub& create_current();
     void park_impl(detail::waiter& w, void (*arm)(void*) noexcept, void* arg, bool cancellable,
                    greenlet& to);
     bool park_until_impl(detail::waiter& w, std::chrono::steady_clock::time_point deadline,
                          void (*arm)(void*) noexcept, void* arg, bool cancellable);
-    class watch;
+    /// Hands the thread on from `self`, which is parked with its arm already run: straight
+    /// to the next ready fiber when it is a suspended fiber and the turn's budget allows
+    /// (one switch instead of two through the hub), else to the hub.
+    void suspend(detail::greenlet_impl* self);
+    /// The watchdog's slices: a slice is one fiber's (or callback's) run between two
+    /// switches the hub sees. begin_slice() as the thread goes to `next` (null: a callback);
+    /// end_slice() by the fiber whose slice ends while it is alive and current, so the
+    /// report can name it; end_slice_in_hub() when control came back to the hub without
+    /// that (a plain greenlet that died, a callback).
+    void begin_slice(detail::greenlet_impl* next) noexcept;
+    void end_slice(detail::greenlet_impl* self) noexcept;
+    /// end_slice(self) and begin_slice(next) for a hand-off, with one clock read.
+    void hand_slice(detail::greenlet_impl* self, detail::greenlet_impl* next) noexcept;
+    void end_slice_in_hub() noexcept;
+    void report_slice(std::chrono::milliseconds ran, detail::greenlet_impl* who) noexcept;
     void loop();
     void run_ready();
     void no_work();
@@ -458,6 +487,13 @@ class hub {
     std::chrono::milliseconds watchdog_{100};
     std::chrono::steady_clock::time_point now_{};  // the cached coarse clock (cached_now())
     std::uint64_t switches_ = 0;                   // see hub_stats::switches
+    std::size_t turn_ran_ = 0;  // entries run this turn, by the hub or by hand-offs (≤ budget_)
+    /// The running slice (begin_slice): when it began ({} while none is watched) and whose
+    /// it is. `slice_fiber_` is borrowed and may be gone once control is back in the hub;
+    /// a plain greenlet's name is copied for that case.
+    std::chrono::steady_clock::time_point slice_start_{};
+    detail::greenlet_impl* slice_fiber_ = nullptr;
+    std::string slice_name_;
     std::uint64_t watchdog_reports_ = 0;
     report_handler exception_handler_;
     std::thread::id thread_ = std::this_thread::get_id();

@@ -25,6 +25,14 @@
 #endif
 
 #if defined(__GNUC__)
+// The switch must be inlined into its caller even where the compiler's heuristics would not
+// (a caller that is itself large): see the note at the top.
+#define GREENFIBER_ALWAYS_INLINE __attribute__((always_inline)) inline
+#else
+#define GREENFIBER_ALWAYS_INLINE inline
+#endif
+
+#if defined(__GNUC__)
 // The hot thread-local is read with one %fs-relative load, not __tls_get_addr.
 #define GREENFIBER_TLS_MODEL __attribute__((tls_model("initial-exec")))
 #else
@@ -165,7 +173,7 @@ value post_switch(greenlet_impl* prev);
 
 // Receiving side of every switch: records the context of the greenlet that jumped to us,
 // then takes the message. Runs on the receiver's stack, right after the jump.
-inline value arrive(transfer t) {
+GREENFIBER_ALWAYS_INLINE value arrive(transfer t) {
     thread_state& ts = *tls;
 #if GREENFIBER_ASAN
     __sanitizer_finish_switch_fiber(ts.current->asan_fake, nullptr, nullptr);
@@ -188,7 +196,7 @@ inline value arrive(transfer t) {
 // The message is already in ts.msg. Returns the message of the switch back into `self`.
 // Invariant: nothing on this stack may be cached across jump() except what is re-read
 // after it; thread_locals are safe because greenlets never change threads.
-inline value resume(thread_state& ts, greenlet_impl* self, greenlet_impl* target) {
+GREENFIBER_ALWAYS_INLINE value resume(thread_state& ts, greenlet_impl* self, greenlet_impl* target) {
     if (*self->canary != canary_value) [[unlikely]]
         stack_overflow(self);
     eh_state* g = ts.eh_globals;
@@ -205,6 +213,11 @@ inline value resume(thread_state& ts, greenlet_impl* self, greenlet_impl* target
 }
 
 value switch_slow(greenlet_impl* target, message m);
+// Gives a not-started greenlet of this thread, whose function takes no value, its stack and
+// initial context, so that a scheduler's first switch into it with an empty value takes the
+// inline path. False when it is not such a greenlet or the stack could not be had (it is
+// then left unstarted, and the switch that starts it raises the failure as always).
+bool prepare_start(greenlet_impl* g) noexcept;
 value switch_slow_checked(greenlet_impl* target, message m);
 
 // The whole of a switch when the target is suspended on this thread: the inline fast
@@ -212,7 +225,7 @@ value switch_slow_checked(greenlet_impl* target, message m);
 // scheduler (see greenlet_impl::parked_for); that costs one load and a branch (parked_for
 // sits beside ctx, on the line already loaded), and the slow path then refuses it.
 template <bool Checked>
-inline value switch_inline(greenlet_impl* target, value& v) {
+GREENFIBER_ALWAYS_INLINE value switch_inline(greenlet_impl* target, value& v) {
     thread_state* ts = tls;
     if (ts != nullptr && target != nullptr && target->ctx != nullptr && target->owner == ts &&
         (!Checked || target->parked_for == nullptr) && !ts->slow.load(std::memory_order_relaxed))
@@ -225,12 +238,12 @@ inline value switch_inline(greenlet_impl* target, value& v) {
 }
 
 // A switch that may resume a fiber parked by the scheduler: the scheduler's own wake-up.
-inline value switch_value(greenlet_impl* target, value& v) {
+GREENFIBER_ALWAYS_INLINE value switch_value(greenlet_impl* target, value& v) {
     return switch_inline<false>(target, v);
 }
 
 // greenlet::switch_to(v): users' switches, which never resume a parked fiber.
-inline value switch_checked(greenlet_impl* target, value& v) {
+GREENFIBER_ALWAYS_INLINE value switch_checked(greenlet_impl* target, value& v) {
     return switch_inline<true>(target, v);
 }
 

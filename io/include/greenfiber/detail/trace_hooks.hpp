@@ -14,9 +14,11 @@ class hub_trace;
 struct waiter;
 struct greenlet_impl;
 
-/// The hub is about to run `w`: switch into its fiber, or call it (a callback). Opens a slice.
-void trace_resume(hub_trace& t, const waiter& w) noexcept;
-/// What trace_resume() ran gave the hub back control: closes the slice it opened.
+/// The thread is about to run `fiber` (null: a callback), switched to by the hub or handed
+/// on by a fiber that parks. Opens a slice.
+void trace_resume(hub_trace& t, const greenlet_impl* fiber) noexcept;
+/// What trace_resume() ran parked, finished or gave the hub back control: closes the slice
+/// it opened (nothing if none is open).
 void trace_suspend(hub_trace& t) noexcept;
 /// The running fiber parks in `w` (its reason is `w.what`).
 void trace_park(hub_trace& t, const waiter& w) noexcept;
