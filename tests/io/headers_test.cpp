@@ -1,6 +1,7 @@
 // The umbrella header: everything in one include, and the type rules users rely on. (That each
-// public header compiles alone is proved by the other test files, each of which includes its
-// own header first.)
+// public header compiles alone is proved by tests/headers_alone.py: the test programs are
+// compiled after a precompiled header of GoogleTest and Asio, which would hide a missing
+// include.)
 
 #include <greenfiber/greenfiber.hpp>
 
