@@ -6,7 +6,9 @@
 // it sends the same response (Content-Type text/plain, Content-Length 13, the body; to HEAD,
 // the same headers without the body).
 //
-//   http_server PORT [--stack BYTES]      (listens on 127.0.0.1:PORT)
+//   http_server PORT [--stack BYTES] [--hubs N]     (listens on 127.0.0.1:PORT)
+//
+// --hubs N runs N threads, each a hub with its own SO_REUSEPORT listener (multi_server).
 //
 // SIGTERM ends it with status 0; PORT 0 picks a free port and prints it (net_server.hpp).
 #include <boost/beast/core/flat_buffer.hpp>

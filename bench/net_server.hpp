@@ -14,7 +14,9 @@
 #include <string>
 #include <utility>
 
+#include <greenfiber/hub_group.hpp>
 #include <greenfiber/loop.hpp>
+#include <greenfiber/server.hpp>
 #include <greenfiber/signal.hpp>
 #include <greenfiber/socket.hpp>
 #include <greenfiber/stack.hpp>
@@ -33,11 +35,13 @@ struct options {
     unsigned short port = 0;
     std::size_t stack = 0;   // --stack BYTES: greenlet stack size (0: the library default)
     std::size_t buffer = 0;  // --buffer BYTES: the server's read buffer
+    std::size_t hubs = 1;    // --hubs N: N threads, each a hub with its own listener
 };
 
 inline options parse(int argc, char** argv, options defaults) {
     auto usage = [&] {
-        std::fprintf(stderr, "usage: %s PORT [--stack BYTES] [--buffer BYTES]\n", argv[0]);
+        std::fprintf(stderr, "usage: %s PORT [--stack BYTES] [--buffer BYTES] [--hubs N]\n",
+                     argv[0]);
         std::exit(2);
     };
     auto number = [&](const char* s, long lo, long hi) {
@@ -52,6 +56,8 @@ inline options parse(int argc, char** argv, options defaults) {
     for (int i = 2; i + 1 < argc; i += 2) {
         if (std::strcmp(argv[i], "--stack") == 0) {
             o.stack = static_cast<std::size_t>(number(argv[i + 1], 16384, 1 << 26));
+        } else if (std::strcmp(argv[i], "--hubs") == 0) {
+            o.hubs = static_cast<std::size_t>(number(argv[i + 1], 1, 256));
         } else if (std::strcmp(argv[i], "--buffer") == 0) {
             o.buffer = static_cast<std::size_t>(number(argv[i + 1], 1, 1 << 20));
         } else {
@@ -65,10 +71,42 @@ inline options parse(int argc, char** argv, options defaults) {
 // for each connection, until SIGTERM: that cancels the accept loop, run() then cancels and
 // joins every session, and the process exits with status 0. `session` takes the socket as
 // `gf::tcp::socket&&`, so the socket stays in the task's own state (no copy on its stack).
+// --hubs N (N > 1): a hub_group of N threads and a multi_server on it, one SO_REUSEPORT
+// listener per hub (server.hpp says why). The main thread only waits for SIGTERM, then
+// stops the servers and the group. Same session, same socket options as with one hub.
+template <class Session>
+int run_multi_hub_server(const options& o, Session session) {
+    try {
+        gf::hub_group group(o.hubs);
+        gf::run([&] {
+            gf::add_signal_handler(
+                SIGTERM, [main = gf::current_task().share_any()] { (void)main.cancel("SIGTERM"); });
+            const gf::tcp::endpoint ep(asio::ip::address_v4::loopback(), o.port);
+            gf::multi_server srv(group, ep, [session](gf::tcp::socket s) {
+                error_code ec;
+                s.native().set_option(gf::tcp::protocol::no_delay(true), ec);
+                session(std::move(s));
+            });
+            if (o.port == 0) {
+                std::printf("listening on 127.0.0.1:%u\n", srv.local_endpoint().port());
+                std::fflush(stdout);
+            }
+            gf::sleep(std::chrono::hours::max());  // until SIGTERM cancels it
+        });
+    } catch (const gf::cancelled_error&) {
+        return 0;  // SIGTERM
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "server: %s\n", e.what());
+        return 1;
+    }
+    return 0;
+}
+
 template <class Session>
 int run_server(const options& o, Session session) {
     // Stacks of the chosen size come from the pool's slabs, like the default ones.
     if (o.stack != 0) gf::set_default_stack_size(o.stack);
+    if (o.hubs > 1) return run_multi_hub_server(o, session);
     try {
         gf::run([&] {
             gf::add_signal_handler(

@@ -266,6 +266,14 @@ void serve(tcp::acceptor listener, handler h, server_options opts) {
         std::move(connections));
 }
 
+multi_server serve_on(hub_group& group, const tcp::endpoint& ep, handler h, server_options opts) {
+    auto connections = opts.connections;
+    return multi_server(
+        group, ep,
+        [h = std::move(h), opts = std::move(opts)](tcp::socket s) { serve_connection(s, h, opts); },
+        std::move(connections));
+}
+
 url_parts parse_url(std::string_view url) {
     auto parsed = boost::urls::parse_uri(url);
     if (!parsed) {

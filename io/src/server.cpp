@@ -3,9 +3,14 @@
 
 #include "greenfiber/server.hpp"
 
+#include <sys/socket.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <memory>
 #include <string>
+#include <vector>
 
 namespace greenfiber::detail {
 
@@ -187,3 +192,166 @@ std::size_t server_core::stop_handlers(std::chrono::steady_clock::duration grace
 }
 
 }  // namespace greenfiber::detail
+
+namespace greenfiber {
+
+namespace detail {
+
+// What the hubs of a multi_server share with it: each hub's server, while it runs, and
+// counters anyone may read.
+struct multi_server_state {
+    struct hub_part {
+        // The hub's server while it serves; only on its hub's thread. Shared: a stop() in
+        // progress keeps it alive while serve_forever() has returned and its task ends (the
+        // stopping fiber still waits inside it for the accept loop to have left).
+        std::shared_ptr<server<boost::asio::ip::tcp>> srv;
+        std::atomic<std::size_t> served{0};
+        std::atomic<std::size_t> active{0};
+    };
+    std::vector<std::unique_ptr<hub_part>> parts;  // fixed after construction
+};
+
+}  // namespace detail
+
+namespace {
+
+// A listener on `ep` that shares its port with the other hubs' listeners (SO_REUSEPORT).
+tcp::acceptor reuse_port_listener(const tcp::endpoint& ep) {
+    tcp::acceptor a;
+    auto& n = a.native();
+    n.open(ep.protocol());
+    n.set_option(boost::asio::socket_base::reuse_address(true));
+    const int one = 1;
+    if (::setsockopt(n.native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+        throw boost::system::system_error(errno, boost::system::system_category(),
+                                          "greenfiber: multi_server: setsockopt(SO_REUSEPORT)");
+    }
+    n.bind(ep);
+    n.listen();
+    n.non_blocking(true);  // as basic_acceptor's own constructor: accept() waits in the hub
+    return a;
+}
+
+}  // namespace
+
+multi_server::multi_server(hub_group& group, const tcp::endpoint& ep, handler_type handler,
+                           server_options opts)
+    : group_(group),
+      opts_(std::move(opts)),
+      ep_(ep),
+      state_(std::make_shared<detail::multi_server_state>()) {
+    const std::size_t n = group.size();
+    for (std::size_t i = 0; i < n; ++i)
+        state_->parts.push_back(std::make_unique<detail::multi_server_state::hub_part>());
+    try {
+        for (std::size_t i = 0; i < n; ++i) {
+            server_options o = opts_;
+            o.name += "-" + std::to_string(i);
+            promise<tcp::endpoint> listening;  // this hub's: set from hub i once it listens
+            future<tcp::endpoint> bound = listening.get_future();
+            spawn_options task_opts{.name = o.name};  // before `o` moves into the task
+            runs_.push_back(
+                group.spawn_on(i, std::move(task_opts),
+                               [st = state_, i, ep = ep_, handler, o = std::move(o),
+                                p = std::move(listening)]() mutable {
+                                   auto& part = *st->parts[i];
+                                   std::shared_ptr<server<boost::asio::ip::tcp>> srv;
+                                   try {
+                                       srv = std::make_shared<server<boost::asio::ip::tcp>>(
+                                           reuse_port_listener(ep),
+                                           [&part, h = std::move(handler)](tcp::socket s) {
+                                               part.served.fetch_add(1, std::memory_order_relaxed);
+                                               part.active.fetch_add(1, std::memory_order_relaxed);
+                                               struct done {
+                                                   std::atomic<std::size_t>& n;
+                                                   ~done() {
+                                                       n.fetch_sub(1, std::memory_order_relaxed);
+                                                   }
+                                               } d{part.active};
+                                               h(std::move(s));
+                                           },
+                                           std::move(o));
+                                       p.set_value(srv->local_endpoint());
+                                   } catch (...) {
+                                       p.set_exception(std::current_exception());
+                                       return;
+                                   }
+                                   part.srv = srv;
+                                   struct unpublish {
+                                       detail::multi_server_state::hub_part& part;
+                                       ~unpublish() { part.srv.reset(); }
+                                   } at_end{part};
+                                   srv->serve_forever();
+                               }));
+            // Hub 0 picks the port for port 0; the others bind the same one.
+            ep_ = bound.get();
+        }
+    } catch (...) {
+        // The hubs that listen already are stopped; the error is the caller's.
+        try {
+            (void)stop(std::chrono::steady_clock::duration::zero());
+        } catch (...) {
+        }
+        throw;
+    }
+}
+
+multi_server::~multi_server() {
+    if (stopped_) return;
+    if (std::uncaught_exceptions() > 0) {
+        // No waiting while an exception unwinds: each hub stops its server on its own
+        // (serve_forever's graceful stop on cancellation).
+        for (auto& r : runs_) (void)r.cancel();
+        return;
+    }
+    try {
+        (void)stop(opts_.grace);
+    } catch (...) {
+        report_failure({"greenfiber: ~multi_server(): stopping the hubs' servers",
+                        std::current_exception(), nullptr, report_severity::error, "server"});
+    }
+}
+
+std::size_t multi_server::served(std::size_t i) const {
+    return state_->parts.at(i)->served.load(std::memory_order_relaxed);
+}
+
+std::size_t multi_server::active(std::size_t i) const {
+    return state_->parts.at(i)->active.load(std::memory_order_relaxed);
+}
+
+std::size_t multi_server::stop(std::chrono::steady_clock::duration grace) {
+    if (stopped_) return 0;
+    stopped_ = true;
+    std::vector<remote_task<std::size_t>> stops;
+    for (std::size_t i = 0; i < runs_.size(); ++i) {
+        try {
+            stops.push_back(group_.spawn_on(i, [st = state_, i, grace]() -> std::size_t {
+                std::shared_ptr<server<boost::asio::ip::tcp>> srv = st->parts[i]->srv;
+                return srv != nullptr ? srv->stop(grace) : 0;
+            }));
+        } catch (const hub_group_stopped&) {
+            // The group's stop cancelled the servers already (a graceful stop each).
+        }
+    }
+    std::size_t cancelled = 0;
+    // A remote task that ended cancelled (the group stopping meanwhile) is not an error of
+    // this stop; the caller's own cancellation is (the remote task is not ready then).
+    for (auto& r : stops) {
+        try {
+            cancelled += r.get();
+        } catch (const cancelled_error&) {
+            if (!r.ready()) throw;
+        }
+    }
+    for (auto& r : runs_) {
+        try {
+            r.get();
+        } catch (const cancelled_error&) {
+            if (!r.ready()) throw;
+        }
+    }
+    return cancelled;
+}
+
+}  // namespace greenfiber

@@ -14,6 +14,7 @@
 #include "greenfiber/generator.hpp"
 #include "greenfiber/greenlet.hpp"
 #include "greenfiber/hub.hpp"
+#include "greenfiber/hub_group.hpp"
 #include "greenfiber/introspect.hpp"
 #include "greenfiber/loop.hpp"
 #include "greenfiber/net.hpp"

@@ -154,6 +154,17 @@ void serve_connection(tcp::socket& s, const handler& h, const server_options& op
 /// fails for good.
 void serve(tcp::acceptor listener, handler h, server_options opts = {});
 
+/// serve() on every hub of `group`: a multi_server (server.hpp) whose hubs each run
+/// serve_connection with `h` on a listener of their own bound to `ep` with SO_REUSEPORT.
+/// `h` is copied once per hub and each copy called on its own hub's thread, so what it
+/// shares with the other copies must be thread-safe. opts.connections applies per hub
+/// (max_connections caps each hub). Returns once every hub listens; stop() the result, or
+/// let it go out of scope, for a graceful stop of all of them.
+/// Switches: yes.   Throws: boost::system::system_error if a listener cannot be bound;
+/// hub_group_stopped.
+multi_server serve_on(hub_group& group, const tcp::endpoint& ep, handler h,
+                      server_options opts = {});
+
 /// The pieces of an http:// URL (parse_url()).
 struct url_parts {
     /// The host: a name or an address.

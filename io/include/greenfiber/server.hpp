@@ -20,6 +20,9 @@
 /// - Graceful stop: stop accepting, wait for the handlers up to a grace period, cancel those
 ///   still running, wait for them to unwind.
 ///
+/// Several cores: multi_server runs one server per hub of a hub_group, each on its own
+/// listener bound to the same port with SO_REUSEPORT (the kernel spreads the connections).
+///
 /// Thread: a server belongs to the hub of the thread that created it.
 
 #include "greenfiber/config.hpp"  // first: the C++20 check
@@ -29,8 +32,11 @@
 #include <exception>
 #include <functional>
 #include <list>
+#include <memory>
 #include <string>
+#include <vector>
 
+#include "greenfiber/hub_group.hpp"
 #include "greenfiber/socket.hpp"
 #include "greenfiber/sync.hpp"
 #include "greenfiber/task.hpp"
@@ -238,5 +244,78 @@ void serve(basic_acceptor<Protocol> listener, Handler&& handler, server_options 
     server<Protocol> srv(std::move(listener), std::forward<Handler>(handler), std::move(opts));
     srv.serve_forever();
 }
+
+namespace detail {
+struct multi_server_state;
+}
+
+/// A TCP server on every hub of a hub_group (see the file comment): each hub runs a server
+/// (the class above) on a listener of its own, all bound to one address and port with
+/// SO_REUSEPORT, so the kernel spreads new connections over the hubs by a hash of their
+/// addresses and no thread hands connections to another. Why listeners per hub and not one
+/// acceptor handing sockets out: a socket is bound to the hub that created it, so a hand-off
+/// would cost a cross-thread post per connection and a listener thread that every
+/// connection waits for; with SO_REUSEPORT each accept stays on the hub that serves it
+/// (bench/RESULTS.md, "Both cores", has the measured spread and cost).
+/// - `handler` is copied once per hub; each hub calls its own copy, on its own thread.
+/// - server_options apply per hub: max_connections caps each hub's handlers, so the group
+///   serves at most size() × max_connections at once; the names of the tasks and reports
+///   get "-<hub index>" appended.
+/// - A handler that throws is reported on its hub; that hub and the others go on serving.
+/// - stop() stops every hub's server gracefully (as server::stop(grace)), concurrently.
+///   Connections still in a listener's kernel queue when it closes are reset (Linux does
+///   not move them to another SO_REUSEPORT listener).
+/// Thread: thread-bound to the thread that created it (its calls park that thread's fiber
+/// while the hubs do the work); the group's hubs run the servers.
+class multi_server {
+  public:
+    /// The handler's type: it gets the connection's socket and owns it.
+    using handler_type = std::function<void(tcp::socket)>;
+
+    /// Starts a server on every hub of `group`, listening on `ep` (port 0: the first hub
+    /// picks a port and the others bind the same one), and returns once every hub listens.
+    /// Switches: yes (waits for the hubs).
+    /// Throws: boost::system::system_error if a listener cannot be opened or bound (the
+    /// servers already started are stopped first); hub_group_stopped; cancelled_error.
+    multi_server(hub_group& group, const tcp::endpoint& ep, handler_type handler,
+                 server_options opts = {});
+    /// stop(options().grace) unless stopped; a failure is reported.
+    /// Switches: yes, unless stopped already.
+    ~multi_server();
+    multi_server(const multi_server&) = delete;
+    multi_server& operator=(const multi_server&) = delete;
+
+    /// The address every hub listens on (with the port chosen for port 0). Switches: no.
+    const tcp::endpoint& local_endpoint() const noexcept { return ep_; }
+    /// How many hubs serve. Switches: no.
+    std::size_t hubs() const noexcept { return runs_.size(); }
+    /// Connections handed to a handler so far by hub `i` (every hub: sum them).
+    /// Switches: no.   Thread: thread-safe.   Throws: std::out_of_range.
+    std::size_t served(std::size_t i) const;
+    /// Handlers running now on hub `i`. Switches: no.   Thread: thread-safe.
+    /// Throws: std::out_of_range.
+    std::size_t active(std::size_t i) const;
+
+    /// Graceful stop of every hub's server: each closes its listener, waits up to `grace`
+    /// for its handlers, cancels those still running and waits for them (server::stop).
+    /// Returns how many handlers were cancelled on all hubs together. Calling it again
+    /// returns 0. If the group was stopped first, its stop already ended the servers.
+    /// Switches: yes.   Throws: cancelled_error (the servers still stop: each hub finishes
+    /// its graceful stop on its own).
+    std::size_t stop(std::chrono::steady_clock::duration grace);
+    /// stop() with any duration type, saturating.
+    template <class Rep, class Period>
+    std::size_t stop(std::chrono::duration<Rep, Period> grace) {
+        return stop(detail::to_steady_duration(grace));
+    }
+
+  private:
+    hub_group& group_;  // Borrowed: must outlive the multi_server, or be stopped first.
+    server_options opts_;
+    tcp::endpoint ep_;
+    std::shared_ptr<detail::multi_server_state> state_;  // Shared with the hubs.
+    std::vector<remote_task<void>> runs_;                // each hub's serve_forever()
+    bool stopped_ = false;
+};
 
 }  // namespace greenfiber
