@@ -222,4 +222,287 @@ TEST(TimerHeap, AgreesWithAMultimapUnderRandomOperations) {
     EXPECT_TRUE(h.empty());
 }
 
+// The hub's use of the heap: every way a wait with a deadline can end.
+class HubTimers : public greenfiber::testing::io_checked {
+  protected:
+    void TearDown() override {
+        EXPECT_EQ(hub::current().armed_timers(), 0u) << "a timer node was left in the heap";
+        io_checked::TearDown();
+    }
+};
+
+TEST_F(HubTimers, AWaitWithADeadlineAllocatesNothing) {
+    hub& h = hub::current();
+    // Warm-up: the heap's room and whatever the hub's loop sets up once.
+    for (int i = 0; i < 10; ++i) {
+        detail::waiter w("warm-up");
+        (void)h.park_until(w, clock_type::now() - 1s);
+    }
+    news = 0;
+    counting = true;
+    int timed_out = 0;
+    for (int i = 0; i < 1000; ++i) {
+        detail::waiter w("a deadline in the past");
+        if (!h.park_until(w, clock_type::time_point::min())) ++timed_out;
+        detail::waiter s("a shielded one");
+        if (!h.park_shielded_until(s, clock_type::now() - 1ms)) ++timed_out;
+    }
+    counting = false;
+    EXPECT_EQ(timed_out, 2000);
+    EXPECT_EQ(news.load(), 0u) << "operator new calls in 2000 timed waits";
+}
+
+TEST_F(HubTimers, ADeadlineInThePastTimesOutWithoutBlocking) {
+    hub& h = hub::current();
+    detail::waiter w("a deadline in the past");
+    EXPECT_FALSE(h.park_until(w, clock_type::now() - 1h));
+    detail::waiter w2("the clock's minimum");
+    EXPECT_FALSE(h.park_until(w2, clock_type::time_point::min()));
+    sleep(-5s);  // a negative sleep is a past deadline too
+    EXPECT_EQ(h.timed_parks(), 0u);
+}
+
+TEST_F(HubTimers, AWakeBeforeTheDeadlineFiresInTheSameTurnWins) {
+    hub& h = hub::current();
+    detail::waiter w("a wake-up racing a past deadline");
+    // Ready before the main greenlet parks: it runs in the same turn, after the deadline
+    // was armed and before the next turn fires it.
+    auto waker = spawn([&] { h.wake(w); });
+    EXPECT_TRUE(h.park_until(w, clock_type::now() - 1s));
+    waker.get();
+}
+
+TEST_F(HubTimers, ADeadlineThatFiredBeforeTheWakeWins) {
+    hub& h = hub::current();
+    detail::waiter w("a past deadline racing a wake-up");
+    auto waker = spawn([&] {
+        // Until a later turn fired the deadline; the main greenlet is then ready behind it.
+        while (h.armed_timers() != 0) yield_now();
+        h.wake(w);  // a no-op now: already woken by its timer
+    });
+    EXPECT_FALSE(h.park_until(w, clock_type::now() - 1s));
+    waker.get();
+}
+
+TEST_F(HubTimers, CancelWhileTheTimerIsPendingRaisesAndUnlinks) {
+    hub& h = hub::current();
+    bool returned = false;
+    auto t = spawn([&] {
+        sleep(1h);
+        returned = true;
+    });
+    yield_now();  // it parks
+    EXPECT_EQ(h.armed_timers(), 1u);
+    EXPECT_EQ(h.stats().timers, 1u);
+    t.cancel();
+    EXPECT_THROW(t.get(), cancelled_error);
+    EXPECT_FALSE(returned);
+    EXPECT_EQ(h.armed_timers(), 0u);
+    EXPECT_EQ(h.stats().timers, 0u);
+}
+
+TEST_F(HubTimers, CancelAfterTheDeadlineFiredButBeforeTheFiberRan) {
+    hub& h = hub::current();
+    int result = -1;
+    auto t = spawn([&] {
+        detail::waiter w("a past deadline");
+        result = h.park_until(w, clock_type::now() - 1s) ? 1 : 0;
+        yield_now();  // the cancellation, requested while it was ready, is raised here
+        result = 2;
+    });
+    yield_now();  // it parks with its deadline armed
+    EXPECT_EQ(h.armed_timers(), 1u);
+    // A yield may come back in the same turn: yield until a turn boundary fired it. It is
+    // then ready, queued behind this greenlet.
+    while (h.armed_timers() != 0) yield_now();
+    EXPECT_EQ(result, -1);
+    // Requested before the fiber ran again, the cancellation is raised from the wait it
+    // was woken from (asyncio's rule for a task scheduled to resume), timed out or not.
+    t.cancel();
+    EXPECT_THROW(t.get(), cancelled_error);
+    EXPECT_EQ(result, -1);
+}
+
+TEST_F(HubTimers, CancelInTheSameTurnAsThePastDeadlineWinsOverTheTimeout) {
+    hub& h = hub::current();
+    bool returned = false;
+    auto t = spawn([&] {
+        detail::waiter w("a past deadline");
+        (void)h.park_until(w, clock_type::now() - 1s);
+        returned = true;
+    });
+    yield_now();  // it parks; its deadline is due but fires only at the next turn
+    EXPECT_EQ(h.armed_timers(), 1u);
+    t.cancel();  // wakes it first: the timer finds it woken and does nothing
+    EXPECT_THROW(t.get(), cancelled_error);
+    EXPECT_FALSE(returned);
+}
+
+TEST_F(HubTimers, TheLatestDeadlineParksUntilWokenAndCountsAsWork) {
+    hub& h = hub::current();
+    detail::waiter w("forever");
+    bool woken = false;
+    auto t = spawn([&] { woken = h.park_until(w, clock_type::time_point::max()); });
+    yield_now();
+    EXPECT_EQ(h.armed_timers(), 1u);
+    sleep(2ms);  // the hub blocks with a timer of its own pending and comes back
+    EXPECT_FALSE(woken);
+    h.wake(w);
+    t.get();
+    EXPECT_TRUE(woken);
+}
+
+TEST_F(HubTimers, APendingTimerIsWorkNotADeadlock) {
+    event e;
+    auto t = spawn([&] {
+        sleep(5ms);
+        e.set();
+    });
+    e.wait();  // nothing else can wake it: only the timer keeps loop_exit away
+    t.get();
+    // With no timer left, the same wait is a deadlock.
+    event never;
+    EXPECT_THROW(never.wait(), loop_exit);
+}
+
+TEST_F(HubTimers, AGreenletKilledWhileParkedWithADeadlineUnlinksItsNode) {
+    hub& h = hub::current();
+    // Far enough ahead that no killed greenlet's deadline comes before it is killed.
+    const auto base = clock_type::now() + 300ms;
+    // Sleepers around it, so that the killed nodes sit in the middle of the heap.
+    std::vector<int> order;
+    std::vector<task<void>> sleepers;
+    for (int i = 0; i < 40; ++i) {
+        sleepers.push_back(spawn([&order, base, i] {
+            sleep_until(base + std::chrono::microseconds(100 * ((i * 13) % 40)));
+            order.push_back((i * 13) % 40);
+        }));
+    }
+    std::vector<greenlet> doomed;
+    doomed.reserve(40);  // the callbacks below hold pointers into it
+    std::vector<std::string> seen;
+    for (int i = 0; i < 40; ++i) {
+        doomed.emplace_back(
+            [&seen, &h, base, i] {
+                struct noisy {
+                    std::vector<std::string>& seen;
+                    ~noisy() { seen.push_back("unwound"); }
+                } n{seen};
+                detail::waiter w("killed while parked");
+                (void)h.park_until(w, base + std::chrono::microseconds(50 + 100 * i));
+                seen.push_back("woke up?");
+            },
+            h.loop_greenlet());
+        greenlet* g = &doomed.back();
+        h.call_soon([g] { (void)g->switch_to(); });
+    }
+    yield_now();
+    yield_now();
+    EXPECT_EQ(h.armed_timers(), 80u);
+    for (std::size_t i = 0; i < doomed.size(); i += 2) doomed[i] = greenlet();  // killed
+    EXPECT_EQ(h.armed_timers(), 60u);
+    for (std::size_t i = 1; i < doomed.size(); i += 2) doomed[i] = greenlet();
+    EXPECT_EQ(h.armed_timers(), 40u);
+    EXPECT_EQ(seen, std::vector<std::string>(40, "unwound"));
+    for (auto& s : sleepers) s.get();
+    std::vector<int> expected(40);
+    for (int i = 0; i < 40; ++i) expected[std::size_t(i)] = i;
+    EXPECT_EQ(order, expected);
+}
+
+TEST_F(HubTimers, ThousandsOfEqualDeadlinesWakeInTheOrderTheyParked) {
+    hub& h = hub::current();
+    const auto deadline = clock_type::now() + 20ms;
+    constexpr int n = 3000;
+    std::vector<int> order;
+    order.reserve(n);
+    std::vector<task<void>> ts;
+    for (int i = 0; i < n; ++i) {
+        ts.push_back(spawn([&order, deadline, i] {
+            sleep_until(deadline);
+            order.push_back(i);
+        }));
+    }
+    // Until every task parked (or the first woke); bounded by the loop turns 3000 tasks need.
+    for (int i = 0; i < 10 * n && h.armed_timers() < std::size_t(n) && order.empty(); ++i)
+        yield_now();
+    if (order.empty()) {
+        EXPECT_EQ(h.armed_timers(), std::size_t(n));
+        EXPECT_EQ(h.stats().timers, std::size_t(n));
+    }
+    for (auto& t : ts) t.get();
+    std::vector<int> expected(n);
+    for (int i = 0; i < n; ++i) expected[std::size_t(i)] = i;
+    EXPECT_EQ(order, expected);
+    EXPECT_EQ(h.stats().timers, 0u);
+}
+
+TEST_F(HubTimers, RandomDeadlinesWakeInDeadlineOrder) {
+    const std::uint64_t seed = std::random_device{}();
+    SCOPED_TRACE("seed " + std::to_string(seed));
+    std::mt19937_64 rng(seed);
+    // Far enough ahead that every task parks before the first deadline: one that parked
+    // after its deadline could rightly wake after a later one.
+    const auto base = clock_type::now() + 200ms;
+    constexpr int n = 2000;
+    std::vector<clock_type::time_point> woke;
+    std::vector<task<void>> ts;
+    for (int i = 0; i < n; ++i) {
+        const auto when = base + std::chrono::microseconds(rng() % 20000);
+        ts.push_back(spawn([&woke, when] {
+            sleep_until(when);
+            woke.push_back(when);
+        }));
+    }
+    for (auto& t : ts) t.get();
+    ASSERT_EQ(woke.size(), std::size_t(n));
+    EXPECT_TRUE(std::is_sorted(woke.begin(), woke.end()));
+}
+
+TEST_F(HubTimers, StatsCountParksWithADeadlineAndLoopTimers) {
+    hub& h = hub::current();
+    auto a = spawn([] { sleep(1h); });
+    auto b = spawn([] { sleep(1h); });
+    yield_now();
+    auto later = event_loop::current().call_later(1h, [] {});
+    EXPECT_EQ(h.stats().timers, 3u);
+    EXPECT_EQ(event_loop::current().pending_timers(), 3u);
+    EXPECT_EQ(h.armed_timers(), 2u);
+    a.cancel();
+    EXPECT_THROW(a.get(), cancelled_error);
+    EXPECT_EQ(h.stats().timers, 2u);
+    later.cancel();
+    EXPECT_EQ(h.stats().timers, 1u);
+    b.cancel();
+    EXPECT_THROW(b.get(), cancelled_error);
+    EXPECT_EQ(h.stats().timers, 0u);
+}
+
+TEST(HubTimersAtExit, AHubDestroyedWithTimersPendingUnlinksThemAll) {
+    std::vector<std::string> seen;
+    std::thread([&] {
+        hub& h = hub::current();
+        // A task that waits again with a deadline after its cancellation: killed by ~hub.
+        auto stubborn = spawn([&] {
+            try {
+                sleep(1h);
+            } catch (const cancelled_error&) {
+                seen.push_back("cancelled");
+            }
+            try {
+                detail::waiter w("a shielded wait, which the cancellation does not end");
+                (void)h.park_shielded_until(w, clock_type::now() + 1h);
+            } catch (const greenlet_exit&) {
+                seen.push_back("killed while sleeping again");
+                throw;
+            }
+        });
+        auto plain = spawn([] { sleep(1h); });
+        yield_now();
+        seen.push_back("armed " + std::to_string(h.armed_timers()));
+    }).join();
+    EXPECT_EQ(seen,
+              (std::vector<std::string>{"armed 2", "cancelled", "killed while sleeping again"}));
+}
+
 }  // namespace
