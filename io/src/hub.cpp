@@ -218,6 +218,8 @@ hub::~hub() {
 void hub::loop() {
     for (;;) {
         now_ = read_coarse_clock();  // one read per turn: what parks record (waiter::since)
+        // After the reactor's handlers of the last pass (every path below polls before it
+        // comes back here), so a wake-up and a deadline due together end as a wake-up.
         if (!timers_.empty()) fire_timers();
         if (trace_ != nullptr) [[unlikely]]
             detail::trace_loop_turn(*trace_, ready_.size());
@@ -249,7 +251,14 @@ void hub::loop() {
             if (trace_ != nullptr) [[unlikely]]
                 detail::trace_poll_end(*trace_, 0, true);
             io_.restart();
-            if (!timers_.empty()) continue;  // the earliest deadline came: the next turn fires it
+            if (!timers_.empty()) {
+                // The earliest deadline came. Asio's handlers due by now (a call_at, a
+                // completion) run first, as they do on every other path to the next turn's
+                // fire_timers(): a wake-up due in the same pass wins over the timeout.
+                (void)io_.poll();
+                if (io_.stopped()) io_.restart();
+                continue;
+            }
             // A hub_handle held on any thread may still post the wake-up: wait for it.
             // (The io_context counts the hold as work, so run_one() blocks until it is
             // dropped or something is posted.)

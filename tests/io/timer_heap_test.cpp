@@ -284,6 +284,21 @@ TEST_F(HubTimers, ADeadlineThatFiredBeforeTheWakeWins) {
     waker.get();
 }
 
+// A deadline and an Asio handler that wakes the same wait, both due when the hub looks:
+// the handler runs first and the wait ends woken, as when both were Asio timers.
+TEST_F(HubTimers, AnAsioHandlerDueWithTheDeadlineWakesBeforeItFires) {
+    hub& h = hub::current();
+    detail::waiter w("a wake-up due just after the deadline");
+    const auto deadline = clock_type::now() + 2ms;
+    bool woken = false;
+    auto t = spawn([&] { woken = h.park_until(w, deadline); });
+    yield_now();  // it parks, its deadline armed
+    event_loop::current().call_at(deadline + 1ms, [&] { h.wake(w); });
+    std::this_thread::sleep_for(10ms);  // both pass while the hub is not looking
+    t.get();
+    EXPECT_TRUE(woken);
+}
+
 TEST_F(HubTimers, CancelWhileTheTimerIsPendingRaisesAndUnlinks) {
     hub& h = hub::current();
     bool returned = false;
