@@ -14,8 +14,6 @@
 #include <string>
 #include <string_view>
 
-#include <boost/asio/steady_timer.hpp>
-
 #include "greenfiber/detail/hub_anchor.hpp"
 #include "greenfiber/detail/stall_beat.hpp"
 #include "greenfiber/detail/trace_hooks.hpp"
@@ -217,6 +215,9 @@ void hub::loop() {
     for (;;) {
         now_ = read_coarse_clock();  // one read per turn: what parks record (waiter::since)
         turn_ran_ = 0;
+        // After the reactor's handlers of the last pass (every path below polls before it
+        // comes back here), so a wake-up and a deadline due together end as a wake-up.
+        if (!timers_.empty()) fire_timers();
         if (trace_ != nullptr) [[unlikely]]
             detail::trace_loop_turn(*trace_, ready_.size());
         run_ready();
@@ -236,11 +237,25 @@ void hub::loop() {
         detail::stall_beat_idle();
         if (trace_ != nullptr) [[unlikely]]
             detail::trace_poll_begin(*trace_);
-        const std::size_t ran = io_.run_one();
+        // With a timer pending, block no longer than its deadline (the heap counts as work,
+        // so this returns 0 only when the deadline came); a deadline of time_point::max()
+        // never comes, and an idle hub blocks without a timeout either way.
+        const std::size_t ran =
+            timers_.empty() || timers_.earliest() == std::chrono::steady_clock::time_point::max()
+                ? io_.run_one()
+                : io_.run_one_until(timers_.earliest());
         if (ran == 0) {
             if (trace_ != nullptr) [[unlikely]]
                 detail::trace_poll_end(*trace_, 0, true);
             io_.restart();
+            if (!timers_.empty()) {
+                // The earliest deadline came. Asio's handlers due by now (a call_at, a
+                // completion) run first, as they do on every other path to the next turn's
+                // fire_timers(): a wake-up due in the same pass wins over the timeout.
+                (void)io_.poll();
+                if (io_.stopped()) io_.restart();
+                continue;
+            }
             // A hub_handle held on any thread may still post the wake-up: wait for it.
             // (The io_context counts the hold as work, so run_one() blocks until it is
             // dropped or something is posted.)
@@ -615,44 +630,51 @@ void hub::suspend(detail::greenlet_impl* self) {
 
 namespace {
 
-// A deadline for one park. On the heap and owned by the timer's handler once armed, so a
-// wait that ends early only cancels the timer and goes on: it never waits for the handler.
-struct park_timer {
-    park_timer(hub& hb, detail::waiter& wt, std::chrono::steady_clock::time_point deadline,
-               void (*a)(void*) noexcept, void* a_arg)
-        : timer(hb.context(), deadline), h(&hb), w(&wt), arm(a), arm_arg(a_arg) {}
+// A deadline for one park, in the waiting frame: the hub's timer heap links it from the
+// arm callback on and the wait's own cleanup unlinks it, however the wait ends (woken,
+// cancelled, killed), so nothing is allocated and nothing outlives the frame.
+struct park_timer : detail::timer_node {
+    park_timer(hub& hb, detail::waiter& wt, std::chrono::steady_clock::time_point when,
+               void (*a)(void*) noexcept, void* a_arg) noexcept
+        : h(&hb), w(&wt), deadline(when), arm(a), arm_arg(a_arg) {}
+    park_timer(const park_timer&) = delete;
+    park_timer& operator=(const park_timer&) = delete;
 
-    // Runs on the hub once the fiber is parked.
-    static void start(void* p) noexcept {
-        auto* self = static_cast<park_timer*>(p);
-        if (self->arm != nullptr) self->arm(self->arm_arg);
-        *self->armed = true;
-        self->timer.async_wait(
-            [owned = std::unique_ptr<park_timer>(self)](const boost::system::error_code& ec) {
-                park_timer& t = *owned;
-                if (t.w == nullptr) return;  // the wait already ended
-                *t.fired = true;
-                if (!ec && !t.w->woken) {
-                    *t.timed_out = true;
-                    if (auto* tr = detail::trace_of(*t.h)) [[unlikely]]
-                        detail::trace_timer(*tr, *t.w);
-                    t.h->wake(*t.w);  // a no-op unless the fiber is parked
-                }
-            });
-    }
-
-    boost::asio::steady_timer timer;
     hub* h;
-    detail::waiter* w;  // null once the waiting fiber went on
+    detail::waiter* w;
+    std::chrono::steady_clock::time_point deadline;
     void (*arm)(void*) noexcept;
     void* arm_arg;
-    // In the waiting fiber's frame; written only while w is set.
-    bool* armed = nullptr;
-    bool* fired = nullptr;
-    bool* timed_out = nullptr;
+    bool timed_out = false;  // set by hub::fire_timers() when the deadline won
 };
 
 }  // namespace
+
+void hub::add_timer(detail::timer_node& n, std::chrono::steady_clock::time_point when) noexcept {
+    // Work while the heap is not empty: counted on the way from empty only, undone in
+    // remove_timer() and fire_timers() when it empties again.
+    if (timers_.empty()) io_.get_executor().on_work_started();
+    timers_.push(n, when);  // the room was reserved before the park: no allocation here
+}
+
+void hub::remove_timer(detail::timer_node& n) noexcept {
+    if (!n.linked()) return;
+    timers_.remove(n);
+    if (timers_.empty()) io_.get_executor().on_work_finished();
+}
+
+void hub::fire_timers() noexcept {
+    const auto now = std::chrono::steady_clock::now();
+    while (detail::timer_node* n = timers_.pop_due(now)) {
+        auto& t = *static_cast<park_timer*>(n);
+        if (t.w->woken) continue;  // woken this turn before its deadline came: not a timeout
+        t.timed_out = true;
+        if (trace_ != nullptr) [[unlikely]]
+            detail::trace_timer(*trace_, *t.w);
+        wake(*t.w);
+    }
+    if (timers_.empty()) io_.get_executor().on_work_finished();
+}
 
 bool hub::park_until(detail::waiter& w, std::chrono::steady_clock::time_point deadline,
                      void (*arm)(void*) noexcept, void* arg) {
@@ -665,35 +687,33 @@ bool hub::park_shielded_until(detail::waiter& w, std::chrono::steady_clock::time
 
 bool hub::park_until_impl(detail::waiter& w, std::chrono::steady_clock::time_point deadline,
                           void (*arm)(void*) noexcept, void* arg, bool cancellable) {
-    bool armed = false;
-    bool fired = false;
-    bool timed_out = false;
     ++timed_parks_;
     struct count {
         std::size_t& n;
         ~count() { --n; }
     } counted{timed_parks_};
-    auto* t = new park_timer(*this, w, deadline, arm, arg);
-    t->armed = &armed;
-    t->fired = &fired;
-    t->timed_out = &timed_out;
-    // However the park ends: before arming we own the timer; after, its handler does, and
-    // unless it already ran it must forget this frame.
-    struct detach {
-        park_timer* t;
-        const bool& armed;
-        const bool& fired;
-        ~detach() {
-            if (!armed) {
-                delete t;
-            } else if (!fired) {
-                t->w = nullptr;
-                t->timer.cancel();
-            }
-        }
-    } guard{t, armed, fired};
-    park_impl(w, &park_timer::start, t, cancellable, loop_);
-    return !timed_out;
+    // Every park with a deadline links at most one node: with room for all of them the
+    // insertion in the arm callback, which must not throw, cannot allocate.
+    timers_.reserve(timed_parks_);
+    park_timer t(*this, w, deadline, arm, arg);
+    // However the park ends (woken, timed out, cancelled, killed while parked), the node
+    // leaves the heap before this frame does.
+    struct unlink {
+        hub& h;
+        park_timer& t;
+        ~unlink() { h.remove_timer(t); }
+    } guard{*this, t};
+    // The arm callback runs once the fiber is parked (or just before its switch): it
+    // touches only this hub's state, on this thread, so either place is right.
+    park_impl(
+        w,
+        [](void* p) noexcept {
+            auto* self = static_cast<park_timer*>(p);
+            if (self->arm != nullptr) self->arm(self->arm_arg);
+            self->h->add_timer(*self, self->deadline);
+        },
+        &t, cancellable, loop_);
+    return !t.timed_out;
 }
 
 namespace {

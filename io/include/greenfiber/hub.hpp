@@ -21,6 +21,7 @@
 #include <boost/asio/post.hpp>
 
 #include "greenfiber/deadline.hpp"
+#include "greenfiber/detail/timer_heap.hpp"
 #include "greenfiber/detail/unique_function.hpp"
 #include "greenfiber/error.hpp"
 #include "greenfiber/greenlet.hpp"
@@ -416,6 +417,9 @@ class hub {
     std::size_t parked() const noexcept { return parked_; }
     /// Parks with a deadline in progress, and entries in the ready queue (for leak checks).
     std::size_t timed_parks() const noexcept { return timed_parks_; }
+    /// Deadlines linked in the hub's timer heap now: one per fiber parked with a deadline
+    /// (for leak checks: a node left behind by a wait that ended). Switches: no.
+    std::size_t armed_timers() const noexcept { return timers_.size(); }
     /// Fibers and callbacks in the ready queue now (for leak checks). Switches: no.
     std::size_t ready_count() const noexcept { return ready_.size(); }
 
@@ -461,6 +465,13 @@ class hub {
     void report_slice(std::chrono::milliseconds ran, detail::greenlet_impl* who) noexcept;
     void loop();
     void run_ready();
+    /// Wakes the parks whose deadline has passed (precise clock; only with timers pending).
+    void fire_timers() noexcept;
+    /// Links / unlinks a park's deadline; the heap counts as work in io_ while it is not
+    /// empty, so run_one() blocks instead of reporting a deadlock. add_timer() needs the
+    /// room reserved first (park_until_impl does), so it cannot throw.
+    void add_timer(detail::timer_node& n, std::chrono::steady_clock::time_point when) noexcept;
+    void remove_timer(detail::timer_node& n) noexcept;
     void no_work();
     std::string parked_tasks_report();
     /// A hub_handle was taken / let go: counted here and as work in io_ (so that run_one()
@@ -474,6 +485,9 @@ class hub {
     std::size_t budget_ = 64;
     std::size_t parked_ = 0;
     std::size_t timed_parks_ = 0;
+    /// The deadlines of the parks in timed_parks_ whose fiber is parked. Its nodes are
+    /// borrowed from the waiting frames, which unlink them before they go away.
+    detail::timer_heap timers_;
     /// hub_handles held on any thread. Written under the anchor's lock, read by the loop.
     std::atomic<std::size_t> holds_{0};
     /// The default executor of to_thread() and run_in_executor(fn) (asyncio's is per loop);
