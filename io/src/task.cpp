@@ -3,9 +3,11 @@
 #include "greenfiber/task.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <new>
 #include <ostream>
 #include <sstream>
 #include <string>
@@ -27,7 +29,9 @@ struct task_list {
     intrusive_list<task_base, unretrieved_tag> unretrieved;
     std::uint64_t next_id = 1;
 };
-thread_local task_list tasks;
+// Initial-exec: read with one %fs-relative access, not __tls_get_addr (this library is
+// linked, never dlopen'ed; the hot thread-locals of the fibers layer are the same).
+thread_local task_list tasks GREENFIBER_TLS_MODEL;
 
 // A done callback: owned by its task while linked, freed when it fires (its function goes to
 // the hub's ready queue in its turn) or is removed.
@@ -58,6 +62,17 @@ std::source_location recorded_site(const std::source_location& at) noexcept {
     return at;
 }
 
+// Gives options without a name the default one, "task-N" (N: the thread's next task
+// number), formatted once into the string's own buffer: no temporary, no allocation.
+spawn_options& with_name(spawn_options& o) {
+    if (o.name.empty()) {
+        char buf[32] = "task-";
+        const auto r = std::to_chars(buf + 5, buf + sizeof buf, tasks.next_id);
+        o.name.assign(buf, r.ptr);
+    }
+    return o;
+}
+
 }  // namespace
 
 void done_wake::wake_it(done_entry& self, task_base& t) noexcept {
@@ -67,24 +82,30 @@ void done_wake::wake_it(done_entry& self, task_base& t) noexcept {
 task_base::task_base(hub& h, spawn_options opts, const std::type_info& fn_type,
                      const std::type_info& result_type)
     : hub_(&h),
-      fiber_(greenlet(
-          [this] { body(); }, h.loop_greenlet(),
-          // An eager task is switched into from the spawner, where a failed
-          // start would reach the hub: its stack comes now, so spawn() throws.
-          greenlet::options{
-              .name = opts.name, .stack_size = opts.stack_size, .eager_stack = opts.eager})),
-      name_(opts.name.empty() ? "task-" + std::to_string(tasks.next_id) : std::move(opts.name)),
+      fiber_(
+          access::make(::new (static_cast<void*>(run_storage_)) fiber_run(), h.loop_greenlet(),
+                       // An eager task is switched into from the spawner, where a failed
+                       // start would reach the hub: its stack comes now, so spawn() throws.
+                       // The fiber has the task's name (in messages, dumps, the overflow report).
+                       greenlet::options{.name = with_name(opts).name,
+                                         .stack_size = opts.stack_size,
+                                         .eager_stack = opts.eager})),
+      eager_(opts.eager),
+      name_(std::move(opts.name)),
       fn_type_(&fn_type),
       result_type_(&result_type),
-      site_(recorded_site(opts.site)),
-      eager_(opts.eager) {
+      site_(recorded_site(opts.site)) {
     ++tasks.next_id;
     fiber_impl_ = access::impl(fiber_);
     fiber_impl_->local = this;
-    if (fiber_impl_->name.empty()) fiber_impl_->name = name_;
 }
 
 task_base::~task_base() {
+    // Its fiber outlives it (another handle) and never ran its function: unhook the function,
+    // which lives here. A fiber that ran it has deleted it already (run is then null).
+    if (fiber_ && fiber_impl_->run == static_cast<run_base*>(
+                                          std::launder(reinterpret_cast<fiber_run*>(run_storage_))))
+        fiber_impl_->run = nullptr;
     tasks.live.remove(*this);
     tasks.unretrieved.remove(*this);
     // A task is destroyed only once finished, which empties the list; whatever is left is a
