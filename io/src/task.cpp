@@ -13,6 +13,7 @@
 #include <string>
 #include <string_view>
 #include <thread>
+#include <type_traits>
 
 #include "greenfiber/detail/trace_hooks.hpp"
 
@@ -29,9 +30,24 @@ struct task_list {
     intrusive_list<task_base, unretrieved_tag> unretrieved;
     std::uint64_t next_id = 1;
 };
-// Initial-exec: read with one %fs-relative access, not __tls_get_addr (this library is
-// linked, never dlopen'ed; the hot thread-locals of the fibers layer are the same).
-thread_local task_list tasks GREENFIBER_TLS_MODEL;
+// The lists' heads point at themselves, so they cannot be constant-initialized, and a
+// thread-local with a dynamic initializer is reached through its init wrapper and guard
+// (__tls_get_addr, several times a task). The hot path reads a constinit pointer instead,
+// initial-exec (one %fs-relative load: this library is linked, never dlopen'ed), set to
+// the thread's lists on first use. task_list is trivially destructible: nothing to run at
+// thread exit.
+static_assert(std::is_trivially_destructible_v<task_list>);
+thread_local task_list tasks_storage;
+constinit thread_local task_list* tasks_ptr GREENFIBER_TLS_MODEL = nullptr;
+
+[[gnu::noinline]] task_list& first_tasks() noexcept {
+    return *(tasks_ptr = &tasks_storage);
+}
+
+task_list& this_thread_tasks() noexcept {
+    task_list* t = tasks_ptr;
+    return t != nullptr ? *t : first_tasks();
+}
 
 // A done callback: owned by its task while linked, freed when it fires (its function goes to
 // the hub's ready queue in its turn) or is removed.
@@ -67,7 +83,7 @@ std::source_location recorded_site(const std::source_location& at) noexcept {
 spawn_options& with_name(spawn_options& o) {
     if (o.name.empty()) {
         char buf[32] = "task-";
-        const auto r = std::to_chars(buf + 5, buf + sizeof buf, tasks.next_id);
+        const auto r = std::to_chars(buf + 5, buf + sizeof buf, this_thread_tasks().next_id);
         o.name.assign(buf, r.ptr);
     }
     return o;
@@ -95,7 +111,7 @@ task_base::task_base(hub& h, spawn_options opts, const std::type_info& fn_type,
       fn_type_(&fn_type),
       result_type_(&result_type),
       site_(recorded_site(opts.site)) {
-    ++tasks.next_id;
+    ++this_thread_tasks().next_id;
     fiber_impl_ = access::impl(fiber_);
     fiber_impl_->local = this;
 }
@@ -106,8 +122,8 @@ task_base::~task_base() {
     if (fiber_ && fiber_impl_->run == static_cast<run_base*>(
                                           std::launder(reinterpret_cast<fiber_run*>(run_storage_))))
         fiber_impl_->run = nullptr;
-    tasks.live.remove(*this);
-    tasks.unretrieved.remove(*this);
+    this_thread_tasks().live.remove(*this);
+    this_thread_tasks().unretrieved.remove(*this);
     // A task is destroyed only once finished, which empties the list; whatever is left is a
     // callback it owns.
     while (done_entry* e = done_.pop_front()) {
@@ -124,7 +140,7 @@ void task_base::set_name(std::string name) {
 
 void task_base::mark_retrieved() noexcept {
     retrieved_ = true;
-    tasks.unretrieved.remove(*this);
+    this_thread_tasks().unretrieved.remove(*this);
 }
 
 void task_base::report_unretrieved() noexcept {
@@ -139,7 +155,7 @@ void task_base::report_unretrieved() noexcept {
 
 void task_base::report_all_unretrieved() noexcept {
     // Each report unlinks its task; a report handler may retrieve or drop others.
-    while (task_base* t = tasks.unretrieved.front()) {
+    while (task_base* t = this_thread_tasks().unretrieved.front()) {
         t->retain();  // the handler may drop the last handle
         t->report_unretrieved();
         t->release();
@@ -147,17 +163,17 @@ void task_base::report_all_unretrieved() noexcept {
 }
 
 std::size_t task_base::live_count() noexcept {
-    return tasks.live.size();
+    return this_thread_tasks().live.size();
 }
 
 std::size_t task_base::unretrieved_count() noexcept {
-    return tasks.unretrieved.size();
+    return this_thread_tasks().unretrieved.size();
 }
 
 void task_base::start() {
     // The hub's reference: it owns the task until the task finishes.
     retain();
-    tasks.live.push_back(*this);
+    this_thread_tasks().live.push_back(*this);
     start_.fiber = fiber_impl_;
     if (hub_trace* tr = trace_of(*hub_)) [[unlikely]]
         trace_spawn(*tr, fiber_impl_, name_.c_str());
@@ -171,7 +187,7 @@ void task_base::start() {
 void task_base::fail_start(std::exception_ptr e) noexcept {
     status_ = task_status::done;
     error_ = std::move(e);
-    tasks.unretrieved.push_back(*this);
+    this_thread_tasks().unretrieved.push_back(*this);
     finish();
 }
 
@@ -186,7 +202,7 @@ std::string task_base::site() const {
 
 task_base* task_base::of_fiber(const greenlet_impl* fiber) noexcept {
     task_base* found = nullptr;
-    tasks.live.for_each([&](task_base& t) {
+    this_thread_tasks().live.for_each([&](task_base& t) {
         if (t.fiber_impl_ == fiber) found = &t;
     });
     return found;
@@ -221,7 +237,7 @@ void task_base::body() noexcept {
     } catch (...) {
         error_ = std::current_exception();
         status_ = task_status::done;
-        tasks.unretrieved.push_back(*this);
+        this_thread_tasks().unretrieved.push_back(*this);
     }
     finish();
 }
@@ -242,7 +258,7 @@ void task_base::finish() noexcept {
     // An entry is unlinked before it fires, so a listener may unlink any other entry.
     while (done_entry* e = done_.pop_front()) e->fire(*e, *this);
     // Leave the hub's list and drop the hub's reference, last.
-    tasks.live.remove(*this);
+    this_thread_tasks().live.remove(*this);
     fiber_impl_->local = nullptr;
     release();
 }
@@ -421,15 +437,15 @@ task_base* task_base::current() noexcept {
 
 std::vector<task_base*> task_base::all(hub&) {
     std::vector<task_base*> out;
-    out.reserve(tasks.live.size());
-    tasks.live.for_each([&](task_base& t) { out.push_back(&t); });
+    out.reserve(this_thread_tasks().live.size());
+    this_thread_tasks().live.for_each([&](task_base& t) { out.push_back(&t); });
     return out;
 }
 
 void task_base::destroy_all(hub&) noexcept {
     // Kill every unfinished task's fiber (greenlet_exit unwinds it and it finishes as
     // cancelled); a task that never started just ends.
-    while (task_base* t = tasks.live.front()) t->kill();
+    while (task_base* t = this_thread_tasks().live.front()) t->kill();
 }
 
 void task_base::kill() noexcept {
