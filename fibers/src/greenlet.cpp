@@ -261,7 +261,13 @@ void take_stack(greenlet_impl* g) {
     g->stack_lo = s.lo;
     g->stack_size = s.size;
     g->stack_guarded = s.guarded;
-    g->canary = reinterpret_cast<const std::uintptr_t*>(s.lo);
+    // A guarded stack needs no canary: an overflow that reaches its lowest word faults on
+    // the guard page below, and a frame that skips past the guard is caught by sp_limit at
+    // the switch out. Reading the canary would also cost a page: the lowest page is never
+    // written, and on some kernels a read maps a real page there (two resident pages per
+    // parked fiber instead of one). Such a greenlet reads a static zero word instead (the
+    // switch's load stays unconditional). An unguarded stack keeps its canary.
+    g->canary = s.guarded ? &main_canary : reinterpret_cast<const std::uintptr_t*>(s.lo);
     g->sp_limit = reinterpret_cast<std::uintptr_t>(s.lo);
     set_stack_owner(s, g);
 }

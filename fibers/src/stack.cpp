@@ -83,7 +83,7 @@ std::atomic<std::size_t> slab_count{0};
 struct stack_header {
     std::atomic<const greenlet_impl*> owner;
     // The id Valgrind gave the stack while it is handed out (see valgrind_hand_out).
-    // Written and read under the pool's mutex.
+    // Written and read by whoever holds the stack (the pool, a cache or its greenlet).
     unsigned valgrind_id;
 };
 static_assert(sizeof(stack_header) <= stack_header_size);
@@ -109,16 +109,24 @@ bool valgrind_wanted() {
 
 struct pool_state {
     std::mutex mu;
-    // All guarded by mu.
-    std::size_t default_size = round_to_page(GREENFIBER_DEFAULT_STACK_SIZE);
+    // Written under mu; read without it by the per-thread caches (thread_cache below), which
+    // hold stacks of this size only.
+    std::atomic<std::size_t> default_size{round_to_page(GREENFIBER_DEFAULT_STACK_SIZE)};
+    // Guarded by mu.
     std::vector<stack_block> free_default;  // stacks of default_size
     std::vector<stack_block> free_other;    // other sizes, reused by exact size
-    std::size_t in_use = 0;
-    std::size_t high_water = 0;  // the most stacks in use at once since the last reset
-    std::size_t guarded = 0;
-    std::size_t guard_budget = read_guard_budget();
-    guard_policy policy = guard_policy::fallback_unguarded;
-    bool warned = false;
+    // Atomic, not guarded by mu: a stack taken from or given back to a thread's cache
+    // counts here without the lock. A snapshot (stack_statistics) reads them under mu, so
+    // it is consistent with the free lists; a concurrent take may land between the reads
+    // of in_use and high_water, which the snapshot absorbs by reporting the larger.
+    std::atomic<std::size_t> in_use{0};
+    std::atomic<std::size_t> high_water{0};  // the most stacks in use at once since the last reset
+    std::atomic<std::size_t> cached{0};      // stacks in the threads' caches (pooled too)
+    std::size_t guarded = 0;                 // Guarded by mu.
+    std::size_t guard_budget = read_guard_budget();  // Guarded by mu.
+    // Written under mu; read without it by the caches' fast path.
+    std::atomic<guard_policy> policy{guard_policy::fallback_unguarded};
+    bool warned = false;  // Guarded by mu.
     // Whether stacks are described to Valgrind (valgrind_wanted). Set once.
     const bool valgrind = valgrind_wanted();
 };
@@ -144,8 +152,8 @@ pool_state& pool() {
 // A stack handed out is also marked undefined but for its canary word (a new greenlet must
 // not read what the last one left there), and a stack given back to the pool is
 // deregistered and marked inaccessible, like freed memory: a pointer that outlives its
-// greenlet's frame is reported when it is used (tests/valgrind). Precondition for both: mu
-// held (the id lives in the stack's header).
+// greenlet's frame is reported when it is used (tests/valgrind). Precondition for both: the
+// caller holds the stack (the id lives in its header), from the pool or from its cache.
 void valgrind_hand_out([[maybe_unused]] const pool_state& p,
                        [[maybe_unused]] const stack_block& s) {
 #if GREENFIBER_VALGRIND
@@ -257,9 +265,9 @@ std::string limit_words(int err, std::size_t bytes) {
                       size);
 }
 
-bool usable(pool_state& p, const stack_block& s) {
-    if (s.guarded || p.policy == guard_policy::fallback_unguarded) return true;
-    return false;
+bool usable(const pool_state& p, const stack_block& s) {
+    return s.guarded ||
+           p.policy.load(std::memory_order_relaxed) == guard_policy::fallback_unguarded;
 }
 
 void warn_unguarded(pool_state& p) {
@@ -283,7 +291,8 @@ stack_block take(pool_state& p, std::vector<stack_block>& list, std::size_t size
             if (!s.guarded) warn_unguarded(p);
             return s;
         }
-        if (p.policy == guard_policy::require && p.guarded >= p.guard_budget) {
+        if (p.policy.load(std::memory_order_relaxed) == guard_policy::require &&
+            p.guarded >= p.guard_budget) {
             throw_stack_error(ENOMEM, size, owner,
                               "the guard-page budget of " + std::to_string(p.guard_budget) +
                                   " stacks is spent (guard_policy::require; raise "
@@ -303,19 +312,89 @@ stack_block take(pool_state& p, std::vector<stack_block>& list, std::size_t size
     throw_stack_error(ENOMEM, size, owner, "no usable stack after mapping a slab");
 }
 
+// One more stack in use; the mark follows. Both are atomic: the caches count without mu.
+void count_taken(pool_state& p) noexcept {
+    const std::size_t n = p.in_use.fetch_add(1, std::memory_order_relaxed) + 1;
+    std::size_t hw = p.high_water.load(std::memory_order_relaxed);
+    while (hw < n && !p.high_water.compare_exchange_weak(hw, n, std::memory_order_relaxed)) {
+    }
+}
+
+// A few stacks of the default size per thread, taken and given back without the pool's
+// lock: a task or greenlet that is spawned and finishes on one thread reuses the stack the
+// last one gave back, with no mutex (the lock was a tenth of a task's spawn and join). A
+// stack given back on another thread than it was taken on goes into that thread's cache:
+// stacks belong to the process, not to a thread. Every cached stack counts as pooled, and
+// in_use/high_water are counted when a stack leaves or enters a cache as when it leaves or
+// enters the free lists, so stack_statistics() is unchanged by the cache. At thread exit the
+// cache goes back to the pool (cache_flusher); a stack given back after that goes straight
+// to the pool. Plain thread-local storage (no constructor, no heap: nothing to leak) with the
+// initial-exec model, so that the fast path reads it with one %fs-relative access.
+constexpr unsigned cache_capacity = 16;
+struct thread_cache {
+    stack_block slots[cache_capacity];
+    unsigned count;
+    bool registered;  // cache_flusher is constructed for this thread
+    bool gone;        // this thread's thread-local destructors ran: bypass the cache
+};
+constinit thread_local thread_cache tcache GREENFIBER_TLS_MODEL{};
+
+// Moves the calling thread's cached stacks to the free lists. Precondition: mu held.
+void flush_cache(pool_state& p, thread_cache& c) {
+    const std::size_t def = p.default_size.load(std::memory_order_relaxed);
+    for (unsigned i = 0; i < c.count; ++i) {
+        const stack_block& s = c.slots[i];
+        try {
+            (s.size == def ? p.free_default : p.free_other).push_back(s);
+        } catch (...) {
+            // Out of memory growing the free list: the stack stays mapped but unused.
+        }
+    }
+    p.cached.fetch_sub(c.count, std::memory_order_relaxed);
+    c.count = 0;
+}
+
+// Its destructor, at thread exit, gives the thread's cached stacks back to the pool.
+struct cache_flusher {
+    ~cache_flusher() {
+        pool_state& p = pool();
+        std::lock_guard lock(p.mu);
+        flush_cache(p, tcache);
+        tcache.gone = true;
+    }
+    void arm() noexcept {}  // an odr-use that constructs it (and registers the destructor)
+};
+thread_local cache_flusher flusher;
+
 }  // namespace
 
 stack_block allocate_stack(std::size_t size, const greenlet_impl* owner) {
     pool_state& p = pool();
+    const std::size_t def = p.default_size.load(std::memory_order_relaxed);
+    const bool is_default = size == 0 || round_to_page(std::max<std::size_t>(size, 16384)) == def;
+    thread_cache& c = tcache;
+    if (is_default && c.count != 0) {
+        const stack_block& top = c.slots[c.count - 1];
+        if (top.size == def && usable(p, top)) [[likely]] {
+            const stack_block s = top;
+            --c.count;
+            p.cached.fetch_sub(1, std::memory_order_relaxed);
+            count_taken(p);
+            valgrind_hand_out(p, s);
+            return s;
+        }
+    }
     std::lock_guard lock(p.mu);
+    // Stacks cached before the default size changed, or unguarded ones the policy now
+    // refuses: back to the free lists, where take() sorts them out.
+    if (c.count != 0) flush_cache(p, c);
     stack_block s;
-    if (size == 0 || round_to_page(size) == p.default_size) {
-        s = take(p, p.free_default, p.default_size, stacks_per_slab, owner);
+    if (is_default) {
+        s = take(p, p.free_default, def, stacks_per_slab, owner);
     } else {
         s = take(p, p.free_other, round_to_page(std::max<std::size_t>(size, 16384)), 1, owner);
     }
-    ++p.in_use;
-    p.high_water = std::max(p.high_water, p.in_use);
+    count_taken(p);
     valgrind_hand_out(p, s);
     return s;
 }
@@ -327,11 +406,24 @@ void release_stack(const stack_block& s) noexcept {
     __asan_unpoison_memory_region(s.lo, s.size);
 #endif
     pool_state& p = pool();
-    std::lock_guard lock(p.mu);
-    --p.in_use;
+    thread_cache& c = tcache;
     valgrind_give_back(p, s);
+    if (!c.gone && c.count < cache_capacity &&
+        s.size == p.default_size.load(std::memory_order_relaxed)) [[likely]] {
+        if (!c.registered) [[unlikely]] {
+            c.registered = true;
+            flusher.arm();
+        }
+        c.slots[c.count++] = s;
+        p.cached.fetch_add(1, std::memory_order_relaxed);
+        p.in_use.fetch_sub(1, std::memory_order_relaxed);
+        return;
+    }
+    std::lock_guard lock(p.mu);
+    p.in_use.fetch_sub(1, std::memory_order_relaxed);
     try {
-        (s.size == p.default_size ? p.free_default : p.free_other).push_back(s);
+        (s.size == p.default_size.load(std::memory_order_relaxed) ? p.free_default : p.free_other)
+            .push_back(s);
     } catch (...) {
         // Out of memory growing the free list: the stack stays mapped but unused.
     }
@@ -445,23 +537,22 @@ void set_default_stack_size(std::size_t bytes) {
     auto& p = detail::pool();
     std::lock_guard lock(p.mu);
     const std::size_t size = detail::round_to_page(std::max<std::size_t>(bytes, 16384));
-    if (size == p.default_size) return;
-    // Pooled stacks of the old size are reused by exact size from now on.
+    if (size == p.default_size.load(std::memory_order_relaxed)) return;
+    // Pooled stacks of the old size are reused by exact size from now on (those in the
+    // threads' caches move there when their thread next takes a stack from the pool).
     for (auto& s : p.free_default) p.free_other.push_back(s);
     p.free_default.clear();
-    p.default_size = size;
+    p.default_size.store(size, std::memory_order_relaxed);
 }
 
 std::size_t default_stack_size() noexcept {
-    auto& p = detail::pool();
-    std::lock_guard lock(p.mu);
-    return p.default_size;
+    return detail::pool().default_size.load(std::memory_order_relaxed);
 }
 
 void set_guard_policy(guard_policy policy) noexcept {
     auto& p = detail::pool();
     std::lock_guard lock(p.mu);
-    p.policy = policy;
+    p.policy.store(policy, std::memory_order_relaxed);
 }
 
 void set_guard_budget(std::size_t stacks) noexcept {
@@ -473,19 +564,25 @@ void set_guard_budget(std::size_t stacks) noexcept {
 stack_stats stack_statistics() noexcept {
     auto& p = detail::pool();
     std::lock_guard lock(p.mu);
-    return {p.in_use, p.free_default.size() + p.free_other.size(), p.guarded, p.guard_budget,
-            p.high_water};
+    const std::size_t in_use = p.in_use.load(std::memory_order_relaxed);
+    return {in_use,
+            p.free_default.size() + p.free_other.size() + p.cached.load(std::memory_order_relaxed),
+            p.guarded, p.guard_budget,
+            std::max(in_use, p.high_water.load(std::memory_order_relaxed))};
 }
 
 std::size_t reset_stack_high_water() noexcept {
     auto& p = detail::pool();
     std::lock_guard lock(p.mu);
-    return std::exchange(p.high_water, p.in_use);
+    const std::size_t in_use = p.in_use.load(std::memory_order_relaxed);
+    return std::max(in_use, p.high_water.exchange(in_use, std::memory_order_relaxed));
 }
 
 void trim_stack_pool() noexcept {
     auto& p = detail::pool();
     std::lock_guard lock(p.mu);
+    // The calling thread's cache first (other threads' caches keep their few stacks).
+    if (!detail::tcache.gone) detail::flush_cache(p, detail::tcache);
     // Return the pages (not the address range: the slab table stays valid for the handler).
     for (auto* list : {&p.free_default, &p.free_other}) {
         for (const auto& s : *list) madvise(s.lo, s.size, MADV_DONTNEED);

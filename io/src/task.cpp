@@ -3,14 +3,17 @@
 #include "greenfiber/task.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <memory>
+#include <new>
 #include <ostream>
 #include <sstream>
 #include <string>
 #include <string_view>
 #include <thread>
+#include <type_traits>
 
 #include "greenfiber/detail/trace_hooks.hpp"
 
@@ -27,7 +30,24 @@ struct task_list {
     intrusive_list<task_base, unretrieved_tag> unretrieved;
     std::uint64_t next_id = 1;
 };
-thread_local task_list tasks;
+// The lists' heads point at themselves, so they cannot be constant-initialized, and a
+// thread-local with a dynamic initializer is reached through its init wrapper and guard
+// (__tls_get_addr, several times a task). The hot path reads a constinit pointer instead,
+// initial-exec (one %fs-relative load: this library is linked, never dlopen'ed), set to
+// the thread's lists on first use. task_list is trivially destructible: nothing to run at
+// thread exit.
+static_assert(std::is_trivially_destructible_v<task_list>);
+thread_local task_list tasks_storage;
+constinit thread_local task_list* tasks_ptr GREENFIBER_TLS_MODEL = nullptr;
+
+[[gnu::noinline]] task_list& first_tasks() noexcept {
+    return *(tasks_ptr = &tasks_storage);
+}
+
+task_list& this_thread_tasks() noexcept {
+    task_list* t = tasks_ptr;
+    return t != nullptr ? *t : first_tasks();
+}
 
 // A done callback: owned by its task while linked, freed when it fires (its function goes to
 // the hub's ready queue in its turn) or is removed.
@@ -58,6 +78,17 @@ std::source_location recorded_site(const std::source_location& at) noexcept {
     return at;
 }
 
+// Gives options without a name the default one, "task-N" (N: the thread's next task
+// number), formatted once into the string's own buffer: no temporary, no allocation.
+spawn_options& with_name(spawn_options& o) {
+    if (o.name.empty()) {
+        char buf[32] = "task-";
+        const auto r = std::to_chars(buf + 5, buf + sizeof buf, this_thread_tasks().next_id);
+        o.name.assign(buf, r.ptr);
+    }
+    return o;
+}
+
 }  // namespace
 
 void done_wake::wake_it(done_entry& self, task_base& t) noexcept {
@@ -67,26 +98,32 @@ void done_wake::wake_it(done_entry& self, task_base& t) noexcept {
 task_base::task_base(hub& h, spawn_options opts, const std::type_info& fn_type,
                      const std::type_info& result_type)
     : hub_(&h),
-      fiber_(greenlet(
-          [this] { body(); }, h.loop_greenlet(),
-          // An eager task is switched into from the spawner, where a failed
-          // start would reach the hub: its stack comes now, so spawn() throws.
-          greenlet::options{
-              .name = opts.name, .stack_size = opts.stack_size, .eager_stack = opts.eager})),
-      name_(opts.name.empty() ? "task-" + std::to_string(tasks.next_id) : std::move(opts.name)),
+      fiber_(
+          access::make(::new (static_cast<void*>(run_storage_)) fiber_run(), h.loop_greenlet(),
+                       // An eager task is switched into from the spawner, where a failed
+                       // start would reach the hub: its stack comes now, so spawn() throws.
+                       // The fiber has the task's name (in messages, dumps, the overflow report).
+                       greenlet::options{.name = with_name(opts).name,
+                                         .stack_size = opts.stack_size,
+                                         .eager_stack = opts.eager})),
+      eager_(opts.eager),
+      name_(std::move(opts.name)),
       fn_type_(&fn_type),
       result_type_(&result_type),
-      site_(recorded_site(opts.site)),
-      eager_(opts.eager) {
-    ++tasks.next_id;
+      site_(recorded_site(opts.site)) {
+    ++this_thread_tasks().next_id;
     fiber_impl_ = access::impl(fiber_);
     fiber_impl_->local = this;
-    if (fiber_impl_->name.empty()) fiber_impl_->name = name_;
 }
 
 task_base::~task_base() {
-    tasks.live.remove(*this);
-    tasks.unretrieved.remove(*this);
+    // Its fiber outlives it (another handle) and never ran its function: unhook the function,
+    // which lives here. A fiber that ran it has deleted it already (run is then null).
+    if (fiber_ && fiber_impl_->run == static_cast<run_base*>(
+                                          std::launder(reinterpret_cast<fiber_run*>(run_storage_))))
+        fiber_impl_->run = nullptr;
+    this_thread_tasks().live.remove(*this);
+    this_thread_tasks().unretrieved.remove(*this);
     // A task is destroyed only once finished, which empties the list; whatever is left is a
     // callback it owns.
     while (done_entry* e = done_.pop_front()) {
@@ -103,7 +140,7 @@ void task_base::set_name(std::string name) {
 
 void task_base::mark_retrieved() noexcept {
     retrieved_ = true;
-    tasks.unretrieved.remove(*this);
+    this_thread_tasks().unretrieved.remove(*this);
 }
 
 void task_base::report_unretrieved() noexcept {
@@ -118,7 +155,7 @@ void task_base::report_unretrieved() noexcept {
 
 void task_base::report_all_unretrieved() noexcept {
     // Each report unlinks its task; a report handler may retrieve or drop others.
-    while (task_base* t = tasks.unretrieved.front()) {
+    while (task_base* t = this_thread_tasks().unretrieved.front()) {
         t->retain();  // the handler may drop the last handle
         t->report_unretrieved();
         t->release();
@@ -126,17 +163,17 @@ void task_base::report_all_unretrieved() noexcept {
 }
 
 std::size_t task_base::live_count() noexcept {
-    return tasks.live.size();
+    return this_thread_tasks().live.size();
 }
 
 std::size_t task_base::unretrieved_count() noexcept {
-    return tasks.unretrieved.size();
+    return this_thread_tasks().unretrieved.size();
 }
 
 void task_base::start() {
     // The hub's reference: it owns the task until the task finishes.
     retain();
-    tasks.live.push_back(*this);
+    this_thread_tasks().live.push_back(*this);
     start_.fiber = fiber_impl_;
     if (hub_trace* tr = trace_of(*hub_)) [[unlikely]]
         trace_spawn(*tr, fiber_impl_, name_.c_str());
@@ -150,7 +187,7 @@ void task_base::start() {
 void task_base::fail_start(std::exception_ptr e) noexcept {
     status_ = task_status::done;
     error_ = std::move(e);
-    tasks.unretrieved.push_back(*this);
+    this_thread_tasks().unretrieved.push_back(*this);
     finish();
 }
 
@@ -165,7 +202,7 @@ std::string task_base::site() const {
 
 task_base* task_base::of_fiber(const greenlet_impl* fiber) noexcept {
     task_base* found = nullptr;
-    tasks.live.for_each([&](task_base& t) {
+    this_thread_tasks().live.for_each([&](task_base& t) {
         if (t.fiber_impl_ == fiber) found = &t;
     });
     return found;
@@ -200,7 +237,7 @@ void task_base::body() noexcept {
     } catch (...) {
         error_ = std::current_exception();
         status_ = task_status::done;
-        tasks.unretrieved.push_back(*this);
+        this_thread_tasks().unretrieved.push_back(*this);
     }
     finish();
 }
@@ -222,7 +259,7 @@ void task_base::finish() noexcept {
     while (done_entry* e = done_.pop_front()) e->fire(*e, *this);
     // Leave the hub's list and drop the hub's reference, last. The watchdog's slice ends
     // here while the task can still be named (the hub may not see it again).
-    tasks.live.remove(*this);
+    this_thread_tasks().live.remove(*this);
     if (tls != nullptr && tls->current == fiber_impl_) hub_->end_slice(fiber_impl_);
     fiber_impl_->local = nullptr;
     release();
@@ -402,15 +439,15 @@ task_base* task_base::current() noexcept {
 
 std::vector<task_base*> task_base::all(hub&) {
     std::vector<task_base*> out;
-    out.reserve(tasks.live.size());
-    tasks.live.for_each([&](task_base& t) { out.push_back(&t); });
+    out.reserve(this_thread_tasks().live.size());
+    this_thread_tasks().live.for_each([&](task_base& t) { out.push_back(&t); });
     return out;
 }
 
 void task_base::destroy_all(hub&) noexcept {
     // Kill every unfinished task's fiber (greenlet_exit unwinds it and it finishes as
     // cancelled); a task that never started just ends.
-    while (task_base* t = tasks.live.front()) t->kill();
+    while (task_base* t = this_thread_tasks().live.front()) t->kill();
 }
 
 void task_base::kill() noexcept {

@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cerrno>
 #include <cstddef>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -566,6 +567,54 @@ TEST_F(StackOverflowDeathTest, UnguardedOverflowThatSkipsTheCanaryIsCaughtAtTheS
         },
         "stack overflow in greenlet 'unguarded' \\(#[0-9]+\\).*below the bottom of its " +
             std::to_string(default_stack_size() + 11 * page) + "-byte stack");
+}
+
+// A guarded stack has no canary word of its own (its guard page does that work): a frame
+// that jumps over the guard page, without touching it, is still caught at the switch out of
+// that frame, by the stack-pointer check, and named. The stack is the first of a new slab of
+// guarded stacks, so the memory below its guard page is the next stack's (mapped).
+__attribute__((noinline)) void skip_past_the_guard() {
+    const greenlet self = greenlet::current();
+    if (!greenfiber::detail::access::impl(self)->stack_guarded) std::_Exit(3);
+    char here = 0;
+    const auto room = static_cast<std::size_t>(&here - stack_bottom(self));
+    auto* frame = static_cast<volatile char*>(alloca(room + page + 512));
+    (void)to_parent();  // the frame's far end lies below the guard page: nothing touched it
+    frame[room] = 1;
+}
+
+TEST_F(StackOverflowDeathTest, GuardedOverflowThatSkipsTheGuardPageIsCaughtAtTheSwitch) {
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    EXPECT_DEATH(
+        {
+            // A default size of its own: a new slab of 32 guarded stacks, the top one first.
+            greenfiber::set_default_stack_size(default_stack_size() + 23 * page);
+            greenlet g([] { skip_past_the_guard(); }, named("guarded"));
+            (void)g.switch_to();
+        },
+        "stack overflow in greenlet 'guarded' \\(#[0-9]+\\).*below the bottom of its " +
+            std::to_string(default_stack_size() + 23 * page) + "-byte stack\\.");
+}
+
+// An unguarded stack keeps its canary: a frame that overwrites the stack's lowest word
+// (and returns) is caught at the greenlet's next switch out.
+TEST_F(StackOverflowDeathTest, UnguardedOverflowOntoTheCanaryIsCaughtAtTheNextSwitch) {
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    EXPECT_DEATH(
+        {
+            greenfiber::set_guard_budget(stack_statistics().guarded);  // spent
+            greenlet g(
+                [] {
+                    const greenlet self = greenlet::current();
+                    if (greenfiber::detail::access::impl(self)->stack_guarded) std::_Exit(3);
+                    *reinterpret_cast<volatile std::uintptr_t*>(stack_bottom(self)) = 0x5a5a;
+                    (void)to_parent();
+                },
+                named("canary", default_stack_size() + 29 * page));
+            (void)g.switch_to();
+        },
+        "stack overflow in greenlet 'canary' \\(#[0-9]+\\): the canary at the limit of its " +
+            std::to_string(default_stack_size() + 29 * page) + "-byte stack was overwritten");
 }
 
 // Writes one byte `below` bytes under the bottom of the calling greenlet's stack, from a

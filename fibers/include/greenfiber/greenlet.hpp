@@ -328,6 +328,12 @@ namespace detail {
 struct access {
     static greenlet_impl* impl(const greenlet& g) noexcept { return g.p_; }
     static greenlet adopt(greenlet_impl* g) noexcept { return greenlet(g); }
+    /// A greenlet running `run` (owned: the greenlet deletes it when done with it; an upper
+    /// layer that keeps it inside an object of its own gives it a no-op operator delete), with
+    /// `parent`. Throws what the constructor throws (then `run` is deleted).
+    static greenlet make(run_base* run, const greenlet& parent, greenlet::options opts) {
+        return greenlet(run, &parent, std::move(opts));
+    }
 };
 
 template <class T>

@@ -20,10 +20,17 @@ namespace greenfiber {
 // (on an alternate signal stack) names the greenlet that overflowed it. Each guard splits
 // a mapping and costs the process two VMAs, which Linux caps (vm.max_map_count, 65530 by
 // default). The guard budget is half of (max_map_count - 4096), read at first use; past
-// it the pool behaves as the guard policy says. Every stack, guarded or not, has a canary
-// word at its limit that is checked each time its greenlet switches out, and each switch
-// out also checks that the greenlet's stack pointer is not below its stack (abort naming
-// the greenlet: an overflow that is still live when the greenlet switches).
+// it the pool behaves as the guard policy says. An unguarded stack has a canary word at its
+// limit that is checked each time its greenlet switches out; a guarded one has none (its
+// guard faults first, and reading the canary would make the kernel map the stack's lowest
+// page on some kernels: a second resident page per parked greenlet). Each switch out of
+// any greenlet also checks that its stack pointer is not below its stack (abort naming the
+// greenlet: an overflow that skipped the guard page or the canary and is still live when
+// the greenlet switches).
+//
+// Each thread keeps a few free stacks of the default size (16) in a cache of its own, so
+// that a greenlet started where the last one finished takes a stack without a lock; the
+// cache is part of the pool (counted as pooled) and goes back to it when the thread exits.
 //
 // Past the budget, each stack of a new slab lies over an unused 64 KiB gap (address space
 // only: no memory, no extra VMA), so an overflow that writes into the gap and returns harms
@@ -77,7 +84,8 @@ enum class guard_policy {
 /// greenlets draw on the same stacks (a stack given back by one thread is handed out to
 /// the next greenlet started on any thread), and per-thread counts would not add up to what
 /// the process holds. The fields are read together under the pool's lock, so they are
-/// consistent with each other.
+/// consistent with each other (a stack taken from a thread's cache at that moment may count
+/// in in_use before it leaves pooled; high_water is never below in_use).
 struct stack_stats {
     /// Stacks held by greenlets: taken when a greenlet starts (or is created with
     /// greenlet::options::eager_stack), given back when it dies or is killed.
@@ -119,7 +127,9 @@ stack_stats stack_statistics() noexcept;
 /// Switches: no.   Thread: thread-safe.
 std::size_t reset_stack_high_water() noexcept;
 
-/// Returns every pooled stack to the kernel.
+/// Returns the pages of every pooled stack to the kernel: the free lists and the calling
+/// thread's cache (another thread's cache, at most 16 stacks, keeps its pages until it
+/// exits or gives them back to the pool).
 /// Switches: no.   Thread: thread-safe.
 void trim_stack_pool() noexcept;
 

@@ -106,7 +106,9 @@ struct greenlet_impl {
     // cleared by the scheduler around the park; points at a static or longer-lived string.
     const char* parked_for = nullptr;
     greenlet_impl* parent = nullptr;  // Strong reference; null only for a main greenlet.
-    const std::uintptr_t* canary;     // The word at the stack limit (a static one for main).
+    // The word at the stack limit of an unguarded stack; a static zero word for main and
+    // for a guarded stack, whose guard page catches what the canary would (take_stack).
+    const std::uintptr_t* canary;
     // The lowest valid saved stack pointer: the bottom of its stack (0 for main, whose
     // thread stack is the system's to guard). Checked at every switch out (see arrive()).
     std::uintptr_t sp_limit = 0;
