@@ -106,12 +106,16 @@ class io_object {
     }
     void close(boost::system::error_code& ec) {
         check_thread("close");
+        read_.abort_deferred();
+        write_.abort_deferred();
         obj_.close(ec);
     }
 
     /// Ends the waits in progress with operation_aborted; the object stays open.
     void cancel() {
         check_thread("cancel");
+        read_.abort_deferred();
+        write_.abort_deferred();
         boost::system::error_code ec;
         obj_.cancel(ec);
         throw_if(ec, "cancel");
@@ -155,11 +159,13 @@ class io_object {
         return deadline(detail::deadline_after(timeout_));
     }
 
-    /// A transfer: the non-blocking call `sync(ec)` first when `eager`; when it would block
-    /// (or when not eager), Asio's asynchronous form `async(handler)`, parked on. Asio's form
-    /// waits on the reactor without re-arming the descriptor (a readiness wait would cost an
-    /// epoll_ctl per wait); it does try the call once itself when it starts (Asio 1.26 skips
-    /// that only after end of stream). Returns the bytes transferred.
+    /// A transfer: the non-blocking call `sync(ec)` first when `eager`; when it would block,
+    /// Asio's asynchronous form `async(handler)`, parked on. Asio's form waits on the reactor
+    /// without re-arming the descriptor (a readiness wait would cost an epoll_ctl per wait);
+    /// it does try the call once itself when it starts (Asio 1.26 skips that only after end
+    /// of stream). When not eager, that start is deferred until the fibers and completions
+    /// already ready have run (io_wait::deferred), so the speculative call finds data more
+    /// often. Returns the bytes transferred.
     template <class Sync, class Async>
     std::size_t transfer(io_direction& d, const char* what, const char* role, bool eager,
                          deadline dl, boost::system::error_code& ec, Sync&& sync, Async&& async) {
@@ -170,7 +176,7 @@ class io_object {
             if (!would_block(ec)) return n;
         }
         return async_io(*h_, d, what, effective(dl), ec, std::forward<Async>(async),
-                        detail::describe_io_on(obj_, &d == &read_));
+                        detail::describe_io_on(obj_, &d == &read_), !eager);
     }
 
     /// Runs `attempt(ec)` (a non-blocking call) until it does not would-block, waiting for
