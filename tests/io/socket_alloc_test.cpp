@@ -350,3 +350,92 @@ TEST_F(DeferredRead, DeadlinePassesWithNothingToRead) {
 }
 
 }  // namespace
+
+namespace {
+
+class WriteOneBuffer : public greenfiber::testing::io_checked {};
+
+// A single buffer much larger than the socket's buffers: the first system call writes
+// part of it and the rest goes through the waiting loop; every byte arrives, in order.
+TEST_F(WriteOneBuffer, APartialFirstWriteIsFinishedByTheLoop) {
+    tcp_pair p;
+    p.client.set_option(asio::socket_base::send_buffer_size(4096));
+    std::string big(1 << 20, '\0');
+    for (std::size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>('a' + i % 23);
+    auto writer = spawn([&] { return p.client.write(asio::buffer(big)); });
+    std::string got(big.size(), '\0');
+    EXPECT_EQ(p.server.read(asio::buffer(got)), big.size());
+    EXPECT_EQ(writer.get(), big.size());
+    EXPECT_TRUE(got == big);
+}
+
+// A second writer while the first is parked with its write half done: refused before it
+// writes a byte (so the first's bytes stay contiguous), and the first completes.
+TEST_F(WriteOneBuffer, ASecondWriterIsRefusedWhileTheFirstIsParked) {
+    tcp_pair p;
+    p.client.set_option(asio::socket_base::send_buffer_size(4096));
+    const std::string big(512 << 10, 'x');
+    auto first = spawn([&] { return p.client.write(asio::buffer(big)); });
+    yield_now();
+    ASSERT_FALSE(first.done());  // parked: the socket's buffers are full
+    auto second = spawn([&] { return p.client.write(asio::buffer("intruder", 8)); });
+    try {
+        (void)second.get();
+        ADD_FAILURE() << "the second writer was not refused";
+    } catch (const error& e) {
+        EXPECT_NE(std::string(e.what()).find("already has a writer"), std::string::npos)
+            << e.what();
+    }
+    std::string got(big.size(), '\0');
+    EXPECT_EQ(p.server.read(asio::buffer(got)), big.size());
+    EXPECT_EQ(first.get(), big.size());
+    EXPECT_TRUE(got == big);
+}
+
+// A deadline that passes with the socket full reports the bytes the first call wrote.
+TEST_F(WriteOneBuffer, ADeadlineReportsWhatTheFirstCallWrote) {
+    tcp_pair p;
+    p.client.set_option(asio::socket_base::send_buffer_size(4096));
+    const std::string big(8 << 20, 'y');
+    error_code ec;
+    const std::size_t n = p.client.write(asio::buffer(big), 20ms, ec);
+    EXPECT_EQ(ec, asio::error::timed_out);
+    EXPECT_GT(n, 0u);
+    EXPECT_LT(n, big.size());
+    std::string got(n, '\0');
+    EXPECT_EQ(p.server.read(asio::buffer(got)), n);  // exactly what was reported
+    EXPECT_EQ(got, std::string(n, 'y'));
+    p.client.close();
+    std::array<char, 8> more{};
+    error_code eof;
+    (void)p.server.read_some(asio::buffer(more), eof);
+    EXPECT_EQ(eof, asio::error::eof);
+}
+
+// An empty buffer writes nothing and reports nothing, even on a closed socket, as the
+// composed write always did.
+TEST_F(WriteOneBuffer, AnEmptyBufferOnAClosedSocketIsNoError) {
+    tcp_pair p;
+    p.client.close();
+    error_code ec;
+    EXPECT_EQ(p.client.write(asio::buffer("", 0), ec), 0u);
+    EXPECT_FALSE(ec) << ec.message();
+}
+
+// A reset peer: the first call fails at once, and the error comes back with no bytes.
+TEST_F(WriteOneBuffer, AResetPeerIsReportedByTheFirstCall) {
+    tcp_pair p;
+    p.server.set_option(asio::socket_base::linger(true, 0));
+    p.server.close();  // RST
+    std::array<char, 8> buf{};
+    error_code rd;
+    (void)p.client.read_some(asio::buffer(buf), 5s, rd);  // the reset has arrived
+    error_code ec;
+    std::size_t n = 0;
+    for (int i = 0; i < 3 && !ec; ++i) n = p.client.write(asio::buffer("z", 1), ec);
+    EXPECT_TRUE(ec == asio::error::broken_pipe || ec == asio::error::connection_reset)
+        << ec.message();
+    EXPECT_EQ(n, 0u);
+}
+
+}  // namespace

@@ -38,6 +38,7 @@
 
 #include <chrono>
 #include <cstddef>
+#include <type_traits>
 #include <utility>
 
 #include <boost/asio/basic_datagram_socket.hpp>
@@ -414,8 +415,25 @@ class basic_stream_socket
     std::size_t write(const CB& b, deadline dl, boost::system::error_code& ec) {
         this->check_thread("write");
         detail::direction_guard guard(this->write_, "write", "writer");
+        std::size_t done = 0;
+        boost::asio::const_buffer rest;
+        if constexpr (std::is_convertible_v<const CB&, boost::asio::const_buffer>) {
+            // One buffer, and a socket with room for it: one system call, without the
+            // composed operation, the deadline or a second guard. Whatever it left (a partial
+            // write, or no room) goes through the loop below.
+            rest = b;
+            if (rest.size() != 0) {
+                done = this->obj_.write_some(rest, ec);
+                if (done == rest.size() || (ec && !detail::would_block(ec))) return done;
+                rest += done;
+            }
+        }
         deadline_stream<basic_stream_socket> s(*this, this->effective(dl));
-        return boost::asio::write(s, b, ec);
+        if constexpr (std::is_convertible_v<const CB&, boost::asio::const_buffer>) {
+            return done + boost::asio::write(s, rest, ec);
+        } else {
+            return boost::asio::write(s, b, ec);
+        }
     }
     ///@}
 
