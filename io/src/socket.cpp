@@ -30,9 +30,24 @@ std::string who(const greenlet_impl* g) {
 // (shielded), so that it never runs on a dead frame.
 void settle(io_wait& op) {
     if (!op.armed || op.done) return;
-    op.cancel->emit(boost::asio::cancellation_type::terminal);
+    op.request_stop();
     while (!op.done) op.h->park_shielded(op.w);
 }
+
+// Registers `op` as its direction's wait in progress for the scope of await_io(), so that an
+// object destroyed meanwhile can tell the wait (~io_direction).
+class in_progress {
+  public:
+    explicit in_progress(io_wait& op) noexcept : op_(op) { op.dir->op = &op; }
+    ~in_progress() {
+        if (op_.dir != nullptr) op_.dir->op = nullptr;
+    }
+    in_progress(const in_progress&) = delete;
+    in_progress& operator=(const in_progress&) = delete;
+
+  private:
+    io_wait& op_;
+};
 
 }  // namespace
 
@@ -54,14 +69,19 @@ void throw_wrong_thread(const char* what, const hub& h) {
 
 std::size_t await_io(io_wait& op, deadline dl, boost::system::error_code& ec) {
     op.w.context = &op;
+    in_progress registered(op);
     // A cancelled task ends only its own direction's operation; the handler then wakes it.
-    op.w.on_cancel = [](waiter& w) noexcept {
-        static_cast<io_wait*>(w.context)->cancel->emit(boost::asio::cancellation_type::terminal);
-    };
+    op.w.on_cancel = [](waiter& w) noexcept { static_cast<io_wait*>(w.context)->request_stop(); };
     auto arm = [](void* p) noexcept {
         auto* self = static_cast<io_wait*>(p);
         self->armed = true;
-        self->start(*self);
+        if (self->deferred) {
+            // Behind what the io_context already holds; the fiber runs again only through
+            // the operation's handler, which start_fn calls when it does not start it.
+            boost::asio::post(self->h->context(), io_wait::start_fn{self});
+        } else {
+            self->start(*self);
+        }
     };
     try {
         if (dl.is_set()) {

@@ -5,9 +5,12 @@
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/recycling_allocator.hpp>
 #include <boost/system/error_code.hpp>
 
 #include <cstddef>
+#include <new>
 #include <sstream>
 #include <string>
 #include <type_traits>
@@ -18,6 +21,8 @@
 
 namespace greenfiber::detail {
 
+struct io_wait;
+
 // One direction (reading or writing) of an I/O object: which fiber uses it and how to
 // cancel its pending readiness wait without touching the other direction.
 // Thread: the owning hub's.
@@ -26,8 +31,17 @@ struct io_direction {
     // Moving an object that a fiber is using is a bug; the moved-to side starts idle.
     io_direction(io_direction&&) noexcept {}
     io_direction& operator=(io_direction&&) noexcept { return *this; }
+    // An object destroyed while a fiber waits on it: the wait forgets the object (its
+    // cancellation signal dies here) and a read not started yet never starts.
+    inline ~io_direction();
+
+    // A read whose start is still queued (see io_wait::deferred) ends with
+    // operation_aborted instead of starting: close() and cancel() call it, so that a wait
+    // they end reports what Asio reports for the operations it had already.
+    inline void abort_deferred() noexcept;
 
     greenlet_impl* owner = nullptr;  // Borrowed: the fiber inside an operation, or null
+    io_wait* op = nullptr;           // Borrowed: the wait in progress (in owner's frame), or null
     boost::asio::cancellation_signal cancel;
 };
 
@@ -56,22 +70,75 @@ class direction_guard {
     greenlet_impl* prev_;
 };
 
+// The memory of the one Asio operation an io_wait has outstanding at a time, in the waiting
+// fiber's frame. Asio allocates each operation (the reactor's op with the handler inside)
+// through the handler's associated allocator; left to its default, that is a per-thread
+// cache of two blocks in front of malloc, which a batch of completions empties (each
+// completion frees its block before its fiber starts the next operation). Here it lives as
+// long as the wait, which outlives the operation (await_io() returns only after the handler
+// ran), so no operation of a socket read or write reaches malloc.
+struct handler_memory {
+    // Room for a reactive socket operation on a buffer sequence of a few buffers (a recv op
+    // on one buffer with this handler is about 150 bytes); larger ones use Asio's default.
+    static constexpr std::size_t size = 256;
+    alignas(std::max_align_t) unsigned char bytes[size];
+};
+
+// Hands out `m`'s block when the request fits, else Asio's recycling allocator. Asio frees an
+// operation's memory before it invokes the handler, and a wait has one operation at a time
+// (the posted start of a deferred read ends before the read it starts is allocated), so the
+// block is never handed out twice at once; deallocating it writes nothing, so an operation
+// destroyed with the io_context after its fiber's frame is gone touches no dead memory.
+template <class T>
+struct handler_allocator {
+    using value_type = T;
+    explicit handler_allocator(handler_memory* mem) noexcept : m(mem) {}
+    template <class U>
+    handler_allocator(const handler_allocator<U>& o) noexcept : m(o.m) {}
+
+    T* allocate(std::size_t n) {
+        if (n * sizeof(T) <= handler_memory::size && alignof(T) <= alignof(std::max_align_t)) {
+            return reinterpret_cast<T*>(m->bytes);
+        }
+        return boost::asio::recycling_allocator<T>().allocate(n);
+    }
+    void deallocate(T* p, std::size_t n) noexcept {
+        if (reinterpret_cast<unsigned char*>(p) == m->bytes) return;
+        boost::asio::recycling_allocator<T>().deallocate(p, n);
+    }
+    template <class U>
+    bool operator==(const handler_allocator<U>& o) const noexcept {
+        return m == o.m;
+    }
+
+    handler_memory* m;  // Borrowed: the io_wait's, alive until its operation has ended
+};
+
 // An Asio operation on an I/O object in progress (a readiness wait or a transfer). Lives in
 // the waiting fiber's frame; await_io() does not return before the operation's handler has
 // run, so the handler never sees a dead frame.
 struct io_wait {
     io_wait(hub& hb, io_direction& d, const char* what) noexcept
-        : w(what), h(&hb), cancel(&d.cancel) {}
+        : w(what), h(&hb), cancel(&d.cancel), dir(&d) {}
 
     waiter w;
     hub* h;
+    // Borrowed from `dir`; null once the object is destroyed (~io_direction).
     boost::asio::cancellation_signal* cancel;
+    io_direction* dir;                           // Borrowed; null once the object is destroyed
     void (*start)(io_wait&) noexcept = nullptr;  // begins the operation
     void* object = nullptr;                      // for start
     boost::system::error_code result;
     std::size_t bytes = 0;
     bool armed = false;
     bool done = false;
+    // Start the operation from a handler posted when the fiber parks, after the fibers and
+    // completions already ready, instead of at once (Asio's callback servers start their
+    // next read from a completion that runs in that order): a request/response peer has
+    // then often answered, and Asio's first, speculative read finds the data.
+    bool deferred = false;
+    bool stop = false;  // while the deferred start is queued: complete aborted, start nothing
+    handler_memory memory;
 
     void complete(const boost::system::error_code& ec, std::size_t n) noexcept {
         result = ec;
@@ -81,13 +148,55 @@ struct io_wait {
             trace_io_ready(*t, w, ec.failed(), n);
         h->wake(w);
     }
-    // The completion handler: two pointers, so Asio's recycled operation memory fits it.
-    auto handler() noexcept {
-        return boost::asio::bind_cancellation_slot(
-            cancel->slot(),
-            [this](const boost::system::error_code& e, std::size_t n = 0) { complete(e, n); });
+
+    // Asks the operation to end: a started one through its cancellation slot, a deferred
+    // one not started yet by `stop`.
+    void request_stop() noexcept {
+        stop = true;
+        if (cancel != nullptr) cancel->emit(boost::asio::cancellation_type::terminal);
     }
+
+    // The completion handler: two pointers, and the wait's own memory for the operation.
+    struct handler_fn {
+        io_wait* op;
+        using allocator_type = handler_allocator<void>;
+        allocator_type get_allocator() const noexcept { return allocator_type(&op->memory); }
+        void operator()(const boost::system::error_code& e, std::size_t n = 0) const noexcept {
+            op->complete(e, n);
+        }
+    };
+    auto handler() noexcept {
+        return boost::asio::bind_cancellation_slot(cancel->slot(), handler_fn{this});
+    }
+
+    // The posted start of a deferred operation (the same memory: Asio frees it before
+    // calling this, and only then does the operation allocate).
+    struct start_fn {
+        io_wait* op;
+        using allocator_type = handler_allocator<void>;
+        allocator_type get_allocator() const noexcept { return allocator_type(&op->memory); }
+        void operator()() const noexcept {
+            io_wait& self = *op;
+            if (self.stop || self.dir == nullptr) {
+                self.complete(boost::asio::error::operation_aborted, 0);
+            } else {
+                self.start(self);
+            }
+        }
+    };
 };
+
+io_direction::~io_direction() {
+    if (op != nullptr) {
+        op->stop = true;
+        op->cancel = nullptr;
+        op->dir = nullptr;
+    }
+}
+
+void io_direction::abort_deferred() noexcept {
+    if (op != nullptr && op->deferred && !op->done) op->stop = true;
+}
 
 // How a wait on an I/O object describes itself when asked (waiter::describe and its arg).
 struct io_description {
@@ -132,10 +241,13 @@ std::size_t await_io(io_wait& op, deadline dl, boost::system::error_code& ec);
 
 // Runs `start(handler)` (an Asio asynchronous operation) from the hub once the fiber is
 // parked, and waits for it as await_io() does.
+// `deferred`: see io_wait::deferred.
 template <class Start>
 std::size_t async_io(hub& h, io_direction& d, const char* what, deadline dl,
-                     boost::system::error_code& ec, Start&& start, io_description desc = {}) {
+                     boost::system::error_code& ec, Start&& start, io_description desc = {},
+                     bool deferred = false) {
     io_wait op(h, d, what);
+    op.deferred = deferred;
     op.w.describe = desc.fn;
     op.w.describe_arg = desc.object;
     op.object = &start;
