@@ -281,14 +281,7 @@ void hub::begin_slice(detail::greenlet_impl* next) noexcept {
         return;
     }
     now_ = read_coarse_clock();
-    slice_start_ = now_;
-    slice_fiber_ = next;
-    // A plain greenlet may die before its slice is measured: its name is kept.
-    if (next != nullptr && next->local == nullptr) [[unlikely]] {
-        slice_name_ = next->name.empty() ? "#" + std::to_string(next->id) : next->name;
-    } else if (!slice_name_.empty()) [[unlikely]] {
-        slice_name_.clear();
-    }
+    open_slice(next, now_);
 }
 
 void hub::hand_slice(detail::greenlet_impl* self, detail::greenlet_impl* next) noexcept {
@@ -298,31 +291,38 @@ void hub::hand_slice(detail::greenlet_impl* self, detail::greenlet_impl* next) n
     }
     detail::stall_beat_resume(next);
     ++switches_;
-    const bool watched = slice_start_ != std::chrono::steady_clock::time_point{};
     if (watchdog_.count() == 0) [[unlikely]] {
         slice_start_ = {};
         return;
     }
+    const bool watched = slice_start_ != std::chrono::steady_clock::time_point{};
     if (!watched && next->is_main) return;
     // One clock read ends one slice and begins the next.
     const auto now = read_coarse_clock();
     now_ = now;
-    if (watched) {
-        const auto ran = std::chrono::duration_cast<std::chrono::milliseconds>(now - slice_start_);
-        if (ran >= watchdog_) [[unlikely]]
-            report_slice(ran, self);
-    }
-    if (next->is_main) [[unlikely]] {
-        slice_start_ = {};
-        return;
-    }
+    if (watched) close_slice(now, self);
+    if (!next->is_main) [[likely]]
+        open_slice(next, now);
+}
+
+void hub::open_slice(detail::greenlet_impl* next,
+                     std::chrono::steady_clock::time_point now) noexcept {
     slice_start_ = now;
     slice_fiber_ = next;
-    if (next->local == nullptr) [[unlikely]] {
+    // A plain greenlet may die before its slice is measured: its name is kept.
+    if (next != nullptr && next->local == nullptr) [[unlikely]] {
         slice_name_ = next->name.empty() ? "#" + std::to_string(next->id) : next->name;
     } else if (!slice_name_.empty()) [[unlikely]] {
         slice_name_.clear();
     }
+}
+
+void hub::close_slice(std::chrono::steady_clock::time_point now,
+                      detail::greenlet_impl* who) noexcept {
+    const auto ran = std::chrono::duration_cast<std::chrono::milliseconds>(now - slice_start_);
+    slice_start_ = {};
+    if (ran >= watchdog_ && watchdog_.count() > 0) [[unlikely]]
+        report_slice(ran, who);
 }
 
 void hub::end_slice(detail::greenlet_impl* self) noexcept {
@@ -330,25 +330,16 @@ void hub::end_slice(detail::greenlet_impl* self) noexcept {
         detail::trace_suspend(*trace_);
     if (slice_start_ == std::chrono::steady_clock::time_point{}) return;
     now_ = read_coarse_clock();
-    const auto ran = std::chrono::duration_cast<std::chrono::milliseconds>(now_ - slice_start_);
-    slice_start_ = {};
-    if (ran >= watchdog_ && watchdog_.count() > 0) [[unlikely]]
-        report_slice(ran, self);
+    close_slice(now_, self);
 }
 
 void hub::end_slice_in_hub() noexcept {
-    if (slice_start_ == std::chrono::steady_clock::time_point{}) {
-        // Ended by the fiber itself (or not watched); its trace record too.
-        return;
-    }
+    // Ended by the fiber itself (or not watched): its trace record too.
+    if (slice_start_ == std::chrono::steady_clock::time_point{}) return;
     if (trace_ != nullptr) [[unlikely]]
         detail::trace_suspend(*trace_);
-    const auto ran =
-        std::chrono::duration_cast<std::chrono::milliseconds>(read_coarse_clock() - slice_start_);
-    slice_start_ = {};
     // The fiber may be gone: only a callback or a plain greenlet (its name copied) ends here.
-    if (ran >= watchdog_ && watchdog_.count() > 0) [[unlikely]]
-        report_slice(ran, nullptr);
+    close_slice(read_coarse_clock(), nullptr);
 }
 
 void hub::report_slice(std::chrono::milliseconds ran, detail::greenlet_impl* who) noexcept {
@@ -393,19 +384,15 @@ void hub::run_ready() {
             // The waiter lives in the fiber's frame: after the switch it may be gone, and the
             // fiber's task with it; so may every fiber the thread was handed on to meanwhile.
             begin_slice(w->fiber);
-            if (w_is_callback) {
-                struct end {
-                    hub& h;
-                    ~end() { h.end_slice_in_hub(); }
-                } ended{*this};
-                w->run(*w);
-                continue;
-            }
-            value v;
             struct end {
                 hub& h;
                 ~end() { h.end_slice_in_hub(); }
             } ended{*this};
+            if (w_is_callback) {
+                w->run(*w);
+                continue;
+            }
+            value v;
             // A task's first run takes the inline switch too once it has its stack; if it
             // cannot have one, the switch below raises why (fail_start).
             if (starting != nullptr) (void)detail::prepare_start(w->fiber);
@@ -612,8 +599,7 @@ void hub::suspend(detail::greenlet_impl* self) {
     // while ~hub reaps the fibers left. A fiber that woke itself with nothing else ready (a
     // lone yield_now) goes through the hub: the reactor gets its turn, as asyncio's
     // sleep(0) gives it.
-    if (next != nullptr && next->fiber != nullptr && next->fiber != self &&
-        turn_ran_ < budget_ &&
+    if (next != nullptr && next->fiber != nullptr && next->fiber != self && turn_ran_ < budget_ &&
         (next->fiber->ctx != nullptr || detail::prepare_start(next->fiber)) &&
         reap_until_ == std::chrono::steady_clock::time_point{}) [[likely]] {
         ready_.pop_front();

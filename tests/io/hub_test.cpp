@@ -707,9 +707,7 @@ TEST_F(Hub, HandOffKeepsTheReadyQueuesFifoOrderAcrossFibersAndCallbacks) {
     // A callback queued between the tasks' steps runs in its place in line, on the hub.
     auto c = spawn([&] {
         order.push_back("c0");
-        h.call_soon([&] {
-            order.push_back(h.in_hub() ? "cb-on-hub" : "cb-elsewhere");
-        });
+        h.call_soon([&] { order.push_back(h.in_hub() ? "cb-on-hub" : "cb-elsewhere"); });
         yield_now();
         order.push_back("c1");
     });
@@ -776,8 +774,7 @@ TEST_F(Hub, TheWatchdogNamesTheFiberThatBlockedNotTheOneItHandedOffTo) {
     });
     blocker.get();
     quick.get();
-    auto finisher =
-        spawn(spawn_options{"finisher", 0}, [] { std::this_thread::sleep_for(750ms); });
+    auto finisher = spawn(spawn_options{"finisher", 0}, [] { std::this_thread::sleep_for(750ms); });
     finisher.get();
     h.set_watchdog(previous_threshold);
     h.set_exception_handler(std::move(previous));

@@ -462,6 +462,12 @@ class hub {
     /// end_slice(self) and begin_slice(next) for a hand-off, with one clock read.
     void hand_slice(detail::greenlet_impl* self, detail::greenlet_impl* next) noexcept;
     void end_slice_in_hub() noexcept;
+    /// Starts `next`'s slice at `now` / measures the running one up to `now` and reports
+    /// it when it reached the threshold (`who` names it, as in report_slice).
+    void open_slice(detail::greenlet_impl* next,
+                    std::chrono::steady_clock::time_point now) noexcept;
+    void close_slice(std::chrono::steady_clock::time_point now,
+                     detail::greenlet_impl* who) noexcept;
     void report_slice(std::chrono::milliseconds ran, detail::greenlet_impl* who) noexcept;
     void loop();
     void run_ready();

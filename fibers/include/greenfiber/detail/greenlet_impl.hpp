@@ -198,7 +198,8 @@ GREENFIBER_ALWAYS_INLINE value arrive(transfer t) {
 // The message is already in ts.msg. Returns the message of the switch back into `self`.
 // Invariant: nothing on this stack may be cached across jump() except what is re-read
 // after it; thread_locals are safe because greenlets never change threads.
-GREENFIBER_ALWAYS_INLINE value resume(thread_state& ts, greenlet_impl* self, greenlet_impl* target) {
+GREENFIBER_ALWAYS_INLINE value resume(thread_state& ts, greenlet_impl* self,
+                                      greenlet_impl* target) {
     if (*self->canary != canary_value) [[unlikely]]
         stack_overflow(self);
     eh_state* g = ts.eh_globals;
