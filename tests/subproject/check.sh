@@ -30,7 +30,7 @@ ln -s "$src" "$tmp/consumer/subprojects/greenfiber"
 # Static libraries here (the build's static option), shared ones in the install test: both
 # kinds are built and used on every run.
 echo "== meson setup"
-"$meson" setup --wrap-mode=nodownload -Ddefault_library=static "$tmp/build" "$tmp/consumer"
+"$meson" setup --wrap-mode=nodownload -Ddefault_library=static -Dbuildtype=plain "$tmp/build" "$tmp/consumer"
 
 echo "== ninja"
 "$ninja" -C "$tmp/build"
