@@ -4,9 +4,9 @@
 #
 # Usage: check.sh <greenfiber source root> <consumer dir> [meson] [ninja]
 #
-# The consumer is configured plainly, apart from asking for static libraries: no options,
-# flags or sanitizers of the outer build reach it, so the test means the same in every
-# outer configuration.
+# The consumer is configured plainly (buildtype plain), apart from asking for static
+# libraries: no options, flags or sanitizers of the outer build reach it, so the test means
+# the same in every outer configuration.
 set -euo pipefail
 
 src=$(cd "$1" && pwd -P)
@@ -28,7 +28,8 @@ mkdir -p "$tmp/consumer/subprojects"
 ln -s "$src" "$tmp/consumer/subprojects/greenfiber"
 
 # Static libraries here (the build's static option), shared ones in the install test: both
-# kinds are built and used on every run.
+# kinds are built and used on every run. A plain build type (no -O, no -g): what this test
+# proves does not depend on the flags, and it is the longest test of the check.
 echo "== meson setup"
 "$meson" setup --wrap-mode=nodownload -Ddefault_library=static -Dbuildtype=plain "$tmp/build" "$tmp/consumer"
 
