@@ -5,7 +5,9 @@
 #pragma once
 
 #include <signal.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -13,6 +15,7 @@
 #include <exception>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include <greenfiber/hub_group.hpp>
 #include <greenfiber/loop.hpp>
@@ -36,11 +39,17 @@ struct options {
     std::size_t stack = 0;   // --stack BYTES: greenlet stack size (0: the library default)
     std::size_t buffer = 0;  // --buffer BYTES: the server's read buffer
     std::size_t hubs = 1;    // --hubs N: N threads, each a hub with its own listener
+    // --accept reuseport|one (with --hubs N > 1): a SO_REUSEPORT listener per hub (the
+    // default, multi_server), or one acceptor on hub 0 handing each connection to the hubs
+    // in turn through hub_group::spawn_on() (the design bench/net_cores measures against it).
+    bool one_acceptor = false;
 };
 
 inline options parse(int argc, char** argv, options defaults) {
     auto usage = [&] {
-        std::fprintf(stderr, "usage: %s PORT [--stack BYTES] [--buffer BYTES] [--hubs N]\n",
+        std::fprintf(stderr,
+                     "usage: %s PORT [--stack BYTES] [--buffer BYTES] [--hubs N] "
+                     "[--accept reuseport|one]\n",
                      argv[0]);
         std::exit(2);
     };
@@ -58,6 +67,14 @@ inline options parse(int argc, char** argv, options defaults) {
             o.stack = static_cast<std::size_t>(number(argv[i + 1], 16384, 1 << 26));
         } else if (std::strcmp(argv[i], "--hubs") == 0) {
             o.hubs = static_cast<std::size_t>(number(argv[i + 1], 1, 256));
+        } else if (std::strcmp(argv[i], "--accept") == 0) {
+            if (std::strcmp(argv[i + 1], "one") == 0) {
+                o.one_acceptor = true;
+            } else if (std::strcmp(argv[i + 1], "reuseport") == 0) {
+                o.one_acceptor = false;
+            } else {
+                usage();
+            }
         } else if (std::strcmp(argv[i], "--buffer") == 0) {
             o.buffer = static_cast<std::size_t>(number(argv[i + 1], 1, 1 << 20));
         } else {
@@ -74,13 +91,77 @@ inline options parse(int argc, char** argv, options defaults) {
 // --hubs N (N > 1): a hub_group of N threads and a multi_server on it, one SO_REUSEPORT
 // listener per hub (server.hpp says why). The main thread only waits for SIGTERM, then
 // stops the servers and the group. Same session, same socket options as with one hub.
+// How many connections each hub got, on stderr at SIGTERM: "connections per hub: A B ..."
+// (bench/net_cores reads it for the evenness of the split).
+inline void print_split(const std::vector<std::size_t>& per_hub) {
+    std::fprintf(stderr, "connections per hub:");
+    for (std::size_t n : per_hub) std::fprintf(stderr, " %zu", n);
+    std::fprintf(stderr, "\n");
+}
+
+// --accept one: hub 0 accepts every connection and hands it to hub (k mod N) for the k-th
+// connection, itself included: the descriptor leaves hub 0's reactor (release()) and the
+// session adopts it on its own hub, where it runs to the end. The remote_task is dropped
+// (the session is detached); its completion still crosses back to hub 0's thread.
+template <class Session>
+void one_acceptor_loop(gf::hub_group& group, const options& o, Session session,
+                       std::vector<std::atomic<std::size_t>>& per_hub) {
+    const gf::tcp::endpoint ep(asio::ip::address_v4::loopback(), o.port);
+    gf::tcp::acceptor acceptor(ep, true, 4096);
+    if (o.port == 0) {
+        std::printf("listening on 127.0.0.1:%u\n", acceptor.local_endpoint().port());
+        std::fflush(stdout);
+    }
+    for (std::size_t k = 0;; ++k) {
+        error_code ec;
+        gf::tcp::socket s = acceptor.accept(ec);
+        if (ec) {
+            std::fprintf(stderr, "accept: %s\n", ec.message().c_str());
+            gf::sleep(std::chrono::milliseconds(10));
+            continue;
+        }
+        const std::size_t i = k % group.size();
+        per_hub[i].fetch_add(1, std::memory_order_relaxed);
+        const int fd = s.native().release(ec);
+        if (ec) continue;
+        try {
+            (void)group.spawn_on(i, [fd, session] {
+                gf::hub& h = gf::hub::current();
+                gf::tcp::socket adopted(
+                    h, gf::tcp::socket::native_type(h.context(), asio::ip::tcp::v4(), fd));
+                error_code ignored;
+                adopted.native().set_option(gf::tcp::protocol::no_delay(true), ignored);
+                session(std::move(adopted));
+            });
+        } catch (const gf::hub_group_stopped&) {
+            ::close(fd);
+            return;
+        }
+    }
+}
+
 template <class Session>
 int run_multi_hub_server(const options& o, Session session) {
+    // Before the group: its stop joins the hubs that count into it.
+    std::vector<std::atomic<std::size_t>> per_hub(o.hubs);
     try {
         gf::hub_group group(o.hubs);
         gf::run([&] {
             gf::add_signal_handler(
                 SIGTERM, [main = gf::current_task().share_any()] { (void)main.cancel("SIGTERM"); });
+            if (o.one_acceptor) {
+                auto acceptor =
+                    group.spawn_on(0, [&] { one_acceptor_loop(group, o, session, per_hub); });
+                try {
+                    acceptor.get();  // until SIGTERM cancels the caller, and with it the loop
+                } catch (const gf::cancelled_error&) {
+                    std::vector<std::size_t> split;
+                    for (auto& n : per_hub) split.push_back(n.load());
+                    print_split(split);
+                    throw;
+                }
+                return;
+            }
             const gf::tcp::endpoint ep(asio::ip::address_v4::loopback(), o.port);
             gf::multi_server srv(group, ep, [session](gf::tcp::socket s) {
                 error_code ec;
@@ -91,7 +172,14 @@ int run_multi_hub_server(const options& o, Session session) {
                 std::printf("listening on 127.0.0.1:%u\n", srv.local_endpoint().port());
                 std::fflush(stdout);
             }
-            gf::sleep(std::chrono::hours::max());  // until SIGTERM cancels it
+            try {
+                gf::sleep(std::chrono::hours::max());  // until SIGTERM cancels it
+            } catch (const gf::cancelled_error&) {
+                std::vector<std::size_t> split;
+                for (std::size_t i = 0; i < srv.hubs(); ++i) split.push_back(srv.served(i));
+                print_split(split);
+                throw;
+            }
         });
     } catch (const gf::cancelled_error&) {
         return 0;  // SIGTERM

@@ -35,9 +35,22 @@ bool is_transient(const boost::system::error_code& ec) {
 
 }  // namespace
 
-server_core::server_core(server_options opts) : opts_(std::move(opts)) {}
+// What a fiber in stop_handlers() may still read once the server is freed.
+struct server_stop_state {
+    wait_list stoppers;      // fibers in stop_handlers(), signalled as handlers end
+    bool destroyed = false;  // the server is gone: its stoppers return without touching it
+};
 
-server_core::~server_core() = default;
+server_core::server_core(server_options opts)
+    : opts_(std::move(opts)), stop_(std::make_shared<server_stop_state>()) {}
+
+server_core::~server_core() {
+    // The stoppers still holding stop_ were signalled already (the accept loop left and
+    // every handler ended before the derived destructor returned, or they were killed);
+    // signalling again costs nothing and wakes any that a kill left waiting.
+    stop_->destroyed = true;
+    stop_->stoppers.signal_all();
+}
 
 void server_core::kill_handlers(std::exception_ptr why) noexcept {
     stopping_ = true;
@@ -85,7 +98,7 @@ void server_core::leave_loop() noexcept {
 }
 
 void server_core::notify_stoppers() noexcept {
-    stoppers_.signal_all();
+    stop_->stoppers.signal_all();
 }
 
 bool server_core::wait_for_slot() {
@@ -161,10 +174,15 @@ std::size_t server_core::stop_handlers(std::chrono::steady_clock::duration grace
     stopping_ = true;
     if (close_) close_();
     slot_freed_.set();  // a paused accept loop sees stopping_
-    // Parks once, linked where handlers and the accept loop find it when they end.
-    auto park = [&](const std::chrono::steady_clock::time_point* until) {
+    // Every park may end with the server freed by its owner (serve_forever() returned in
+    // another fiber, which then destroyed it): after each, `st` says so, and nothing of
+    // the server may be read then. `st` keeps the wait list alive for the park itself.
+    const std::shared_ptr<server_stop_state> st = stop_;
+    // Parks once, linked where handlers and the accept loop find it when they end; true
+    // unless `until` passed first.
+    auto park = [&st](const std::chrono::steady_clock::time_point* until) {
         sync_waiter sw("a server's handlers to finish (stop)");
-        return park_in(stoppers_, sw, until, true);
+        return park_in(st->stoppers, sw, until, true);
     };
     // stop() called from one of this server's own handlers: it does not wait for itself
     // (it could never finish while waiting), nor cancel itself.
@@ -176,18 +194,27 @@ std::size_t server_core::stop_handlers(std::chrono::steady_clock::duration grace
             : 0;
     if (active_ > own && grace > std::chrono::steady_clock::duration::zero()) {
         const auto until = deadline_after(grace);
-        while (active_ > own && park(&until)) {
+        while (active_ > own) {
+            const bool woken = park(&until);
+            if (st->destroyed) return 0;
+            if (!woken) break;
         }
     }
     std::size_t n = 0;
     for (any_task& t : conns_) {
         if (t && !t.done() && t.state() != self) {
-            t.cancel();
+            t.cancel();  // does not switch: the handler unwinds when its hub runs it
             ++n;
         }
     }
-    while (active_ > own) (void)park(nullptr);
-    while (loop_fiber_ != nullptr && loop_fiber_ != tls->current) (void)park(nullptr);
+    while (active_ > own) {
+        (void)park(nullptr);
+        if (st->destroyed) return n;
+    }
+    while (loop_fiber_ != nullptr && loop_fiber_ != tls->current) {
+        (void)park(nullptr);
+        if (st->destroyed) return n;
+    }
     return n;
 }
 

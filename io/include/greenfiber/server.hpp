@@ -59,6 +59,8 @@ struct server_options {
 
 namespace detail {
 
+struct server_stop_state;
+
 /// The protocol-independent part: bookkeeping of handlers, back-off, stop.
 class server_core {
   public:
@@ -110,8 +112,12 @@ class server_core {
     std::size_t next_id_ = 0;
     bool stopping_ = false;
     std::chrono::milliseconds backoff_{0};
-    event slot_freed_;                  // set when a handler ends (wakes a paused accept loop)
-    wait_list stoppers_;                // fibers in stop_handlers(), signalled as handlers end
+    event slot_freed_;  // set when a handler ends (wakes a paused accept loop)
+    // The fibers in stop_handlers(), and whether the server is gone. Shared with each of
+    // them while it waits: the owner may free the server as soon as serve_forever()
+    // returns, before a stopping fiber runs again; that fiber then finds out here, without
+    // touching the server (tests/io/server_stop_test.cpp).
+    std::shared_ptr<server_stop_state> stop_;
     const void* loop_fiber_ = nullptr;  // the fiber running the accept loop, if any
     unique_function<void()> close_;
 };
@@ -191,7 +197,10 @@ class server : public detail::server_core {
 
     /// Graceful stop: closes the listener (serve_forever returns), waits up to `grace` for
     /// the handlers, cancels those still running and waits for them. Returns how many were
-    /// cancelled. Switches: yes.
+    /// cancelled. It may be called from any fiber of the server's thread, while another
+    /// fiber runs serve_forever() and frees the server as soon as that returns: stop() then
+    /// returns without touching the server again (it counts only what it cancelled itself).
+    /// Switches: yes.
     std::size_t stop(std::chrono::steady_clock::duration grace = std::chrono::seconds(5)) {
         return stop_handlers(grace);
     }
