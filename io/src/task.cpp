@@ -454,6 +454,10 @@ void task_base::kill() noexcept {
     if (done()) return;
     retain();
     if (status_ == task_status::pending) {
+        // Its first run is queued (start()): take it out, or the hub would later switch
+        // into the fiber of a finished task (finishing it twice), or pop the record from a
+        // task already freed. An eager task's first run is not queued: nothing to remove.
+        hub_->ready_.remove(start_);
         status_ = task_status::cancelled;
         finish();
     } else if (current() != this) {
