@@ -320,6 +320,24 @@ void count_taken(pool_state& p) noexcept {
     }
 }
 
+// What AddressSanitizer is told about a stack. A pooled stack is poisoned whole, like freed
+// memory: it may hold objects that lived in it (a task and its fiber's control block in the
+// top, detail::stack_home), and a pointer kept into them, or into a dead greenlet's frames,
+// is then reported as a use after poison instead of reading whatever the next owner wrote
+// there. Handed out, it is unpoisoned whole: that also clears the poisoning a finished
+// greenlet's last frames left (it jumps away from them without unwinding them).
+void asan_hand_out([[maybe_unused]] const stack_block& s) noexcept {
+#if GREENFIBER_ASAN
+    __asan_unpoison_memory_region(s.lo, s.size);
+#endif
+}
+
+void asan_give_back([[maybe_unused]] const stack_block& s) noexcept {
+#if GREENFIBER_ASAN
+    __asan_poison_memory_region(s.lo, s.size);
+#endif
+}
+
 // A few stacks of the default size per thread, taken and given back without the pool's
 // lock: a task or greenlet that is spawned and finishes on one thread reuses the stack the
 // last one gave back, with no mutex (the lock was a tenth of a task's spawn and join). A
@@ -433,6 +451,7 @@ stack_block allocate_stack(std::size_t size, const greenlet_impl* owner) {
             --c.count;
             p.cached.fetch_sub(1, std::memory_order_relaxed);
             count_taken(p);
+            asan_hand_out(s);
             valgrind_hand_out(p, s);
             return s;
         }
@@ -449,19 +468,16 @@ stack_block allocate_stack(std::size_t size, const greenlet_impl* owner) {
         s = take(p, p.free_other, round_to_page(std::max<std::size_t>(size, 16384)), 1, owner);
     }
     count_taken(p);
+    asan_hand_out(s);
     valgrind_hand_out(p, s);
     return s;
 }
 
 void release_stack(const stack_block& s) noexcept {
-#if GREENFIBER_ASAN
-    // A finished greenlet never unwinds its last frames (it jumps away from them): clear
-    // their poisoning, or the next greenlet on this stack would trip over it.
-    __asan_unpoison_memory_region(s.lo, s.size);
-#endif
     pool_state& p = pool();
     thread_cache& c = tcache;
     valgrind_give_back(p, s);
+    asan_give_back(s);
     if (!c.gone && c.count < cache_capacity &&
         s.size == p.default_size.load(std::memory_order_relaxed)) [[likely]] {
         register_cache(c);
