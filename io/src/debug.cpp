@@ -13,7 +13,7 @@ thread_lists debug_thread_lists() noexcept {
     out.unretrieved = task_base::unretrieved_count();
     out.tasks = task_base::live_count();
     if (hub* h = hub_if_any()) {
-        out.ready = h->ready_count();
+        out.ready = h->ready_count() + h->deferred_count();  // both are runs the hub owes
         out.parked = h->parked();
         out.timers = h->timed_parks() + loop_pending_timers_if_any();
     }

@@ -47,8 +47,7 @@ std::chrono::steady_clock::time_point detail::coarse_now() noexcept {
 
 namespace detail {
 
-void ready_queue::remove(waiter& w) noexcept {
-    if (!w.queued_) return;
+void ready_queue::remove_queued(waiter& w) noexcept {
     waiter* prev = nullptr;
     for (waiter* it = head_; it != nullptr; prev = it, it = it->next_) {
         if (it != &w) continue;
@@ -221,19 +220,24 @@ void hub::loop() {
         if (trace_ != nullptr) [[unlikely]]
             detail::trace_loop_turn(*trace_, ready_.size());
         run_ready();
-        if (!ready_.empty()) {
-            if (trace_ != nullptr) [[unlikely]]
-                detail::trace_poll_begin(*trace_);
-            const std::size_t polled = io_.poll();
-            if (trace_ != nullptr) [[unlikely]]
-                detail::trace_poll_end(*trace_, polled, false);
-            if (io_.stopped()) io_.restart();
-            continue;
-        }
+        // Behind the ready fibers, before the reactor: what they queue runs this turn.
+        if (!deferred_.empty()) run_deferred();
+        // One reactor wait per turn. Asio's poll() ends every call with a non-blocking
+        // epoll_wait when it reaches the reactor, whatever it ran before, and run_one()
+        // makes one too when a handler was posted: so the turn polls once, which runs
+        // what the fibers queued (completions of reads that found data at once) and what
+        // the kernel has ready, and blocks only when that ran nothing. A budget spent with
+        // fibers still ready polls in the same way, so I/O is never starved.
+        if (trace_ != nullptr) [[unlikely]]
+            detail::trace_poll_begin(*trace_);
+        const std::size_t polled = io_.poll();
+        if (trace_ != nullptr) [[unlikely]]
+            detail::trace_poll_end(*trace_, polled, false);
+        if (io_.stopped()) io_.restart();
+        if (polled != 0 || !ready_.empty()) continue;
         // Nothing ready: block in the reactor until a handler runs. The context stops
         // whenever its work runs out, also outside run_one() (a work guard released by a
         // fiber): restart it first, or new work would look like no work.
-        if (io_.stopped()) io_.restart();
         detail::stall_beat_idle();
         if (trace_ != nullptr) [[unlikely]]
             detail::trace_poll_begin(*trace_);
@@ -262,6 +266,8 @@ void hub::loop() {
             if (ready_.empty() && holds_.load(std::memory_order_acquire) == 0) no_work();
             continue;
         }
+        // The wait's other completions are queued in front of the reactor: run them now, so
+        // that their fibers run in one batch and hand off to each other.
         const std::size_t more = io_.poll();
         if (trace_ != nullptr) [[unlikely]]
             detail::trace_poll_end(*trace_, ran + more, true);
@@ -414,6 +420,11 @@ void hub::run_ready() {
     }
 }
 
+void hub::run_deferred() noexcept {
+    // A call may wake a fiber but never queue another call (it cannot park), so this ends.
+    while (detail::deferred_call* c = deferred_.pop_front()) c->fn(c->arg);
+}
+
 namespace {
 // A call_soon entry; frees itself after running.
 struct callback_node : detail::waiter {
@@ -513,7 +524,7 @@ void hub::run_first(greenlet& target) {
 }
 
 void hub::park_impl(detail::waiter& w, void (*arm)(void*) noexcept, void* arg, bool cancellable,
-                    greenlet& to) {
+                    greenlet& to, bool requeue) {
     detail::thread_state& ts = detail::this_thread();
     detail::greenlet_impl* self = ts.current;
     if (self == detail::access::impl(loop_)) {
@@ -541,13 +552,7 @@ void hub::park_impl(detail::waiter& w, void (*arm)(void*) noexcept, void* arg, b
         // task's next step: the ready fibers, timers and I/O go first, so a task that
         // catches everything in a loop around a wait cannot freeze its thread.
         detail::waiter turn{"its turn before a cancellation is raised"};
-        park_impl(
-            turn,
-            [](void* p) noexcept {
-                auto* t = static_cast<detail::waiter*>(p);
-                hub::current().wake(*t);
-            },
-            &turn, false, to);
+        park_impl(turn, nullptr, nullptr, false, to, true);
         task->raise_cancel();
     }
     w.fiber = self;
@@ -579,12 +584,22 @@ void hub::park_impl(detail::waiter& w, void (*arm)(void*) noexcept, void* arg, b
         // The arm runs here, on the parking fiber's stack, before the switch: whatever it
         // starts completes only through the hub (a handler run by the reactor, a post from
         // another thread, a wake() into the ready queue), never before the fiber has left.
-        if (arm != nullptr) arm(arg);
+        if (requeue) {
+            w.woken = true;
+            ready_.push_back(w);
+        } else if (arm != nullptr) {
+            arm(arg);
+        }
         suspend(self);
     } else {
         // Straight into a not-started task (run_first): its own slice.
         end_slice(self);
         begin_slice(detail::access::impl(to));
+        if (requeue) {
+            // Not reached: a yield parks towards the hub. Kept exact all the same.
+            arm = [](void* p) noexcept { hub::current().wake(*static_cast<detail::waiter*>(p)); };
+            arg = &w;
+        }
         (void)to.switch_to_then(
             value(), arm != nullptr ? arm : [](void*) noexcept {}, arg);
     }
@@ -747,25 +762,15 @@ void sleep(std::chrono::steady_clock::duration d) {
 void detail::yield_shielded() {
     hub& h = hub::current();
     waiter w{"its turn (a last turn of the loop)"};
-    h.park_impl(
-        w,
-        [](void* p) noexcept {
-            auto* w = static_cast<waiter*>(p);
-            hub::current().wake(*w);
-        },
-        &w, false, h.loop_);
+    h.park_impl(w, nullptr, nullptr, false, h.loop_, true);
 }
 
 void yield_now() {
     hub& h = hub::current();
     detail::waiter w{"its turn (yield_now)"};
-    h.park(
-        w,
-        [](void* p) noexcept {
-            auto* w = static_cast<detail::waiter*>(p);
-            hub::current().wake(*w);
-        },
-        &w);
+    // The yield-only park: no arm callback (the waiter is queued inline), every other
+    // semantic of park() kept (cancellation point, kill, parked_for, trace, watchdog).
+    h.park_impl(w, nullptr, nullptr, true, h.loop_, true);
 }
 
 }  // namespace greenfiber

@@ -30,7 +30,7 @@ std::string who(const greenlet_impl* g) {
 // (shielded), so that it never runs on a dead frame.
 void settle(io_wait& op) {
     if (!op.armed || op.done) return;
-    op.request_stop();
+    if (!op.stop_from_owner()) return;  // a deferred start that never ran: nothing to wait for
     while (!op.done) op.h->park_shielded(op.w);
 }
 
@@ -72,17 +72,9 @@ std::size_t await_io(io_wait& op, deadline dl, boost::system::error_code& ec) {
     in_progress registered(op);
     // A cancelled task ends only its own direction's operation; the handler then wakes it.
     op.w.on_cancel = [](waiter& w) noexcept { static_cast<io_wait*>(w.context)->request_stop(); };
-    auto arm = [](void* p) noexcept {
-        auto* self = static_cast<io_wait*>(p);
-        self->armed = true;
-        if (self->deferred) {
-            // Behind what the io_context already holds; the fiber runs again only through
-            // the operation's handler, which start_fn calls when it does not start it.
-            boost::asio::post(self->h->context(), io_wait::start_fn{self});
-        } else {
-            self->start(*self);
-        }
-    };
+    // The fiber runs again only through the operation's handler, through its deadline, or
+    // through whoever ends a deferred start before it ran (request_stop).
+    auto arm = [](void* p) noexcept { static_cast<io_wait*>(p)->arm(); };
     try {
         if (dl.is_set()) {
             (void)op.h->park_until(op.w, dl.at(), arm, &op);

@@ -21,6 +21,7 @@
 #include <boost/asio/post.hpp>
 
 #include "greenfiber/deadline.hpp"
+#include "greenfiber/detail/intrusive_list.hpp"
 #include "greenfiber/detail/timer_heap.hpp"
 #include "greenfiber/detail/unique_function.hpp"
 #include "greenfiber/error.hpp"
@@ -64,6 +65,7 @@ namespace detail {
 class task_base;
 class hub_anchor;
 class hub_trace;
+struct io_wait;
 /// The timeline `h` records (trace.hpp), or null while it records none: every trace hook
 /// tests this one pointer first. Switches: no.   Thread: `h`'s thread.
 hub_trace* trace_of(const hub& h) noexcept;
@@ -181,14 +183,32 @@ class ready_queue {
         return w;
     }
     /// Unlinks `w` if it is queued here. O(n): only a wait that ends while queued (a fiber
-    /// killed after it was woken) needs it.
-    void remove(waiter& w) noexcept;
+    /// killed after it was woken) needs it; every other wait pays one test, inline.
+    void remove(waiter& w) noexcept {
+        if (w.queued_) [[unlikely]]
+            remove_queued(w);
+    }
 
   private:
+    void remove_queued(waiter& w) noexcept;
     [[noreturn]] static void twice(const waiter& w) noexcept;
     waiter* head_ = nullptr;
     waiter* tail_ = nullptr;
     std::size_t size_ = 0;
+};
+
+/// The link of the hub's list of deferred calls (its own kind: a record in it can be in no
+/// other list through this link).
+struct deferred_tag {};
+
+/// A call the hub makes on its own stack once the ready entries of a turn have run and before
+/// it goes to the reactor: a socket's read after a short read starts there, behind the fibers
+/// that are about to answer, without an Asio post (a locked queue and an allocation). The
+/// record lives in its owner's frame; the owner unlinks it (hub::undefer) when the call must
+/// not run any more, and must do so before the frame goes. `fn` must not switch or throw.
+struct deferred_call : list_hook<deferred_tag> {
+    void (*fn)(void* arg) noexcept = nullptr;
+    void* arg = nullptr;  // Borrowed: the owner's state, alive while the call is linked
 };
 
 }  // namespace detail
@@ -422,6 +442,9 @@ class hub {
     std::size_t armed_timers() const noexcept { return timers_.size(); }
     /// Fibers and callbacks in the ready queue now (for leak checks). Switches: no.
     std::size_t ready_count() const noexcept { return ready_.size(); }
+    /// Deferred calls queued behind the ready fibers now (a socket's read start; for leak
+    /// checks). Switches: no.
+    std::size_t deferred_count() const noexcept { return deferred_.size(); }
 
     /// The hub's counters now (see hub_stats). Walks the unfinished tasks for the parked
     /// break-down: call it when asked, not per switch.
@@ -438,14 +461,18 @@ class hub {
     friend class detail::hub_anchor;
     friend std::shared_ptr<executor>& detail::default_executor_slot(hub& h) noexcept;
     friend void detail::yield_shielded();
+    friend void yield_now();
     friend detail::hub_trace* detail::trace_of(const hub& h) noexcept;
     friend class detail::hub_trace;
+    friend struct detail::io_wait;
     hub();
     ~hub();
     struct holder;
     static hub& create_current();
+    /// park() and its variants. `requeue`: the fiber only gives up its turn (yield_now()):
+    /// instead of an arm callback, its waiter goes straight to the back of the ready queue.
     void park_impl(detail::waiter& w, void (*arm)(void*) noexcept, void* arg, bool cancellable,
-                   greenlet& to);
+                   greenlet& to, bool requeue = false);
     bool park_until_impl(detail::waiter& w, std::chrono::steady_clock::time_point deadline,
                          void (*arm)(void*) noexcept, void* arg, bool cancellable);
     /// Hands the thread on from `self`, which is parked with its arm already run: straight
@@ -471,6 +498,17 @@ class hub {
     void report_slice(std::chrono::milliseconds ran, detail::greenlet_impl* who) noexcept;
     void loop();
     void run_ready();
+    /// Queues `c` behind the ready fibers: the hub calls it after this turn's ready entries,
+    /// before the reactor. `c` must not be linked. Switches: no.
+    void defer(detail::deferred_call& c) noexcept { deferred_.push_back(c); }
+    /// Unlinks `c` if it is still queued; returns whether it was (it will not run).
+    bool undefer(detail::deferred_call& c) noexcept {
+        if (!c.linked()) return false;
+        deferred_.remove(c);
+        return true;
+    }
+    /// Runs the deferred calls queued now, in order (those queued meanwhile too).
+    void run_deferred() noexcept;
     /// Wakes the parks whose deadline has passed (precise clock; only with timers pending).
     void fire_timers() noexcept;
     /// Links / unlinks a park's deadline; the heap counts as work in io_ while it is not
@@ -488,6 +526,8 @@ class hub {
     boost::asio::io_context io_{1};
     greenlet loop_;
     detail::ready_queue ready_;
+    /// Calls run behind the ready fibers (defer()); records borrowed from their owners' frames.
+    detail::intrusive_list<detail::deferred_call, detail::deferred_tag> deferred_;
     std::size_t budget_ = 64;
     std::size_t parked_ = 0;
     std::size_t timed_parks_ = 0;

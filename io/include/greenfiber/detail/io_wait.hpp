@@ -5,7 +5,7 @@
 
 #include <boost/asio/bind_cancellation_slot.hpp>
 #include <boost/asio/cancellation_signal.hpp>
-#include <boost/asio/post.hpp>
+#include <boost/asio/error.hpp>
 #include <boost/asio/recycling_allocator.hpp>
 #include <boost/system/error_code.hpp>
 
@@ -22,6 +22,7 @@
 namespace greenfiber::detail {
 
 struct io_wait;
+class direction_guard;
 
 // One direction (reading or writing) of an I/O object: which fiber uses it and how to
 // cancel its pending readiness wait without touching the other direction.
@@ -42,6 +43,9 @@ struct io_direction {
 
     greenlet_impl* owner = nullptr;  // Borrowed: the fiber inside an operation, or null
     io_wait* op = nullptr;           // Borrowed: the wait in progress (in owner's frame), or null
+    // Borrowed: the innermost guard of the owner's operation (in its frame), or null; told
+    // when the object dies, so that it does not write to it on the way out.
+    direction_guard* guard = nullptr;
     boost::asio::cancellation_signal cancel;
 };
 
@@ -53,21 +57,40 @@ struct io_direction {
 
 // Marks the calling fiber as the user of one direction for the scope of an operation.
 // Re-entrant for the same fiber (a composed read calls read_some).
+// If the object is destroyed while its fiber waits (another fiber destroys it), the guards
+// forget it (~io_direction) and restore nothing.
 class direction_guard {
   public:
-    direction_guard(io_direction& d, const char* what, const char* direction) : d_(d) {
+    direction_guard(io_direction& d, const char* what, const char* direction) : d_(&d) {
         greenlet_impl* self = tls->current;
         if (d.owner != nullptr && d.owner != self) throw_busy(what, direction, d.owner, self);
         prev_ = d.owner;
+        prev_guard_ = d.guard;
         d.owner = self;
+        // The direction holds this guard's address only while the guard lives: the
+        // destructor puts the previous one back (GCC cannot see that, and warns).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdangling-pointer"
+#endif
+        d.guard = this;
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
     }
-    ~direction_guard() { d_.owner = prev_; }
+    ~direction_guard() {
+        if (d_ == nullptr) return;
+        d_->owner = prev_;
+        d_->guard = prev_guard_;
+    }
     direction_guard(const direction_guard&) = delete;
     direction_guard& operator=(const direction_guard&) = delete;
 
   private:
-    io_direction& d_;
+    friend struct io_direction;
+    io_direction* d_;  // Borrowed; null once the object is destroyed
     greenlet_impl* prev_;
+    direction_guard* prev_guard_;
 };
 
 // The memory of the one Asio operation an io_wait has outstanding at a time, in the waiting
@@ -85,9 +108,8 @@ struct handler_memory {
 };
 
 // Hands out `m`'s block when the request fits, else Asio's recycling allocator. Asio frees an
-// operation's memory before it invokes the handler, and a wait has one operation at a time
-// (the posted start of a deferred read ends before the read it starts is allocated), so the
-// block is never handed out twice at once; deallocating it writes nothing, so an operation
+// operation's memory before it invokes the handler, and a wait has one operation at a time,
+// so the block is never handed out twice at once; deallocating it writes nothing, so an operation
 // destroyed with the io_context after its fiber's frame is gone touches no dead memory.
 template <class T>
 struct handler_allocator {
@@ -131,13 +153,17 @@ struct io_wait {
     boost::system::error_code result;
     std::size_t bytes = 0;
     bool armed = false;
+    bool started = false;  // start() ran: the operation's handler will run, exactly once
     bool done = false;
-    // Start the operation from a handler posted when the fiber parks, after the fibers and
-    // completions already ready, instead of at once (Asio's callback servers start their
-    // next read from a completion that runs in that order): a request/response peer has
-    // then often answered, and Asio's first, speculative read finds the data.
+    // Start the operation from the hub, behind the fibers already ready, instead of at once
+    // when the fiber parks (Asio's callback servers start their next read from a completion
+    // that runs in that order): a request/response peer has then often answered, and Asio's
+    // first, speculative read finds the data.
     bool deferred = false;
-    bool stop = false;  // while the deferred start is queued: complete aborted, start nothing
+    bool stop = false;  // the wait was asked to end: a deferred start no longer runs
+    // The deferred start, linked in the hub's list from the arm until it runs or is
+    // unlinked by whoever ends the wait first.
+    deferred_call start_call;
     handler_memory memory;
 
     void complete(const boost::system::error_code& ec, std::size_t n) noexcept {
@@ -149,11 +175,52 @@ struct io_wait {
         h->wake(w);
     }
 
-    // Asks the operation to end: a started one through its cancellation slot, a deferred
-    // one not started yet by `stop`.
+    // Begins the operation: at once, or queued behind the ready fibers (`deferred`). Called
+    // by the arm, once the fiber is parked.
+    void arm() noexcept {
+        armed = true;
+        if (!deferred) {
+            started = true;
+            start(*this);
+            return;
+        }
+        start_call.fn = [](void* p) noexcept {
+            auto& self = *static_cast<io_wait*>(p);
+            self.started = true;
+            self.start(self);
+        };
+        start_call.arg = this;
+        h->defer(start_call);
+    }
+
+    // Asks the operation to end, from anywhere but the waiting fiber (a cancellation, a
+    // close(), the object's destruction): a started one through its cancellation slot; a
+    // deferred one still queued is unlinked and, if its fiber is still parked, completes
+    // with operation_aborted at once. A fiber woken meanwhile (its deadline) finishes it
+    // itself (finish_unstarted).
     void request_stop() noexcept {
         stop = true;
+        if (h->undefer(start_call)) {
+            if (!w.woken) complete(boost::asio::error::operation_aborted, 0);
+        } else if (started && cancel != nullptr) {
+            cancel->emit(boost::asio::cancellation_type::terminal);
+        }
+    }
+
+    // The waiting fiber ends its own wait (settle): as request_stop(), but a start that never
+    // ran is finished here, without a wake-up, since the fiber is not parked. Returns true
+    // when the handler is still to come and must be waited for.
+    bool stop_from_owner() noexcept {
+        stop = true;
+        (void)h->undefer(start_call);
+        if (!started) {
+            result = boost::asio::error::operation_aborted;
+            bytes = 0;
+            done = true;
+            return false;
+        }
         if (cancel != nullptr) cancel->emit(boost::asio::cancellation_type::terminal);
+        return !done;
     }
 
     // The completion handler: two pointers, and the wait's own memory for the operation.
@@ -168,34 +235,21 @@ struct io_wait {
     auto handler() noexcept {
         return boost::asio::bind_cancellation_slot(cancel->slot(), handler_fn{this});
     }
-
-    // The posted start of a deferred operation (the same memory: Asio frees it before
-    // calling this, and only then does the operation allocate).
-    struct start_fn {
-        io_wait* op;
-        using allocator_type = handler_allocator<void>;
-        allocator_type get_allocator() const noexcept { return allocator_type(&op->memory); }
-        void operator()() const noexcept {
-            io_wait& self = *op;
-            if (self.stop || self.dir == nullptr) {
-                self.complete(boost::asio::error::operation_aborted, 0);
-            } else {
-                self.start(self);
-            }
-        }
-    };
 };
 
 io_direction::~io_direction() {
+    for (direction_guard* g = guard; g != nullptr; g = g->prev_guard_) g->d_ = nullptr;
     if (op != nullptr) {
         op->stop = true;
         op->cancel = nullptr;
         op->dir = nullptr;
+        // A start still queued would run on a dead object: it never runs.
+        if (!op->started) op->request_stop();
     }
 }
 
 void io_direction::abort_deferred() noexcept {
-    if (op != nullptr && op->deferred && !op->done) op->stop = true;
+    if (op != nullptr && op->deferred && !op->started && !op->done) op->request_stop();
 }
 
 // How a wait on an I/O object describes itself when asked (waiter::describe and its arg).
