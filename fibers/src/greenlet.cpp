@@ -90,6 +90,7 @@ void recompute_slow(thread_full& t) {
 
 void destroy(greenlet_impl* g) noexcept;
 void kill_dropped(greenlet_impl* g) noexcept;
+void reap_orphan(greenlet_impl* g) noexcept;
 void abandon(greenlet_impl* g) noexcept;
 
 // Kills the greenlets dropped on other threads. Runs on the owner thread.
@@ -557,26 +558,47 @@ value post_switch(greenlet_impl* prev) {
         free_stack(prev);
     }
     if (post & post_after) std::exchange(ts.after_fn, nullptr)(ts.after_arg);
-    if ((post & post_orphaned) && prev->orphaned &&
-        prev->refs.load(std::memory_order_acquire) == 0) {
-        prev->orphaned = false;
-        if (prev->state == gstate::dead) {
-            destroy(prev);
-        } else {
-            kill_dropped(prev);
-        }
-    }
+    // A sender that lost its last handle while running is freed (dead) or killed
+    // (suspended) after the trace hook: the hook names it while it exists, and reports this
+    // switch before the kill's own switches.
+    greenlet_impl* const orphan = (post & post_orphaned) && prev->orphaned ? prev : nullptr;
     if (post & post_trace) {
         thread_full& t = full(ts);
         greenlet_impl* origin = std::exchange(t.trace_origin, nullptr);
         const greenlet held = access::adopt(origin);  // drops the sender's reference after
-        call_trace(t, is_throw, origin != nullptr ? origin : prev, ts.current);
+        // The hook's handles would free an orphan on their release: hold it by a count that
+        // is dropped without releasing, then reap it as if the hook had not run.
+        if (orphan != nullptr) retain(orphan);
+        try {
+            call_trace(t, is_throw, origin != nullptr ? origin : prev, ts.current);
+        } catch (...) {
+            if (orphan != nullptr) {
+                orphan->refs.fetch_sub(1, std::memory_order_acq_rel);
+                reap_orphan(orphan);
+            }
+            throw;
+        }
+        if (orphan != nullptr) orphan->refs.fetch_sub(1, std::memory_order_acq_rel);
     }
+    if (orphan != nullptr) reap_orphan(orphan);
     if (e) std::rethrow_exception(e);
     return v;
 }
 
 namespace {
+
+// Frees (dead) or kills (suspended) a greenlet whose handles all went while it ran,
+// unless a handle was taken since (a trace hook may keep one): that handle's release
+// reaps it then.
+void reap_orphan(greenlet_impl* g) noexcept {
+    g->orphaned = false;
+    if (g->refs.load(std::memory_order_acquire) != 0) return;
+    if (g->state == gstate::dead) {
+        destroy(g);
+    } else {
+        kill_dropped(g);
+    }
+}
 
 void destroy(greenlet_impl* g) noexcept {
     delete std::exchange(g->run, nullptr);

@@ -1324,6 +1324,49 @@ TEST_F(GreenletKill, GreenletThatDropsItsOwnLastHandleIsFreedWhenItFinishes) {
     EXPECT_EQ(greenfiber::live_greenlets(), before);
 }
 
+// A trace hook names the greenlet that switched away even when that switch also lost it
+// its last handle: the hook runs before the orphan is freed (it died) or killed (it was
+// suspended), so the events also come in the order they happened.
+TEST_F(GreenletKill, TraceHookSeesADeadOrphanBeforeItIsFreed) {
+    const std::size_t before = greenfiber::live_greenlets();
+    std::vector<trace_record> events;
+    trace_scope tracing(recorder(events));
+    std::vector<greenlet> handles;
+    handles.emplace_back(
+        [&] {
+            handles.clear();
+            return 7;
+        },
+        named("g"));
+    value r = handles[0].switch_to();
+    EXPECT_EQ(r.get<int>(), 7);
+    EXPECT_EQ(greenfiber::live_greenlets(), before);
+    EXPECT_EQ(events,
+              (std::vector<trace_record>{{"switch", "main", "g"}, {"switch", "g", "main"}}));
+}
+
+TEST_F(GreenletKill, TraceHookSeesASuspendedOrphanBeforeItIsKilled) {
+    const std::size_t before = greenfiber::live_greenlets();
+    std::vector<std::string> seen;
+    std::vector<trace_record> events;
+    trace_scope tracing(recorder(events));
+    std::vector<greenlet> handles;
+    handles.emplace_back(
+        [&] {
+            on_destroy finally{seen, "finally"};
+            handles.clear();
+            (void)to_parent();
+        },
+        named("g"));
+    (void)handles[0].switch_to();
+    EXPECT_EQ(seen, (std::vector<std::string>{"finally"}));
+    EXPECT_EQ(greenfiber::live_greenlets(), before);
+    EXPECT_EQ(events, (std::vector<trace_record>{{"switch", "main", "g"},
+                                                 {"switch", "g", "main"},
+                                                 {"throw", "main", "g"},
+                                                 {"switch", "g", "main"}}));
+}
+
 // The child's parent is main, not `outer`: a suspended child whose parent is the greenlet
 // holding its handle would form a reference cycle (parents are strong references), which
 // leaks in Python too.
