@@ -164,7 +164,6 @@ void stack_pointer_overflow(greenlet_impl* g, void* sp) noexcept {
 }
 
 std::string describe_greenlet(const greenlet_impl* g) {
-    if (g == nullptr) return "a greenlet being created";
     return describe(g);
 }
 
@@ -257,9 +256,9 @@ void call_trace(thread_full& t, bool is_throw, greenlet_impl* origin, greenlet_i
     }
 }
 
-// Makes `s` the stack of a not-started greenlet: its bounds, its canary, and its name for
-// the overflow handler.
-void use_stack(greenlet_impl* g, const stack_block& s) noexcept {
+// Gives a not-started greenlet its stack. On failure it is left as it was.
+void take_stack(greenlet_impl* g) {
+    const stack_block s = allocate_stack(g->stack_size, g);
     g->stack_lo = s.lo;
     g->stack_size = s.size;
     g->stack_guarded = s.guarded;
@@ -274,31 +273,17 @@ void use_stack(greenlet_impl* g, const stack_block& s) noexcept {
     set_stack_owner(s, g);
 }
 
-// Gives a not-started greenlet its stack. On failure it is left as it was.
-void take_stack(greenlet_impl* g) {
-    use_stack(g, allocate_stack(g->stack_size, g));
-}
-
-// The stack of a greenlet created in `home` is the home's.
-void use_stack_home(greenlet_impl* g, stack_home* home) noexcept {
-    use_stack(g, stack_block{static_cast<char*>(home->lo), home->size, home->guarded});
-}
-
 // Gives a not-started greenlet its initial context (and its stack, unless it has one).
-// A greenlet living in its stack's home starts below the home and the object beside it.
 void start(greenlet_impl* g) {
     if (g->stack_lo == nullptr) take_stack(g);
     char* lo = static_cast<char*>(g->stack_lo);
-    char* top =
-        g->homed ? static_cast<char*>(home_of(g)->object) : lo + g->stack_size - stack_header_size;
-    g->ctx = bctx::make_fcontext(top, static_cast<std::size_t>(top - lo), &entry);
+    g->ctx = bctx::make_fcontext(lo + g->stack_size - stack_header_size,
+                                 g->stack_size - stack_header_size, &entry);
     g->state = gstate::alive;
 }
 
-// Gives back the stack of a greenlet that is done with it (dead, or killed unstarted). A
-// greenlet living in its stack keeps it: the stack goes with the home (drop_stack_home).
 void free_stack(greenlet_impl* g) noexcept {
-    if (g->stack_lo == nullptr || g->is_main || g->homed) return;
+    if (g->stack_lo == nullptr || g->is_main) return;
     const stack_block s{static_cast<char*>(g->stack_lo), g->stack_size, g->stack_guarded};
     set_stack_owner(s, nullptr);
     release_stack(s);
@@ -485,40 +470,6 @@ void report(const std::string& what, std::exception_ptr e, greenlet_impl* g) noe
 
 }  // namespace
 
-stack_home* take_stack_home(std::size_t stack_size, std::size_t object_size) noexcept {
-    stack_block s;
-    try {
-        s = allocate_stack(stack_size, nullptr);
-    } catch (...) {
-        return nullptr;  // the caller's greenlet takes its stack at its start, and reports
-    }
-    if (object_size > s.size / 4) {  // the frames need the stack more
-        release_stack(s);
-        return nullptr;
-    }
-    // The stack's top (below the overflow handler's header): the home, then the object,
-    // each on a cache line of its own; the greenlet's frames start below the object.
-    constexpr std::uintptr_t line = 64;
-    auto down = [](std::uintptr_t a) { return a & ~(line - 1); };
-    const auto top = reinterpret_cast<std::uintptr_t>(s.lo + s.size - stack_header_size);
-    const std::uintptr_t home_at = down(top - sizeof(stack_home));
-    const std::uintptr_t object_at = down(home_at - object_size);
-    auto* home = ::new (reinterpret_cast<void*>(home_at)) stack_home;
-    home->lo = s.lo;
-    home->size = s.size;
-    home->guarded = s.guarded;
-    home->object = reinterpret_cast<void*>(object_at);
-    return home;
-}
-
-void drop_stack_home(stack_home* home) noexcept {
-    if (home->owners.fetch_sub(1, std::memory_order_acq_rel) != 1) return;
-    const stack_block s{static_cast<char*>(home->lo), home->size, home->guarded};
-    home->~stack_home();
-    set_stack_owner(s, nullptr);
-    release_stack(s);
-}
-
 bool prepare_start(greenlet_impl* g) noexcept {
     if (g->state != gstate::not_started || g->run == nullptr || g->owner != tls ||
         !g->run->accepts(value()))
@@ -606,15 +557,7 @@ void destroy(greenlet_impl* g) noexcept {
     if (g->parent != nullptr) release(g->parent);
     thread_full* owner = full(g->owner);
     const bool counted = !g->is_main;
-    if (g->homed) {
-        // Its control block is in its stack's home: end its life there, and give up its
-        // share of the stack (which goes back to the pool if the object beside it is gone).
-        stack_home* home = home_of(g);
-        g->~greenlet_impl();
-        drop_stack_home(home);
-    } else {
-        delete g;
-    }
+    delete g;
     if (counted) live_count.fetch_sub(1, std::memory_order_relaxed);
     release_thread(owner);
 }
@@ -718,8 +661,7 @@ void last_release(greenlet_impl* g) noexcept {
 using detail::access;
 using detail::gstate;
 
-greenlet::greenlet(detail::run_base* run, const greenlet* parent, options opts,
-                   detail::stack_home* home) {
+greenlet::greenlet(detail::run_base* run, const greenlet* parent, options opts) {
     std::unique_ptr<detail::run_base> owned(run);
     detail::thread_state& ts = detail::this_thread();
     detail::greenlet_impl* par = ts.current;
@@ -733,10 +675,7 @@ greenlet::greenlet(detail::run_base* run, const greenlet* parent, options opts,
         }
         par = parent->p_;
     }
-    // In a home: the control block is built in the stack's top (nothing on the heap) and
-    // takes its share of the stack; nothing below can throw.
-    auto* g = home != nullptr ? ::new (static_cast<void*>(home->control)) detail::greenlet_impl
-                              : new detail::greenlet_impl;
+    auto* g = new detail::greenlet_impl;
     g->owner = &ts;
     detail::full(ts).refs.fetch_add(1, std::memory_order_relaxed);
     detail::retain(par);
@@ -748,12 +687,6 @@ greenlet::greenlet(detail::run_base* run, const greenlet* parent, options opts,
     g->name = std::move(opts.name);
     detail::live_count.fetch_add(1, std::memory_order_relaxed);
     p_ = g;
-    if (home != nullptr) {
-        home->owners.fetch_add(1, std::memory_order_relaxed);
-        g->homed = true;
-        detail::use_stack_home(g, home);
-        return;
-    }
     if (opts.eager_stack) {
         try {
             detail::take_stack(g);

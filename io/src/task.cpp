@@ -89,31 +89,23 @@ spawn_options& with_name(spawn_options& o) {
     return o;
 }
 
-// The task's fiber: its control block in `home` beside the task, or on the heap.
-greenlet make_fiber(stack_home* home, run_base* run, const greenlet& parent, greenlet::options o) {
-    if (home != nullptr) return access::make_in(home, run, parent, std::move(o));
-    return access::make(run, parent, std::move(o));
-}
-
 }  // namespace
 
 void done_wake::wake_it(done_entry& self, task_base& t) noexcept {
     t.owner().wake(*static_cast<done_wake&>(self).w);
 }
 
-task_base::task_base(hub& h, stack_home* home, spawn_options opts, const std::type_info& fn_type,
+task_base::task_base(hub& h, spawn_options opts, const std::type_info& fn_type,
                      const std::type_info& result_type)
     : hub_(&h),
-      home_(home),
-      fiber_(make_fiber(home, ::new (static_cast<void*>(run_storage_)) fiber_run(),
-                        h.loop_greenlet(),
-                        // An eager task is switched into from the spawner, where a failed
-                        // start would reach the hub: its stack comes now, so spawn() throws.
-                        // The fiber has the task's name (in messages, dumps, the overflow
-                        // report).
-                        greenlet::options{.name = with_name(opts).name,
-                                          .stack_size = opts.stack_size,
-                                          .eager_stack = opts.eager})),
+      fiber_(
+          access::make(::new (static_cast<void*>(run_storage_)) fiber_run(), h.loop_greenlet(),
+                       // An eager task is switched into from the spawner, where a failed
+                       // start would reach the hub: its stack comes now, so spawn() throws.
+                       // The fiber has the task's name (in messages, dumps, the overflow report).
+                       greenlet::options{.name = with_name(opts).name,
+                                         .stack_size = opts.stack_size,
+                                         .eager_stack = opts.eager})),
       eager_(opts.eager),
       name_(std::move(opts.name)),
       fn_type_(&fn_type),
@@ -138,16 +130,6 @@ task_base::~task_base() {
         if (is_callback(*e)) delete static_cast<callback_entry*>(e);
     }
     if (error_ && !retrieved_) report_unretrieved();
-}
-
-void task_base::destroy() noexcept {
-    stack_home* const home = home_;
-    if (home == nullptr) {
-        delete this;
-        return;
-    }
-    this->~task_base();  // virtual: the whole task, its function and result
-    drop_stack_home(home);
 }
 
 void task_base::set_name(std::string name) {

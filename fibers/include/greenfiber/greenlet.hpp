@@ -252,8 +252,7 @@ class greenlet {
 
   private:
     explicit greenlet(detail::greenlet_impl* p) noexcept : p_(p) {}
-    greenlet(detail::run_base* run, const greenlet* parent, options opts,
-             detail::stack_home* home = nullptr);
+    greenlet(detail::run_base* run, const greenlet* parent, options opts);
     void set_run_impl(detail::run_base* run);
 
     template <class Fn>
@@ -334,13 +333,6 @@ struct access {
     /// `parent`. Throws what the constructor throws (then `run` is deleted).
     static greenlet make(run_base* run, const greenlet& parent, greenlet::options opts) {
         return greenlet(run, &parent, std::move(opts));
-    }
-    /// The same with its control block built in `home` (take_stack_home()), whose stack
-    /// becomes its stack (options::stack_size and eager_stack are then moot). The greenlet
-    /// takes a share of the home; the caller keeps its own (drop_stack_home()).
-    static greenlet make_in(stack_home* home, run_base* run, const greenlet& parent,
-                            greenlet::options opts) {
-        return greenlet(run, &parent, std::move(opts), home);
     }
 };
 

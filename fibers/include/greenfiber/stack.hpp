@@ -28,11 +28,6 @@ namespace greenfiber {
 // greenlet: an overflow that skipped the guard page or the canary and is still live when
 // the greenlet switches).
 //
-// A task (io/, spawn()) lives in the top of its fiber's stack, beside the fiber's control
-// block: its stack is taken when it is spawned, not when it first runs, and given back when
-// the task's last handle is gone and its fiber is done, not when the fiber dies (a finished
-// task's result is in that stack). stack_statistics().in_use counts such stacks meanwhile.
-//
 // Each thread keeps a few free stacks of the default size (16) in a cache of its own, so
 // that a greenlet started where the last one finished takes a stack without a lock; the
 // cache is part of the pool (counted as pooled) and goes back to it when the thread exits.

@@ -147,7 +147,7 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
 
     void retain() noexcept { ++refs_; }
     void release() noexcept {
-        if (--refs_ == 0) destroy();
+        if (--refs_ == 0) delete this;
     }
 
     /// pending, running, done or cancelled: never parked (any_task::status() adds that).
@@ -240,9 +240,7 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
     static std::size_t unretrieved_count() noexcept;
 
   protected:
-    /// A task in `home` (take_stack_home(): it lives in its fiber's stack, whose fiber is
-    /// built there too), or on the heap with `home` null.
-    task_base(hub& h, stack_home* home, spawn_options opts, const std::type_info& fn_type,
+    task_base(hub& h, spawn_options opts, const std::type_info& fn_type,
               const std::type_info& result_type);
     virtual ~task_base();
     virtual void invoke() = 0;  // runs the function and stores its result
@@ -250,10 +248,6 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
 
   private:
     friend class greenfiber::hub;
-    /// Ends its life once the last reference is gone: `delete` on the heap; in a stack's
-    /// home, the destructor and then the task's share of the stack (drop_stack_home), which
-    /// goes back to the pool once its fiber's control block is gone too.
-    void destroy() noexcept;
     void body() noexcept;
     /// Its fiber could not start (e.g. no stack could be mapped): it ends done with `e`.
     void fail_start(std::exception_ptr e) noexcept;
@@ -280,9 +274,6 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
     alignas(fiber_run) unsigned char run_storage_[sizeof(fiber_run)];
 
     hub* hub_;
-    /// The home it lives in (its own fiber's stack), or null on the heap. The task owns one
-    /// share of that stack, given up in destroy().
-    stack_home* home_;
     greenlet fiber_;
     greenlet_impl* fiber_impl_;  // Borrowed from fiber_ (which may be dropped to kill it).
     waiter start_{"its first run"};
@@ -346,8 +337,8 @@ class task_value : public task_base {
 template <class R, class Fn, class... Args>
 class task_impl final : public task_value<R> {
   public:
-    task_impl(hub& h, stack_home* home, spawn_options opts, Fn fn, Args... args)
-        : task_value<R>(h, home, std::move(opts), typeid(Fn), typeid(R)),
+    task_impl(hub& h, spawn_options opts, Fn fn, Args... args)
+        : task_value<R>(h, std::move(opts), typeid(Fn), typeid(R)),
           fn_(std::move(fn)),
           args_(std::move(args)...) {
         this->start();
@@ -590,18 +581,6 @@ std::string to_string(const any_task& t);
 std::ostream& operator<<(std::ostream& os, const any_task& t);
 
 namespace detail {
-/// Whether a task of type `Impl` is placed in its fiber's stack (stack_home) rather than on
-/// the heap: one that fits in a kilobyte keeps the stack's top page for the frames of a
-/// parked task (a task parked on an event uses about 1.8 KB of stack).
-template <class Impl>
-inline constexpr bool fits_in_stack = sizeof(Impl) <= 1024 && alignof(Impl) <= 64;
-/// Gives up a share of a stack_home unless released (spawn(), if a task's constructor throws).
-struct home_share {
-    stack_home* home;
-    ~home_share() {
-        if (home != nullptr) drop_stack_home(home);
-    }
-};
 /// The caller's location, as a trailing default argument of the spawning calls without
 /// options. Its own type, so that a user's std::source_location argument is never taken
 /// for it.
@@ -619,14 +598,6 @@ concept spawnable_first = !std::is_same_v<std::decay_t<Fn>, spawn_options>;
 /// scheduled, not started: it runs when the creating fiber next suspends. If its stack
 /// cannot be mapped then, the task fails with stack_error (stack.hpp), which names it.
 ///
-/// Where it lives: a task whose function, arguments and result take up to a kilobyte is
-/// built in the top of its fiber's stack, taken at the spawn (from the thread's cache of
-/// stacks: no heap allocation), so a parked task costs its stack's top page and nothing
-/// else. That stack stays taken until the task's last handle is gone, also after the task
-/// has finished (its result and exception are there): drop the handles of finished tasks
-/// you no longer read. A larger task is allocated on the heap and takes its stack when it
-/// first runs.
-///
 /// The task records where it was spawned (any_task::site()): with options, from
 /// spawn_options::site; without, from a trailing default argument, which C++ evaluates at
 /// the caller. A parameter pack cannot be followed by a deducible parameter, so the form
@@ -637,20 +608,8 @@ concept spawnable_first = !std::is_same_v<std::decay_t<Fn>, spawn_options>;
 template <class Fn, class... Args>
 [[nodiscard]] auto spawn(spawn_options opts, Fn&& fn, Args&&... args) {
     using R = std::invoke_result_t<std::decay_t<Fn>&&, std::decay_t<Args>&&...>;
-    using impl = detail::task_impl<R, std::decay_t<Fn>, std::decay_t<Args>...>;
-    hub& h = hub::current();
-    if constexpr (detail::fits_in_stack<impl>) {
-        // The task and its fiber's control block in the top of the fiber's stack: no heap.
-        if (detail::stack_home* home = detail::take_stack_home(opts.stack_size, sizeof(impl))) {
-            detail::home_share share{home};  // the task's share, if its constructor throws
-            auto* t = ::new (home->object)
-                impl(h, home, std::move(opts), std::forward<Fn>(fn), std::forward<Args>(args)...);
-            share.home = nullptr;  // the task holds it now (task_base::destroy gives it up)
-            return task<R>(t);
-        }
-    }
-    auto* t =
-        new impl(h, nullptr, std::move(opts), std::forward<Fn>(fn), std::forward<Args>(args)...);
+    auto* t = new detail::task_impl<R, std::decay_t<Fn>, std::decay_t<Args>...>(
+        hub::current(), std::move(opts), std::forward<Fn>(fn), std::forward<Args>(args)...);
     return task<R>(t);
 }
 template <detail::spawnable_first Fn>

@@ -120,8 +120,6 @@ struct greenlet_impl {
     void* stack_lo = nullptr;    // usable bottom of the stack (the canary is there)
     std::size_t stack_size = 0;  // requested size (0: default) until started, then actual
     bool stack_guarded = false;
-    // Its control block lives in the top of its own stack (a stack_home), not on the heap.
-    bool homed = false;
     run_base* run = nullptr;  // Owned; null once finished or when created without one.
     void* asan_fake = nullptr;
     void* local = nullptr;  // Borrowed: the upper layer's record of this greenlet (io/: its task).
@@ -132,42 +130,6 @@ struct greenlet_impl {
     std::uint64_t id;
     std::string name;
 };
-
-// A stack that carries, in its top, its greenlet's control block and one object of the
-// layer above (io/: the task), so that creating both allocates nothing but the stack, which
-// the thread's cache of stacks usually has ready. The control block and the object share the
-// stack (`owners`): it goes back to the pool when the control block is destroyed (the
-// greenlet's last handle is gone and it is not running) and the object's owner has called
-// drop_stack_home(), in either order. Until then the stack stays taken even after the
-// greenlet died, so the object (a finished task's result) stays readable as long as it lives.
-// Layout, from the top: the overflow handler's header, this record, the object, the frames.
-struct stack_home {
-    // The greenlet's control block, built there by the greenlet constructor.
-    alignas(greenlet_impl) unsigned char control[sizeof(greenlet_impl)];
-    // 1 (the object's owner) from take_stack_home(), 2 once the greenlet is built in it.
-    // Atomic: a greenlet abandoned by its exited thread is destroyed on another thread.
-    std::atomic<std::uint32_t> owners{1};
-    bool guarded = false;
-    void* lo = nullptr;  // the stack: [lo, lo + size)
-    std::size_t size = 0;
-    void* object = nullptr;  // the object's storage, below this record; the frames start below
-};
-
-// The home a greenlet's control block lives in (precondition: g->homed).
-inline stack_home* home_of(greenlet_impl* g) noexcept {
-    return reinterpret_cast<stack_home*>(g);  // `control` is its first member
-}
-
-// Takes a stack of `stack_size` bytes (0: the default) and makes a home in its top, with
-// `object_size` bytes for the caller's object below it (64-byte aligned). Null when no
-// stack can be had (mmap refused it, the guard policy...) or the object would take more
-// than a quarter of it: the caller then allocates on the heap, and its greenlet reports the
-// failure when it starts. Switches: no.   Thread: any.
-stack_home* take_stack_home(std::size_t stack_size, std::size_t object_size) noexcept;
-
-// Gives up one share of the home's stack; the last gives the stack back to the pool. The
-// object's owner calls it once its object is destroyed. Switches: no.   Thread: any.
-void drop_stack_home(stack_home* home) noexcept;
 
 // The canary is the lowest word of a stack, which no frame reaches unless the stack
 // overflowed. Its expected value is zero: memory that was never written reads as zero
