@@ -203,7 +203,10 @@ std::string to_string(const stack_frame& f) {
     }
     if (!f.file.empty()) {
         s += " at " + f.file;
-        if (f.line != 0) s += ":" + std::to_string(f.line);
+        if (f.line != 0) {
+            s += ':';  // not ":" + to_string(): g++ 12's -Wrestrict misreads it in release builds
+            s += std::to_string(f.line);
+        }
     }
     return s;
 }

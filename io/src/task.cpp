@@ -553,7 +553,10 @@ std::string to_string(const any_task& t) {
     if (at.line() != 0) {
         out += " spawned=";
         out += base_name(at.file_name());
-        out += ":" + std::to_string(at.line());
+        // Appended piecewise: ":" + to_string() inserts at the front, which g++ 12's
+        // -Wrestrict misreads in release builds.
+        out += ':';
+        out += std::to_string(at.line());
     } else {
         out += " spawned=" + s.site();
     }
