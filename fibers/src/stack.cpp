@@ -372,51 +372,6 @@ void flush_cache(pool_state& p, thread_cache& c) {
     c.count = 0;
 }
 
-// Moves the newer half of the calling thread's cache to the free lists. Precondition: mu
-// held.
-void flush_half(pool_state& p, thread_cache& c) {
-    const std::size_t def = p.default_size.load(std::memory_order_relaxed);
-    unsigned moved = 0;
-    while (c.count > cache_capacity / 2) {
-        const stack_block& s = c.slots[c.count - 1];
-        try {
-            (s.size == def ? p.free_default : p.free_other).push_back(s);
-        } catch (...) {
-            break;  // out of memory growing the free list: the rest stays cached
-        }
-        --c.count;
-        ++moved;
-    }
-    p.cached.fetch_sub(moved, std::memory_order_relaxed);
-}
-
-void register_cache(thread_cache& c) noexcept;
-
-// After a take from the free lists: fills the calling thread's cache to half with usable
-// stacks of the default size, under the lock already held, so that a thread that takes many
-// stacks in a row (tasks spawned in batches) takes the lock once per half a cache.
-// Precondition: mu held, the cache empty or holding only current stacks.
-void refill_cache(pool_state& p, thread_cache& c) {
-    if (c.gone) return;
-    const std::size_t def = p.default_size.load(std::memory_order_relaxed);
-    std::vector<stack_block>& list = p.free_default;
-    // The last n of the free list, in the order the list would hand them out: the cache is
-    // a stack too, so the one the list would give next goes on its top (stacks taken in a
-    // row stay neighbours in their slab, as without the cache).
-    std::size_t n = 0;
-    while (c.count + n < cache_capacity / 2 && n < list.size()) {
-        const stack_block& s = list[list.size() - 1 - n];
-        if (s.size != def || !usable(p, s)) break;
-        if (!s.guarded) warn_unguarded(p);
-        ++n;
-    }
-    if (n == 0) return;
-    for (std::size_t i = n; i-- > 0;) c.slots[c.count++] = list[list.size() - 1 - i];
-    list.resize(list.size() - n);
-    register_cache(c);
-    p.cached.fetch_add(n, std::memory_order_relaxed);
-}
-
 // Its destructor, at thread exit, gives the thread's cached stacks back to the pool.
 struct cache_flusher {
     ~cache_flusher() {
@@ -428,14 +383,6 @@ struct cache_flusher {
     void arm() noexcept {}  // an odr-use that constructs it (and registers the destructor)
 };
 thread_local cache_flusher flusher;
-
-// Makes sure the thread's cache goes back to the pool at its exit.
-void register_cache(thread_cache& c) noexcept {
-    if (!c.registered) [[unlikely]] {
-        c.registered = true;
-        flusher.arm();
-    }
-}
 
 }  // namespace
 
@@ -463,7 +410,6 @@ stack_block allocate_stack(std::size_t size, const greenlet_impl* owner) {
     stack_block s;
     if (is_default) {
         s = take(p, p.free_default, def, stacks_per_slab, owner);
-        refill_cache(p, c);
     } else {
         s = take(p, p.free_other, round_to_page(std::max<std::size_t>(size, 16384)), 1, owner);
     }
@@ -480,7 +426,10 @@ void release_stack(const stack_block& s) noexcept {
     asan_give_back(s);
     if (!c.gone && c.count < cache_capacity &&
         s.size == p.default_size.load(std::memory_order_relaxed)) [[likely]] {
-        register_cache(c);
+        if (!c.registered) [[unlikely]] {
+            c.registered = true;
+            flusher.arm();
+        }
         c.slots[c.count++] = s;
         p.cached.fetch_add(1, std::memory_order_relaxed);
         p.in_use.fetch_sub(1, std::memory_order_relaxed);
@@ -488,17 +437,6 @@ void release_stack(const stack_block& s) noexcept {
     }
     std::lock_guard lock(p.mu);
     p.in_use.fetch_sub(1, std::memory_order_relaxed);
-    if (!c.gone && c.count == cache_capacity) {
-        // A full cache: half of it goes to the pool under this one lock, so that a thread
-        // that gives back many stacks in a row (tasks spawned and joined in batches) takes
-        // the lock once per half a cache, not once per stack.
-        flush_half(p, c);
-        if (s.size == p.default_size.load(std::memory_order_relaxed)) {
-            c.slots[c.count++] = s;
-            p.cached.fetch_add(1, std::memory_order_relaxed);
-            return;
-        }
-    }
     try {
         (s.size == p.default_size.load(std::memory_order_relaxed) ? p.free_default : p.free_other)
             .push_back(s);
