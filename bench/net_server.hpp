@@ -99,6 +99,17 @@ inline void print_split(const std::vector<std::size_t>& per_hub) {
     std::fprintf(stderr, "\n");
 }
 
+// The loopback listener of a one-acceptor server, its port printed when the kernel chose it.
+inline gf::tcp::acceptor open_listener(const options& o) {
+    const gf::tcp::endpoint ep(asio::ip::address_v4::loopback(), o.port);
+    gf::tcp::acceptor acceptor(ep, true, 4096);
+    if (o.port == 0) {
+        std::printf("listening on 127.0.0.1:%u\n", acceptor.local_endpoint().port());
+        std::fflush(stdout);
+    }
+    return acceptor;
+}
+
 // --accept one: hub 0 accepts every connection and hands it to hub (k mod N) for the k-th
 // connection, itself included: the descriptor leaves hub 0's reactor (release()) and the
 // session adopts it on its own hub, where it runs to the end. The remote_task is dropped
@@ -106,12 +117,7 @@ inline void print_split(const std::vector<std::size_t>& per_hub) {
 template <class Session>
 void one_acceptor_loop(gf::hub_group& group, const options& o, Session session,
                        std::vector<std::atomic<std::size_t>>& per_hub) {
-    const gf::tcp::endpoint ep(asio::ip::address_v4::loopback(), o.port);
-    gf::tcp::acceptor acceptor(ep, true, 4096);
-    if (o.port == 0) {
-        std::printf("listening on 127.0.0.1:%u\n", acceptor.local_endpoint().port());
-        std::fflush(stdout);
-    }
+    gf::tcp::acceptor acceptor = open_listener(o);
     for (std::size_t k = 0;; ++k) {
         error_code ec;
         gf::tcp::socket s = acceptor.accept(ec);
@@ -199,12 +205,7 @@ int run_server(const options& o, Session session) {
         gf::run([&] {
             gf::add_signal_handler(
                 SIGTERM, [main = gf::current_task().share_any()] { (void)main.cancel("SIGTERM"); });
-            const gf::tcp::endpoint ep(asio::ip::address_v4::loopback(), o.port);
-            gf::tcp::acceptor acceptor(ep, true, 4096);
-            if (o.port == 0) {
-                std::printf("listening on 127.0.0.1:%u\n", acceptor.local_endpoint().port());
-                std::fflush(stdout);
-            }
+            gf::tcp::acceptor acceptor = open_listener(o);
             for (;;) {
                 error_code ec;
                 gf::tcp::socket s = acceptor.accept(ec);

@@ -27,18 +27,9 @@ namespace {
 
 class ServerStop : public greenfiber::testing::io_checked {};
 
+using greenfiber::testing::echo_until_eof;
 using greenfiber::testing::loopback_listener;
 using tcp_server = server<tcp::protocol>;
-
-void echo_until_eof(tcp::socket s) {
-    std::array<char, 256> buf{};
-    for (;;) {
-        error_code ec;
-        const std::size_t n = s.read_some(asio::buffer(buf), ec);
-        if (ec) return;
-        s.write(asio::buffer(buf.data(), n));
-    }
-}
 
 // The owner's fiber: serves until stopped, then frees the server at once.
 task<void> serve_then_free(std::unique_ptr<tcp_server>& srv) {

@@ -30,19 +30,10 @@ namespace {
 class Server : public greenfiber::testing::io_checked {};
 class Net : public greenfiber::testing::io_checked {};
 
+using greenfiber::testing::echo_until_eof;
 using greenfiber::testing::loopback_listener;
 using greenfiber::testing::open_fds;
 using greenfiber::testing::reports;
-
-void echo_until_eof(tcp::socket s) {
-    std::array<char, 256> buf{};
-    for (;;) {
-        error_code ec;
-        const std::size_t n = s.read_some(asio::buffer(buf), ec);
-        if (ec) return;
-        s.write(asio::buffer(buf.data(), n));
-    }
-}
 
 std::string round_trip(const tcp::endpoint& ep, const std::string& msg) {
     tcp::socket c;

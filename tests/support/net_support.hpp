@@ -1,11 +1,17 @@
 #pragma once
-// Helpers for the socket-level tests: a loopback listener, a connected pair, a count of open
-// descriptors and a collector of the hub's reports. All of them on this thread's hub.
+// Helpers for the socket-level tests: a loopback listener, a connected pair, an echo
+// handler, a count of open descriptors and a collector of the hub's reports. All of them on
+// this thread's hub.
 
 #include <fcntl.h>
 
+#include <array>
+#include <cstddef>
 #include <string>
 #include <vector>
+
+#include <boost/asio/buffer.hpp>
+#include <boost/system/error_code.hpp>
 
 #include <greenfiber/hub.hpp>
 #include <greenfiber/socket.hpp>
@@ -37,6 +43,17 @@ struct tcp_pair {
     tcp_pair(const tcp_pair&) = delete;
     tcp_pair& operator=(const tcp_pair&) = delete;
 };
+
+// A connection handler that echoes what it reads until the peer closes or an error ends it.
+inline void echo_until_eof(tcp::socket s) {
+    std::array<char, 256> buf{};
+    for (;;) {
+        boost::system::error_code ec;
+        const std::size_t n = s.read_some(boost::asio::buffer(buf), ec);
+        if (ec) return;
+        s.write(boost::asio::buffer(buf.data(), n));
+    }
+}
 
 // Descriptors open in this process (below 4096).
 inline int open_fds() {
