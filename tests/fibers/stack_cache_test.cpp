@@ -23,6 +23,7 @@
 #include <greenfiber/value.hpp>
 
 #include "leak_check.hpp"
+#include "stack_support.hpp"
 
 namespace {
 
@@ -55,23 +56,7 @@ value to_parent(value v = {}) {
     return p.switch_to(std::move(v));
 }
 
-// Puts the process-wide pool settings back as they were, whatever the test did.
-class pool_settings_scope {
-  public:
-    pool_settings_scope()
-        : budget_(stack_statistics().guard_budget), default_size_(default_stack_size()) {}
-    ~pool_settings_scope() {
-        greenfiber::set_guard_policy(guard_policy::fallback_unguarded);
-        greenfiber::set_guard_budget(budget_);
-        greenfiber::set_default_stack_size(default_size_);
-    }
-    pool_settings_scope(const pool_settings_scope&) = delete;
-    pool_settings_scope& operator=(const pool_settings_scope&) = delete;
-
-  private:
-    std::size_t budget_;
-    std::size_t default_size_;
-};
+using greenfiber::testing::pool_settings_scope;
 
 // The pages of [lo, lo + size) that are resident (mincore: mapped to a page frame, the
 // kernel's shared zero page included), as indices from the bottom.

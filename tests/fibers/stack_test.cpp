@@ -29,6 +29,7 @@
 
 #include "leak_check.hpp"
 #include "long_run.hpp"
+#include "stack_support.hpp"
 
 namespace {
 
@@ -58,23 +59,7 @@ value to_parent(value v = {}) {
     return p.switch_to(std::move(v));
 }
 
-// Puts the process-wide pool settings back as they were, whatever the test did.
-class pool_settings_scope {
-  public:
-    pool_settings_scope()
-        : budget_(stack_statistics().guard_budget), default_size_(default_stack_size()) {}
-    ~pool_settings_scope() {
-        greenfiber::set_guard_policy(guard_policy::fallback_unguarded);
-        greenfiber::set_guard_budget(budget_);
-        greenfiber::set_default_stack_size(default_size_);
-    }
-    pool_settings_scope(const pool_settings_scope&) = delete;
-    pool_settings_scope& operator=(const pool_settings_scope&) = delete;
-
-  private:
-    std::size_t budget_;
-    std::size_t default_size_;
-};
+using greenfiber::testing::pool_settings_scope;
 
 // Recurses until `depth == limit` (never, for a negative limit), 256 bytes and more a level.
 volatile int recursion_sink = 0;
