@@ -103,11 +103,10 @@ task_base::task_base(hub& h, spawn_options opts, const std::type_info& fn_type,
                        // An eager task is switched into from the spawner, where a failed
                        // start would reach the hub: its stack comes now, so spawn() throws.
                        // The fiber has the task's name (in messages, dumps, the overflow report).
-                       greenlet::options{.name = with_name(opts).name,
+                       greenlet::options{.name = std::move(with_name(opts).name),
                                          .stack_size = opts.stack_size,
                                          .eager_stack = opts.eager})),
       eager_(opts.eager),
-      name_(std::move(opts.name)),
       fn_type_(&fn_type),
       result_type_(&result_type),
       site_(recorded_site(opts.site)) {
@@ -133,9 +132,9 @@ task_base::~task_base() {
 }
 
 void task_base::set_name(std::string name) {
-    name_ = std::move(name);
+    (fiber_ ? fiber_impl_->name : name_) = std::move(name);
     if (hub_trace* tr = trace_of(*hub_)) [[unlikely]]
-        trace_rename(*tr, fiber_impl_, name_.c_str());
+        trace_rename(*tr, fiber_impl_, this->name().c_str());
 }
 
 void task_base::mark_retrieved() noexcept {
@@ -146,7 +145,7 @@ void task_base::mark_retrieved() noexcept {
 void task_base::report_unretrieved() noexcept {
     mark_retrieved();  // reported once
     try {
-        hub_->report({"greenfiber: task '" + name_ + "' (spawned at " + site() +
+        hub_->report({"greenfiber: task '" + name() + "' (spawned at " + site() +
                           "): exception was never retrieved",
                       error_, nullptr, report_severity::error, "task"});
     } catch (...) {
@@ -176,7 +175,7 @@ void task_base::start() {
     this_thread_tasks().live.push_back(*this);
     start_.fiber = fiber_impl_;
     if (hub_trace* tr = trace_of(*hub_)) [[unlikely]]
-        trace_spawn(*tr, fiber_impl_, name_.c_str());
+        trace_spawn(*tr, fiber_impl_, name().c_str());
     if (eager_ && !hub_->in_hub()) {
         hub_->run_first(fiber_);
     } else {
@@ -211,7 +210,7 @@ task_base* task_base::of_fiber(const greenlet_impl* fiber) noexcept {
 void task_base::check_thread(const char* what) const {
     if (std::this_thread::get_id() == hub_->thread_id()) return;
     std::ostringstream os;
-    os << "greenfiber: cannot " << what << " task '" << name_ << "' from thread "
+    os << "greenfiber: cannot " << what << " task '" << name() << "' from thread "
        << std::this_thread::get_id() << ": it belongs to the hub of thread " << hub_->thread_id()
        << " (fibers never change threads; use hub::post)";
     throw error(os.str());
@@ -336,7 +335,7 @@ std::string task_base::describe_wait(const waiter& w) {
 void task_base::wait_for_done(bool get) {
     check_thread("wait for");
     if (done()) return;
-    if (current() == this) throw error("greenfiber: task '" + name_ + "' cannot wait for itself");
+    if (current() == this) throw error("greenfiber: task '" + name() + "' cannot wait for itself");
     waiter w("a task to finish (get/wait)");
     w.describe = get ? &describe_get : &describe_wait;
     w.describe_arg = this;
@@ -372,7 +371,7 @@ void task_base::await_done() {
 
 void task_base::wait_done_with(sync_waiter& sw) {
     if (done()) return;
-    if (current() == this) throw error("greenfiber: task '" + name_ + "' cannot wait for itself");
+    if (current() == this) throw error("greenfiber: task '" + name() + "' cannot wait for itself");
     // Any wake-up ends this wait (run_until_complete's stop() wakes `sw.w` directly).
     (void)park_done(sw.w, nullptr, false);
 }
@@ -380,7 +379,7 @@ void task_base::wait_done_with(sync_waiter& sw) {
 bool task_base::wait_done_until(std::chrono::steady_clock::time_point deadline) {
     check_thread("wait for");
     if (done()) return true;
-    if (current() == this) throw error("greenfiber: task '" + name_ + "' cannot wait for itself");
+    if (current() == this) throw error("greenfiber: task '" + name() + "' cannot wait for itself");
     waiter w("a task to finish (get/wait)");
     w.describe = &describe_wait;
     w.describe_arg = this;
@@ -391,7 +390,7 @@ bool task_base::wait_done_until(std::chrono::steady_clock::time_point deadline) 
 
 void task_base::check_result() {
     if (!done())
-        throw invalid_state_error("greenfiber: task '" + name_ +
+        throw invalid_state_error("greenfiber: task '" + name() +
                                   "' has no result yet (it is not finished)");
     if (status_ == task_status::cancelled) throw cancelled_error(cancel_message_);
     if (error_) {
@@ -402,7 +401,7 @@ void task_base::check_result() {
 
 std::exception_ptr task_base::exception() {
     if (!done())
-        throw invalid_state_error("greenfiber: task '" + name_ +
+        throw invalid_state_error("greenfiber: task '" + name() +
                                   "' has no exception yet (it is not finished)");
     if (status_ == task_status::cancelled) throw cancelled_error(cancel_message_);
     mark_retrieved();
@@ -461,6 +460,7 @@ void task_base::kill() noexcept {
         status_ = task_status::cancelled;
         finish();
     } else if (current() != this) {
+        name_ = fiber_impl_->name;  // the fiber may go with its handle
         greenlet f = std::move(fiber_);
     }
     if (!done() && list_hook<live_tasks_tag>::linked()) {

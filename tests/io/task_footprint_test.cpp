@@ -106,6 +106,25 @@ TEST_F(TaskFootprint, NamesAreFormattedOnceAndUnchanged) {
     c.get();
 }
 
+// The name is one string, the fiber's: a rename shows in greenlet::name() too, and a task
+// killed while parked (its fiber freed with its last handle) still answers with its name.
+TEST_F(TaskFootprint, TheNameIsHeldOnceByTheFiber) {
+    event never;
+    auto t = spawn(spawn_options{.name = "first"}, [&] { never.wait(); });
+    EXPECT_EQ(&t.name(), &fiber_of(t)->name);
+    t.set_name("second");
+    EXPECT_EQ(t.state()->fiber().name(), "second");
+    yield_now();  // parked on the event now
+    ASSERT_TRUE(t.parked());
+    t.state()->kill();
+    ASSERT_TRUE(t.done());
+    EXPECT_FALSE(static_cast<bool>(t.state()->fiber()));  // its fiber went with the kill
+    EXPECT_EQ(t.name(), "second");
+    t.set_name("third");
+    EXPECT_EQ(t.name(), "third");
+    EXPECT_THAT(to_string(t), HasSubstr("'third'"));
+}
+
 // A task parked on an event keeps only the top of its guarded stack resident: the switch
 // reads no word at the stack's bottom (which would make some kernels map a page there).
 TEST_F(TaskFootprint, AParkedTaskKeepsOnlyTheTopOfItsStackResident) {

@@ -228,7 +228,8 @@ class greenlet {
         return p_->state == detail::gstate::not_started && p_->run != nullptr;
     }
 
-    /// The name given at creation, or "" for none. Switches: no.
+    /// The name given at creation, or "" for none (a task's fiber: the task's name, which
+    /// any_task::set_name() changes). Switches: no.
     const std::string& name() const noexcept { return p_->name; }
     /// A short description for messages: `greenlet 'name' (#7)`, or `greenlet #7` without
     /// a name (7 standing for its id).

@@ -183,7 +183,9 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
     std::uint64_t add_done_callback(detail::unique_function<void()> fn);
     std::size_t remove_done_callback(std::uint64_t id) noexcept;
 
-    const std::string& name() const noexcept { return name_; }
+    /// The name lives in the task's fiber (one string, shown by greenlet::name() too); the
+    /// task keeps its own copy only once kill() has dropped its fiber.
+    const std::string& name() const noexcept { return fiber_ ? fiber_impl_->name : name_; }
     /// The message of a cancellation ("" if none was given). Switches: no.
     const std::string& cancel_message() const noexcept { return cancel_message_; }
     void set_name(std::string name);
@@ -305,7 +307,7 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
     /// listeners (borrowed: each owner unlinks its own).
     intrusive_list<done_entry, done_tag> done_;
     std::uint64_t next_callback_id_ = 1;
-    std::string name_;
+    std::string name_;  // empty while fiber_ holds the name (see name())
     const std::type_info* fn_type_;
     const std::type_info* result_type_;
     std::source_location site_;  // one pointer in libstdc++: nothing is formatted at spawn
