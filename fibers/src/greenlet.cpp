@@ -557,7 +557,11 @@ void destroy(greenlet_impl* g) noexcept {
     if (g->parent != nullptr) release(g->parent);
     thread_full* owner = full(g->owner);
     const bool counted = !g->is_main;
-    delete g;
+    if (g->dispose != nullptr) {
+        g->dispose(g);
+    } else {
+        delete g;
+    }
     if (counted) live_count.fetch_sub(1, std::memory_order_relaxed);
     release_thread(owner);
 }
@@ -631,7 +635,9 @@ void abandon(greenlet_impl* g) noexcept {
 
 void last_release(greenlet_impl* g) noexcept {
     thread_full* owner = full(g->owner);
-    if (g->state != gstate::alive) {
+    // A block disposed of by its upper layer shares that layer's thread-bound bookkeeping:
+    // it is destroyed on its owner thread, or once that thread has exited.
+    if (g->state != gstate::alive && (g->dispose == nullptr || tls == owner)) {
         destroy(g);
         return;
     }
@@ -645,7 +651,13 @@ void last_release(greenlet_impl* g) noexcept {
                 owner->slow.store(true, std::memory_order_relaxed);
             }
         }
-        if (exited) abandon(g);
+        if (exited) {
+            if (g->state == gstate::alive) {
+                abandon(g);
+            } else {
+                destroy(g);
+            }
+        }
         return;
     }
     if (owner->current == g) {
@@ -661,7 +673,8 @@ void last_release(greenlet_impl* g) noexcept {
 using detail::access;
 using detail::gstate;
 
-greenlet::greenlet(detail::run_base* run, const greenlet* parent, options opts) {
+greenlet::greenlet(detail::run_base* run, const greenlet* parent, options opts, void* storage,
+                   void (*dispose)(detail::greenlet_impl*) noexcept) {
     std::unique_ptr<detail::run_base> owned(run);
     detail::thread_state& ts = detail::this_thread();
     detail::greenlet_impl* par = ts.current;
@@ -675,7 +688,9 @@ greenlet::greenlet(detail::run_base* run, const greenlet* parent, options opts) 
         }
         par = parent->p_;
     }
-    auto* g = new detail::greenlet_impl;
+    auto* g =
+        storage != nullptr ? ::new (storage) detail::greenlet_impl : new detail::greenlet_impl;
+    g->dispose = dispose;
     g->owner = &ts;
     detail::full(ts).refs.fetch_add(1, std::memory_order_relaxed);
     detail::retain(par);

@@ -95,17 +95,70 @@ void done_wake::wake_it(done_entry& self, task_base& t) noexcept {
     t.owner().wake(*static_cast<done_wake&>(self).w);
 }
 
+namespace {
+
+// What precedes a task allocated by task_base::operator new: its fiber's control block and
+// the count of the two users of the storage (the task, the block). Both are touched on the
+// task's thread only.
+struct alignas(__STDCPP_DEFAULT_NEW_ALIGNMENT__) task_head {
+    alignas(greenlet_impl) unsigned char block[sizeof(greenlet_impl)];
+    std::uint32_t users = 1;  // the task; 2 once the block is constructed
+};
+
+task_head* head_of(void* task) noexcept {
+    return static_cast<task_head*>(task) - 1;
+}
+
+void drop_user(task_head* h) noexcept {
+    if (--h->users == 0) {
+        h->~task_head();
+        ::operator delete(h);
+    }
+}
+
+// greenlet_impl::dispose of a block in a task's head.
+void dispose_block(greenlet_impl* g) noexcept {
+    auto* h = reinterpret_cast<task_head*>(g);
+    g->~greenlet_impl();
+    drop_user(h);
+}
+
+}  // namespace
+
+void* task_base::operator new(std::size_t size) {
+    return ::new (::operator new(sizeof(task_head) + size)) task_head + 1;
+}
+
+void task_base::operator delete(void* p) noexcept {
+    drop_user(head_of(p));
+}
+
+greenlet task_base::make_fiber(hub& h, spawn_options& opts, bool in_block) {
+    run_base* run = ::new (static_cast<void*>(run_storage_)) fiber_run();
+    // An eager task is switched into from the spawner, where a failed start would reach the
+    // hub: its stack comes now, so spawn() throws. The fiber has the task's name (in
+    // messages, dumps, the overflow report).
+    greenlet::options o{.name = std::move(with_name(opts).name),
+                        .stack_size = opts.stack_size,
+                        .eager_stack = opts.eager};
+    if (!in_block) return access::make(run, h.loop_greenlet(), std::move(o));
+    // This is the allocation's object: the task_base subobject of a task_impl (single
+    // inheritance) sits at its start, where operator new returned.
+    task_head* head = head_of(this);
+    ++head->users;
+    try {
+        return access::make_in(head->block, &dispose_block, run, h.loop_greenlet(), std::move(o));
+    } catch (...) {
+        // A block that was constructed has been disposed of (users back to 1); else undo.
+        if (head->users == 2) --head->users;
+        throw;
+    }
+}
+
 task_base::task_base(hub& h, spawn_options opts, const std::type_info& fn_type,
-                     const std::type_info& result_type)
+                     const std::type_info& result_type, bool in_block)
     : hub_(&h),
-      fiber_(
-          access::make(::new (static_cast<void*>(run_storage_)) fiber_run(), h.loop_greenlet(),
-                       // An eager task is switched into from the spawner, where a failed
-                       // start would reach the hub: its stack comes now, so spawn() throws.
-                       // The fiber has the task's name (in messages, dumps, the overflow report).
-                       greenlet::options{.name = std::move(with_name(opts).name),
-                                         .stack_size = opts.stack_size,
-                                         .eager_stack = opts.eager})),
+      fiber_(make_fiber(h, opts, in_block)),
       eager_(opts.eager),
       fn_type_(&fn_type),
       result_type_(&result_type),
@@ -132,7 +185,11 @@ task_base::~task_base() {
 }
 
 void task_base::set_name(std::string name) {
-    (fiber_ ? fiber_impl_->name : name_) = std::move(name);
+    if (fiber_) {
+        fiber_impl_->name = std::move(name);
+    } else {
+        name_.set(std::move(name));
+    }
     if (hub_trace* tr = trace_of(*hub_)) [[unlikely]]
         trace_rename(*tr, fiber_impl_, this->name().c_str());
 }
@@ -229,7 +286,7 @@ void task_base::body() noexcept {
         status_ = must_cancel_ ? task_status::cancelled : task_status::done;
     } catch (const cancelled_error& e) {
         status_ = task_status::cancelled;
-        if (cancel_message_.empty()) cancel_message_ = e.message();
+        if (cancel_message_.get().empty()) cancel_message_.set(e.message());
     } catch (const greenlet_exit&) {
         // Killed (its hub is going away): it ends as cancelled.
         status_ = task_status::cancelled;
@@ -268,7 +325,7 @@ bool task_base::cancel(std::string message) {
     check_thread("cancel");
     if (done()) return false;
     ++cancel_requests_;
-    if (!message.empty()) cancel_message_ = std::move(message);
+    if (!message.empty()) cancel_message_.set(std::move(message));
     if (wait_ == nullptr) must_cancel_ = true;  // raised at its next suspension, if any
     // Parked in get() on another task: that task is cancelled now, not when this one next
     // runs (asyncio cancels the awaited future inside Task.cancel()).
@@ -299,7 +356,7 @@ void task_base::end_wait() noexcept {
 void task_base::raise_cancel() {
     if (interrupt_) std::rethrow_exception(std::exchange(interrupt_, nullptr));
     must_cancel_ = false;
-    throw cancelled_error(cancel_message_);
+    throw cancelled_error(cancel_message_.get());
 }
 
 bool task_base::park_done(waiter& w, const std::chrono::steady_clock::time_point* deadline,
@@ -392,7 +449,7 @@ void task_base::check_result() {
     if (!done())
         throw invalid_state_error("greenfiber: task '" + name() +
                                   "' has no result yet (it is not finished)");
-    if (status_ == task_status::cancelled) throw cancelled_error(cancel_message_);
+    if (status_ == task_status::cancelled) throw cancelled_error(cancel_message_.get());
     if (error_) {
         mark_retrieved();
         std::rethrow_exception(error_);
@@ -403,7 +460,7 @@ std::exception_ptr task_base::exception() {
     if (!done())
         throw invalid_state_error("greenfiber: task '" + name() +
                                   "' has no exception yet (it is not finished)");
-    if (status_ == task_status::cancelled) throw cancelled_error(cancel_message_);
+    if (status_ == task_status::cancelled) throw cancelled_error(cancel_message_.get());
     mark_retrieved();
     return error_;
 }
@@ -460,7 +517,11 @@ void task_base::kill() noexcept {
         status_ = task_status::cancelled;
         finish();
     } else if (current() != this) {
-        name_ = fiber_impl_->name;  // the fiber may go with its handle
+        try {
+            name_.set(fiber_impl_->name);  // the fiber may go with its handle
+        } catch (...) {
+            // No memory for a copy: the killed task answers with an empty name.
+        }
         greenlet f = std::move(fiber_);
     }
     if (!done() && list_hook<live_tasks_tag>::linked()) {

@@ -253,7 +253,8 @@ class greenlet {
 
   private:
     explicit greenlet(detail::greenlet_impl* p) noexcept : p_(p) {}
-    greenlet(detail::run_base* run, const greenlet* parent, options opts);
+    greenlet(detail::run_base* run, const greenlet* parent, options opts, void* storage = nullptr,
+             void (*dispose)(detail::greenlet_impl*) noexcept = nullptr);
     void set_run_impl(detail::run_base* run);
 
     template <class Fn>
@@ -334,6 +335,14 @@ struct access {
     /// `parent`. Throws what the constructor throws (then `run` is deleted).
     static greenlet make(run_base* run, const greenlet& parent, greenlet::options opts) {
         return greenlet(run, &parent, std::move(opts));
+    }
+    /// As make(), with the control block constructed in `storage` (sizeof(greenlet_impl)
+    /// bytes, suitably aligned) instead of allocated: its last release calls `dispose`
+    /// (greenlet_impl::dispose), which must destroy the block and may then free the storage.
+    /// If this throws, `dispose` has run when the block had been constructed.
+    static greenlet make_in(void* storage, void (*dispose)(greenlet_impl*) noexcept, run_base* run,
+                            const greenlet& parent, greenlet::options opts) {
+        return greenlet(run, &parent, std::move(opts), storage, dispose);
     }
 };
 

@@ -5,12 +5,14 @@
 
 #include "greenfiber/config.hpp"  // first: the C++20 check
 
+#include <cassert>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
 #include <functional>
 #include <iosfwd>
+#include <memory>
 #include <optional>
 #include <ranges>
 #include <source_location>
@@ -99,6 +101,30 @@ class task_base;
 /// Throws: std::bad_alloc.
 std::string format_site(const std::source_location& at, const std::type_info& fn);
 
+/// A string that is empty in most tasks (a cancellation's message, the name kept after a
+/// kill), in one pointer instead of a std::string's 32 bytes: allocated when first set to
+/// something. Thread: as its owner.
+class rare_string {
+  public:
+    /// The string, or a shared empty one. Switches: no.
+    const std::string& get() const noexcept { return s_ ? *s_ : empty(); }
+    /// Switches: no.   Throws: std::bad_alloc.
+    void set(std::string v) {
+        if (s_) {
+            *s_ = std::move(v);
+        } else if (!v.empty()) {
+            s_ = std::make_unique<std::string>(std::move(v));
+        }
+    }
+
+  private:
+    static const std::string& empty() noexcept {
+        static const std::string none;
+        return none;
+    }
+    std::unique_ptr<std::string> s_;
+};
+
 /// One thing to do when a task finishes: queue a done callback, wake a fiber waiting for it
 /// (get(), wait(), a combinator), or call a combinator's listener. A task keeps every kind in
 /// one list and fires them in the order they were registered, because asyncio's awaiters are
@@ -150,6 +176,24 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
         if (--refs_ == 0) delete this;
     }
 
+    ///@{
+    /// A task and its fiber's control block share one allocation, the block just before the
+    /// task: one allocation and one free per task instead of two. The storage goes back when
+    /// both are done with it, the task (its last reference) and its fiber (its last handle,
+    /// which a copy of fiber() may hold longer). Both ends run on the task's thread (the
+    /// fiber's block is disposed of there: greenlet_impl::dispose). Throws: std::bad_alloc.
+    static void* operator new(std::size_t size);
+    static void operator delete(void* p) noexcept;
+    ///@}
+    ///@{
+    /// An over-aligned task is allocated alone; its fiber's control block is then a
+    /// separate allocation. Throws: std::bad_alloc.
+    static void* operator new(std::size_t size, std::align_val_t al) {
+        return ::operator new(size, al);
+    }
+    static void operator delete(void* p, std::align_val_t al) noexcept { ::operator delete(p, al); }
+    ///@}
+
     /// pending, running, done or cancelled: never parked (any_task::status() adds that).
     task_status status() const noexcept { return status_; }
     bool done() const noexcept {
@@ -185,9 +229,9 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
 
     /// The name lives in the task's fiber (one string, shown by greenlet::name() too); the
     /// task keeps its own copy only once kill() has dropped its fiber.
-    const std::string& name() const noexcept { return fiber_ ? fiber_impl_->name : name_; }
+    const std::string& name() const noexcept { return fiber_ ? fiber_impl_->name : name_.get(); }
     /// The message of a cancellation ("" if none was given). Switches: no.
-    const std::string& cancel_message() const noexcept { return cancel_message_; }
+    const std::string& cancel_message() const noexcept { return cancel_message_.get(); }
     void set_name(std::string name);
     /// Where it was spawned from: "file:line:function", or, for a task spawned with more
     /// arguments than the site-capturing overloads take, the type of its function.
@@ -242,8 +286,10 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
     static std::size_t unretrieved_count() noexcept;
 
   protected:
+    /// `in_block`: allocated by the first operator new above, with room for the fiber's
+    /// control block before it (false for an over-aligned task).
     task_base(hub& h, spawn_options opts, const std::type_info& fn_type,
-              const std::type_info& result_type);
+              const std::type_info& result_type, bool in_block);
     virtual ~task_base();
     virtual void invoke() = 0;  // runs the function and stores its result
     void start();
@@ -254,6 +300,8 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
     /// Its fiber could not start (e.g. no stack could be mapped): it ends done with `e`.
     void fail_start(std::exception_ptr e) noexcept;
     void finish() noexcept;
+    /// The task's fiber, its control block in the task's allocation when `in_block`.
+    greenlet make_fiber(hub& h, spawn_options& opts, bool in_block);
     void end_wait() noexcept;  // ends the current wait early (cancel, interrupt)
     void report_unretrieved() noexcept;
     void mark_retrieved() noexcept;
@@ -293,7 +341,7 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
     bool retrieved_ = false;
     bool eager_;
     std::exception_ptr interrupt_;  // raised once at the next suspension point
-    std::string cancel_message_;
+    rare_string cancel_message_;
     std::exception_ptr error_;
     /// wait_done(); `get` says which call waits, for the wait's description.
     void wait_for_done(bool get);
@@ -307,7 +355,7 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
     /// listeners (borrowed: each owner unlinks its own).
     intrusive_list<done_entry, done_tag> done_;
     std::uint64_t next_callback_id_ = 1;
-    std::string name_;  // empty while fiber_ holds the name (see name())
+    rare_string name_;  // empty while fiber_ holds the name (see name())
     const std::type_info* fn_type_;
     const std::type_info* result_type_;
     std::source_location site_;  // one pointer in libstdc++: nothing is formatted at spawn
@@ -340,9 +388,13 @@ template <class R, class Fn, class... Args>
 class task_impl final : public task_value<R> {
   public:
     task_impl(hub& h, spawn_options opts, Fn fn, Args... args)
-        : task_value<R>(h, std::move(opts), typeid(Fn), typeid(R)),
+        : task_value<R>(h, std::move(opts), typeid(Fn), typeid(R),
+                        alignof(task_impl) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__),
           fn_(std::move(fn)),
           args_(std::move(args)...) {
+        // task_base::operator new's head sits before the task_base subobject: it must be
+        // at the start of the allocation (single inheritance).
+        assert(static_cast<void*>(static_cast<task_base*>(this)) == static_cast<void*>(this));
         this->start();
     }
 

@@ -116,13 +116,18 @@ struct greenlet_impl {
     std::atomic<std::uint32_t> refs{1};
     gstate state = gstate::not_started;
     bool is_main = false;
-    bool orphaned = false;       // every handle went away while it was running
+    bool orphaned = false;  // every handle went away while it was running
+    bool stack_guarded = false;
     void* stack_lo = nullptr;    // usable bottom of the stack (the canary is there)
     std::size_t stack_size = 0;  // requested size (0: default) until started, then actual
-    bool stack_guarded = false;
-    run_base* run = nullptr;  // Owned; null once finished or when created without one.
+    run_base* run = nullptr;     // Owned; null once finished or when created without one.
     void* asan_fake = nullptr;
     void* local = nullptr;  // Borrowed: the upper layer's record of this greenlet (io/: its task).
+    // Null when the block was allocated by `new`. Otherwise the block lives in storage that an
+    // upper layer allocated with an object of its own (io/: the task's allocation), and its
+    // last release calls this, on the owner thread (or after the owner exited), to destroy the
+    // block and give the storage back.
+    void (*dispose)(greenlet_impl* g) noexcept = nullptr;
     std::uint32_t no_kill = 0;  // open no_kill_scopes on this greenlet's stack
     // Stack captures (stacktrace.cpp) it is suspended inside: each left one frame above its
     // pending switch, until the greenlet is resumed. Touched only by the capture.
