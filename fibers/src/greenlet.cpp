@@ -673,7 +673,7 @@ void last_release(greenlet_impl* g) noexcept {
 using detail::access;
 using detail::gstate;
 
-greenlet::greenlet(detail::run_base* run, const greenlet* parent, options opts, void* storage,
+greenlet::greenlet(detail::run_base* run, const greenlet* parent, options&& opts, void* storage,
                    void (*dispose)(detail::greenlet_impl*) noexcept) {
     std::unique_ptr<detail::run_base> owned(run);
     detail::thread_state& ts = detail::this_thread();

@@ -155,7 +155,7 @@ greenlet task_base::make_fiber(hub& h, spawn_options& opts, bool in_block) {
     }
 }
 
-task_base::task_base(hub& h, spawn_options opts, const std::type_info& fn_type,
+task_base::task_base(hub& h, spawn_options&& opts, const std::type_info& fn_type,
                      const std::type_info& result_type, bool in_block)
     : hub_(&h),
       fiber_(make_fiber(h, opts, in_block)),

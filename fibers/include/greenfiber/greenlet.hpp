@@ -253,7 +253,7 @@ class greenlet {
 
   private:
     explicit greenlet(detail::greenlet_impl* p) noexcept : p_(p) {}
-    greenlet(detail::run_base* run, const greenlet* parent, options opts, void* storage = nullptr,
+    greenlet(detail::run_base* run, const greenlet* parent, options&& opts, void* storage = nullptr,
              void (*dispose)(detail::greenlet_impl*) noexcept = nullptr);
     void set_run_impl(detail::run_base* run);
 
@@ -333,7 +333,7 @@ struct access {
     /// A greenlet running `run` (owned: the greenlet deletes it when done with it; an upper
     /// layer that keeps it inside an object of its own gives it a no-op operator delete), with
     /// `parent`. Throws what the constructor throws (then `run` is deleted).
-    static greenlet make(run_base* run, const greenlet& parent, greenlet::options opts) {
+    static greenlet make(run_base* run, const greenlet& parent, greenlet::options&& opts) {
         return greenlet(run, &parent, std::move(opts));
     }
     /// As make(), with the control block constructed in `storage` (sizeof(greenlet_impl)
@@ -341,7 +341,7 @@ struct access {
     /// (greenlet_impl::dispose), which must destroy the block and may then free the storage.
     /// If this throws, `dispose` has run when the block had been constructed.
     static greenlet make_in(void* storage, void (*dispose)(greenlet_impl*) noexcept, run_base* run,
-                            const greenlet& parent, greenlet::options opts) {
+                            const greenlet& parent, greenlet::options&& opts) {
         return greenlet(run, &parent, std::move(opts), storage, dispose);
     }
 };

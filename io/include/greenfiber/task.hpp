@@ -288,7 +288,7 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
   protected:
     /// `in_block`: allocated by the first operator new above, with room for the fiber's
     /// control block before it (false for an over-aligned task).
-    task_base(hub& h, spawn_options opts, const std::type_info& fn_type,
+    task_base(hub& h, spawn_options&& opts, const std::type_info& fn_type,
               const std::type_info& result_type, bool in_block);
     virtual ~task_base();
     virtual void invoke() = 0;  // runs the function and stores its result
@@ -387,11 +387,12 @@ class task_value : public task_base {
 template <class R, class Fn, class... Args>
 class task_impl final : public task_value<R> {
   public:
-    task_impl(hub& h, spawn_options opts, Fn fn, Args... args)
+    template <class F, class... A>
+    task_impl(hub& h, spawn_options&& opts, F&& fn, A&&... args)
         : task_value<R>(h, std::move(opts), typeid(Fn), typeid(R),
                         alignof(task_impl) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__),
-          fn_(std::move(fn)),
-          args_(std::move(args)...) {
+          fn_(std::forward<F>(fn)),
+          args_(std::forward<A>(args)...) {
         // task_base::operator new's head sits before the task_base subobject: it must be
         // at the start of the allocation (single inheritance).
         assert(static_cast<void*>(static_cast<task_base*>(this)) == static_cast<void*>(this));
