@@ -37,8 +37,9 @@ constinit thread_local thread_state* tls GREENFIBER_TLS_MODEL = nullptr;
 
 namespace {
 
-std::atomic<std::size_t> live_count{0};
+// Greenlet ids are handed to each thread in blocks: no locked instruction per greenlet.
 std::atomic<std::uint64_t> next_id{1};
+constexpr std::uint64_t id_block = 256;
 const std::uintptr_t main_canary = canary_value;
 
 // The rest of a thread's state, out of the hot path.
@@ -58,7 +59,44 @@ struct thread_full : thread_state {
     // Guarded by mu: greenlets whose last handle was dropped on another thread.
     std::vector<greenlet_impl*> remote_drops;
     bool exited = false;  // Guarded by mu.
+    // The ids this thread gives its next greenlets: [id_next, id_end).
+    std::uint64_t id_next = 0;
+    std::uint64_t id_end = 0;
+    // Greenlets created minus greenlets destroyed by this thread (it may go below zero: a
+    // greenlet destroyed on another thread than its own). Written by this thread only,
+    // without a locked instruction; read by live_greenlets().
+    std::atomic<std::int64_t> live{0};
 };
+
+// live_greenlets(): the sum of the registered threads' counts and of what the others left
+// (threads that exited, and a thread without greenlet state dropping a dead greenlet).
+// Never destroyed: threads may exit after static destruction.
+struct live_registry {
+    std::mutex mu;
+    std::vector<thread_full*> threads;  // Guarded by mu.
+};
+live_registry& registry() {
+    static auto* r = new live_registry;
+    return *r;
+}
+std::atomic<std::int64_t> live_elsewhere{0};
+
+void count_live(std::int64_t d) noexcept {
+    if (thread_state* ts = tls; ts != nullptr) [[likely]] {
+        std::atomic<std::int64_t>& c = static_cast<thread_full*>(ts)->live;
+        c.store(c.load(std::memory_order_relaxed) + d, std::memory_order_relaxed);
+    } else {
+        live_elsewhere.fetch_add(d, std::memory_order_relaxed);
+    }
+}
+
+// At thread exit, after tls is cleared: its count joins the others'.
+void unregister_live(thread_full* t) noexcept {
+    live_registry& r = registry();
+    std::lock_guard lock(r.mu);
+    live_elsewhere.fetch_add(t->live.load(std::memory_order_relaxed), std::memory_order_relaxed);
+    std::erase(r.threads, t);
+}
 
 thread_full& full(thread_state& ts) {
     return static_cast<thread_full&>(ts);
@@ -120,6 +158,7 @@ struct thread_holder {
         t->main->state = gstate::dead;
         greenlet_impl* main = t->main;
         tls = nullptr;
+        unregister_live(t);
         release(main);
         release_thread(t);
     }
@@ -147,6 +186,11 @@ thread_state* init_thread_state() {
     t->main = m;
     t->current = m;
     t->altstack = install_overflow_handler();
+    {
+        live_registry& r = registry();
+        std::lock_guard lock(r.mu);
+        r.threads.push_back(t);
+    }
     tls = t;
     holder.t = t;
     return t;
@@ -562,7 +606,7 @@ void destroy(greenlet_impl* g) noexcept {
     } else {
         delete g;
     }
-    if (counted) live_count.fetch_sub(1, std::memory_order_relaxed);
+    if (counted) count_live(-1);
     release_thread(owner);
 }
 
@@ -698,9 +742,14 @@ greenlet::greenlet(detail::run_base* run, const greenlet* parent, options&& opts
     g->canary = &detail::main_canary;
     g->stack_size = opts.stack_size;
     g->run = owned.release();
-    g->id = detail::next_id.fetch_add(1, std::memory_order_relaxed);
+    detail::thread_full& tf = detail::full(ts);
+    if (tf.id_next == tf.id_end) [[unlikely]] {
+        tf.id_next = detail::next_id.fetch_add(detail::id_block, std::memory_order_relaxed);
+        tf.id_end = tf.id_next + detail::id_block;
+    }
+    g->id = tf.id_next++;
     g->name = std::move(opts.name);
-    detail::live_count.fetch_add(1, std::memory_order_relaxed);
+    detail::count_live(1);
     p_ = g;
     if (opts.eager_stack) {
         try {
@@ -818,7 +867,11 @@ trace_function gettrace() {
 }
 
 std::size_t live_greenlets() noexcept {
-    return detail::live_count.load(std::memory_order_relaxed);
+    detail::live_registry& r = detail::registry();
+    std::lock_guard lock(r.mu);
+    std::int64_t n = detail::live_elsewhere.load(std::memory_order_relaxed);
+    for (const detail::thread_full* t : r.threads) n += t->live.load(std::memory_order_relaxed);
+    return n > 0 ? static_cast<std::size_t>(n) : 0;
 }
 
 }  // namespace greenfiber

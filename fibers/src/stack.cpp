@@ -107,6 +107,8 @@ bool valgrind_wanted() {
 #endif
 }
 
+struct thread_cache;
+
 struct pool_state {
     std::mutex mu;
     // Written under mu; read without it by the per-thread caches (thread_cache below), which
@@ -121,8 +123,10 @@ struct pool_state {
     // of in_use and high_water, which the snapshot absorbs by reporting the larger.
     std::atomic<std::size_t> in_use{0};
     std::atomic<std::size_t> high_water{0};  // the most stacks in use at once since the last reset
-    std::atomic<std::size_t> cached{0};      // stacks in the threads' caches (pooled too)
-    std::size_t guarded = 0;                 // Guarded by mu.
+    // The threads' caches that hold or held stacks (registered at their first give-back,
+    // removed at their thread's exit): their stacks count as pooled. Guarded by mu.
+    std::vector<const thread_cache*> caches;
+    std::size_t guarded = 0;                         // Guarded by mu.
     std::size_t guard_budget = read_guard_budget();  // Guarded by mu.
     // Written under mu; read without it by the caches' fast path.
     std::atomic<guard_policy> policy{guard_policy::fallback_unguarded};
@@ -352,8 +356,15 @@ constexpr unsigned cache_capacity = 16;
 struct thread_cache {
     stack_block slots[cache_capacity];
     unsigned count;
-    bool registered;  // cache_flusher is constructed for this thread
+    // `count` as stack_statistics() reads it from another thread: stored (a plain store,
+    // no locked instruction) by this thread after each change.
+    std::atomic<unsigned> shown;
+    bool registered;  // cache_flusher is constructed for this thread, and in pool_state::caches
     bool gone;        // this thread's thread-local destructors ran: bypass the cache
+    void set_count(unsigned n) noexcept {
+        count = n;
+        shown.store(n, std::memory_order_relaxed);
+    }
 };
 constinit thread_local thread_cache tcache GREENFIBER_TLS_MODEL{};
 
@@ -368,8 +379,7 @@ void flush_cache(pool_state& p, thread_cache& c) {
             // Out of memory growing the free list: the stack stays mapped but unused.
         }
     }
-    p.cached.fetch_sub(c.count, std::memory_order_relaxed);
-    c.count = 0;
+    c.set_count(0);
 }
 
 // Its destructor, at thread exit, gives the thread's cached stacks back to the pool.
@@ -378,6 +388,7 @@ struct cache_flusher {
         pool_state& p = pool();
         std::lock_guard lock(p.mu);
         flush_cache(p, tcache);
+        std::erase(p.caches, &tcache);
         tcache.gone = true;
     }
     void arm() noexcept {}  // an odr-use that constructs it (and registers the destructor)
@@ -395,8 +406,7 @@ stack_block allocate_stack(std::size_t size, const greenlet_impl* owner) {
         const stack_block& top = c.slots[c.count - 1];
         if (top.size == def && usable(p, top)) [[likely]] {
             const stack_block s = top;
-            --c.count;
-            p.cached.fetch_sub(1, std::memory_order_relaxed);
+            c.set_count(c.count - 1);
             count_taken(p);
             asan_hand_out(s);
             valgrind_hand_out(p, s);
@@ -427,13 +437,21 @@ void release_stack(const stack_block& s) noexcept {
     if (!c.gone && c.count < cache_capacity &&
         s.size == p.default_size.load(std::memory_order_relaxed)) [[likely]] {
         if (!c.registered) [[unlikely]] {
-            c.registered = true;
-            flusher.arm();
+            try {
+                std::lock_guard lock(p.mu);
+                p.caches.push_back(&c);
+                c.registered = true;
+                flusher.arm();
+            } catch (...) {
+                // No memory to register the cache: this stack goes to the free lists.
+            }
         }
-        c.slots[c.count++] = s;
-        p.cached.fetch_add(1, std::memory_order_relaxed);
-        p.in_use.fetch_sub(1, std::memory_order_relaxed);
-        return;
+        if (c.registered) [[likely]] {
+            c.slots[c.count] = s;
+            c.set_count(c.count + 1);
+            p.in_use.fetch_sub(1, std::memory_order_relaxed);
+            return;
+        }
     }
     std::lock_guard lock(p.mu);
     p.in_use.fetch_sub(1, std::memory_order_relaxed);
@@ -581,9 +599,10 @@ stack_stats stack_statistics() noexcept {
     auto& p = detail::pool();
     std::lock_guard lock(p.mu);
     const std::size_t in_use = p.in_use.load(std::memory_order_relaxed);
-    return {in_use,
-            p.free_default.size() + p.free_other.size() + p.cached.load(std::memory_order_relaxed),
-            p.guarded, p.guard_budget,
+    std::size_t cached = 0;
+    for (const detail::thread_cache* c : p.caches)
+        cached += c->shown.load(std::memory_order_relaxed);
+    return {in_use, p.free_default.size() + p.free_other.size() + cached, p.guarded, p.guard_budget,
             std::max(in_use, p.high_water.load(std::memory_order_relaxed))};
 }
 

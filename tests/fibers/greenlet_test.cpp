@@ -7,6 +7,8 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <exception>
@@ -1529,6 +1531,53 @@ TEST_F(GreenletThreads, GreenletDroppedOnAnotherThreadIsKilledLaterOnItsOwnThrea
     b.join();
     EXPECT_TRUE(seen_empty_before_next_call);
     EXPECT_EQ(seen, (std::vector<std::string>{"greenlet_exit", "after the call"}));
+}
+
+// live_greenlets() is counted per thread without locked instructions; the sum stays exact
+// when a greenlet is freed on another thread than its own (one with greenlet state of its
+// own, one without), and when its thread exits first.
+TEST_F(GreenletThreads, LiveGreenletsCountsGreenletsFreedOnOtherThreads) {
+    const std::size_t before = greenfiber::live_greenlets();
+    greenlet made_here([] {});
+    (void)made_here.switch_to();  // dead: freed where its last handle goes
+    greenlet made_there;
+    std::thread([&] {
+        made_there = greenlet([] {});
+        (void)made_there.switch_to();
+        EXPECT_EQ(greenfiber::live_greenlets(), before + 2);
+    }).join();  // its thread has exited; the dead greenlet lives on
+    EXPECT_EQ(greenfiber::live_greenlets(), before + 2);
+    std::thread([&] { made_here = greenlet(); }).join();  // a thread without greenlet state
+    EXPECT_EQ(greenfiber::live_greenlets(), before + 1);
+    std::thread([&] {
+        greenlet own([] {});  // this thread has greenlet state
+        made_there = greenlet();
+        EXPECT_EQ(greenfiber::live_greenlets(), before + 1);
+    }).join();
+    EXPECT_EQ(greenfiber::live_greenlets(), before);
+}
+
+// Greenlet ids are handed to threads in blocks: unique across threads, past a block's end.
+TEST_F(GreenletThreads, IdsAreUniqueAcrossThreads) {
+    constexpr int per_thread = 700;  // more than one block
+    std::vector<std::uint64_t> ids[2];
+    auto make = [](std::vector<std::uint64_t>& out) {
+        std::vector<greenlet> gs;
+        for (int i = 0; i < per_thread; ++i) {
+            gs.emplace_back([] {});
+            out.push_back(greenfiber::detail::access::impl(gs.back())->id);
+        }
+    };
+    std::thread a([&] { make(ids[0]); });
+    std::thread b([&] { make(ids[1]); });
+    a.join();
+    b.join();
+    std::vector<std::uint64_t> all = ids[0];
+    all.insert(all.end(), ids[1].begin(), ids[1].end());
+    std::sort(all.begin(), all.end());
+    EXPECT_EQ(std::adjacent_find(all.begin(), all.end()), all.end());
+    EXPECT_EQ(all.size(), 2u * per_thread);
+    EXPECT_EQ(std::count(all.begin(), all.end(), 0u), 0);  // 0 is every main greenlet's
 }
 
 // ---------------------------------------------------------------------------------------
