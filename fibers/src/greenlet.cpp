@@ -51,7 +51,14 @@ struct thread_full : thread_state {
     // (greenlet starts it to raise there, and it switches on as it dies).
     // Strong reference, taken by the sender and dropped by the receiver.
     greenlet_impl* trace_origin = nullptr;
-    std::atomic<std::uint32_t> refs{2};  // the thread itself + every greenlet's `owner` (main too)
+    // Who keeps this state alive: every greenlet's `owner` (main too) and the thread itself.
+    // While the thread runs, its own greenlets are counted in `owned` without a locked
+    // instruction, and `refs` holds a bias for the thread and them; a greenlet freed on
+    // another thread (or after the exit) takes one from `refs`. At exit the thread trades
+    // the bias for `owned` (thread_holder), and whoever brings `refs` to zero deletes it.
+    static constexpr std::int64_t bias = std::int64_t{1} << 40;
+    std::atomic<std::int64_t> refs{bias};
+    std::int64_t owned = 1;  // the main greenlet; only this thread touches it, until its exit
     std::thread::id id = std::this_thread::get_id();
     long tid = static_cast<long>(syscall(SYS_gettid));
     void* altstack = nullptr;
@@ -109,6 +116,15 @@ void release_thread(thread_full* t) noexcept {
     if (t->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) delete t;
 }
 
+// A greenlet of `t` is gone: counted in `owned` on t's own thread while it runs.
+void drop_owner_ref(thread_full* t) noexcept {
+    if (tls == t) [[likely]] {
+        --t->owned;
+    } else {
+        release_thread(t);
+    }
+}
+
 std::string thread_words(thread_full* t) {
     std::ostringstream os;
     os << "thread " << t->id << " (tid " << t->tid << ")";
@@ -159,8 +175,10 @@ struct thread_holder {
         greenlet_impl* main = t->main;
         tls = nullptr;
         unregister_live(t);
-        release(main);
-        release_thread(t);
+        release(main);  // tls is null: taken from refs
+        // The bias goes, the greenlets still counted in `owned` stay.
+        const std::int64_t change = t->owned - thread_full::bias;
+        if (t->refs.fetch_add(change, std::memory_order_acq_rel) + change == 0) delete t;
     }
 };
 thread_local thread_holder holder;
@@ -607,7 +625,7 @@ void destroy(greenlet_impl* g) noexcept {
         delete g;
     }
     if (counted) count_live(-1);
-    release_thread(owner);
+    drop_owner_ref(owner);
 }
 
 // Why an exception must not be raised in `g` (suspended) now, or null if it may. An
@@ -736,7 +754,7 @@ greenlet::greenlet(detail::run_base* run, const greenlet* parent, options&& opts
         storage != nullptr ? ::new (storage) detail::greenlet_impl : new detail::greenlet_impl;
     g->dispose = dispose;
     g->owner = &ts;
-    detail::full(ts).refs.fetch_add(1, std::memory_order_relaxed);
+    ++detail::full(ts).owned;
     detail::retain(par);
     g->parent = par;
     g->canary = &detail::main_canary;
