@@ -66,6 +66,16 @@ class switch_log {
     trace_function previous_;
 };
 
+// Lets the hub's loop begin a new turn and resumes the caller in it, with the whole
+// ready_budget() ahead: a hand-off happens only within the turn's budget, so the switches a
+// test expects must not depend on what the tests before it spent. The ready queue is empty
+// when it is called, so the hub's loop goes to the reactor, which runs the post.
+void fresh_turn() {
+    event turned;
+    hub::current().post([&turned] { turned.set(); });
+    turned.wait();
+}
+
 spawn_options named(std::string name, bool eager = false) {
     return spawn_options{.name = std::move(name), .eager = eager};
 }
@@ -124,6 +134,7 @@ TEST_F(TaskHandoff, TheSwitchesOfAFinishingTaskGoToTheNextFiberNotTheHub) {
         order.push_back("p2");
     });
     yield_now();
+    fresh_turn();
     auto finisher = spawn(named("finisher"), [&] {
         e1.set();
         h.call_soon([&] { order.push_back("callback"); });
@@ -155,6 +166,7 @@ TEST_F(TaskHandoff, EveryWayATaskEndsHandsOffToTheNextTask) {
     };
     std::vector<std::string> seen;
     {
+        fresh_turn();
         auto returns = spawn(named("returns"), [] { return 7; });
         auto after_return = next("after-return");
         switch_log log;
@@ -163,6 +175,7 @@ TEST_F(TaskHandoff, EveryWayATaskEndsHandsOffToTheNextTask) {
         after_return.get();
     }
     {
+        fresh_turn();
         auto throws = spawn(named("throws"), []() -> int { throw std::runtime_error("thrown"); });
         auto after_throw = next("after-throw");
         switch_log log;
@@ -180,6 +193,7 @@ TEST_F(TaskHandoff, EveryWayATaskEndsHandsOffToTheNextTask) {
         auto parked = spawn(named("parked"), [&] { never.wait(); });
         yield_now();
         ASSERT_TRUE(parked.parked());
+        fresh_turn();
         EXPECT_TRUE(parked.cancel("stop"));  // queued now, then the next task behind it
         auto after_cancel = next("after-cancel");
         switch_log log;
@@ -189,6 +203,7 @@ TEST_F(TaskHandoff, EveryWayATaskEndsHandsOffToTheNextTask) {
         EXPECT_EQ(parked.state()->cancel_message(), "stop");
     }
     {
+        fresh_turn();
         bool ran = false;
         auto unstarted = spawn(named("unstarted"), [&] { ran = true; });
         EXPECT_TRUE(unstarted.cancel());  // before its first run: its function never runs
@@ -251,6 +266,7 @@ TEST_F(TaskHandoff, AKilledTaskReturnsToItsKillerNotToTheNextFiber) {
     });
     yield_now();
     ASSERT_TRUE(doomed.parked());
+    fresh_turn();
     auto next = spawn(named("next"), [&] { order.push_back("next"); });
     std::vector<std::string> seen;
     {
@@ -295,6 +311,7 @@ TEST_F(TaskHandoff, ATaskThatDropsItsLastHandleWhileRunningIsFreedAfterTheHandOf
     std::vector<std::string> seen;
     std::size_t live_in_next = 0;
     std::size_t stacks_in_next = 0;
+    fresh_turn();
     {
         std::optional<task<void>> handle;
         handle = spawn(named("dropper"), [&] {
@@ -490,6 +507,7 @@ TEST_F(TaskHandoff, FinishingTasksNeverStarveTheReactor) {
 // first in line; one that parked first finishes later into whoever is next.
 TEST_F(TaskHandoff, AnEagerTaskHandsBackToItsSpawnerOrToTheNextFiber) {
     std::vector<std::string> order;
+    fresh_turn();
     auto other = spawn(named("other"), [&] { order.push_back("other"); });
     std::vector<std::string> seen;
     {
