@@ -501,6 +501,43 @@ value deliver(thread_state& ts, greenlet_impl* target, message m, extra_switch e
     std::abort();
 }
 
+}  // namespace
+
+void finish_into(greenlet_impl* target) noexcept {
+    thread_state& ts = *tls;
+    greenlet_impl* const self = ts.current;
+    // entry()'s tail, without the return through it: the function is released (a task's
+    // lives in the task, which may be gone: it then unhooked it and `run` is null), and the
+    // greenlet is dead from here on, which makes resume() end its ASan fiber (no fake stack
+    // to save) and the receiver free its stack.
+    delete std::exchange(self->run, nullptr);
+    self->state = gstate::dead;
+    // The message lives in this frame, on the stack the receiver frees: post_switch() moves
+    // it out first. An empty value owns nothing, so nothing is left to destroy here.
+    value none;
+    if (target->ctx != nullptr && target->owner == &ts && !ts.slow.load(std::memory_order_relaxed))
+        [[likely]] {
+        ts.msg = message{&none, nullptr};
+        // post_orphaned stays if it is set: the last handle went while this greenlet ran,
+        // and the receiver frees it after its stack.
+        ts.post |= post_dead;
+        (void)resume(ts, self, target);
+    } else {
+        // A trace hook or remote kills pending: the general path, which sets the same bits,
+        // the trace's bit and its origin, and may resume a parked target (the scheduler's
+        // own wake-up). It never returns to a dead sender.
+        try {
+            (void)deliver(ts, target, message{&none, nullptr}, {0, nullptr, nullptr, true});
+        } catch (...) {
+        }
+    }
+    std::fputs("greenfiber: a finished greenlet was resumed after it handed the thread on\n",
+               stderr);
+    std::abort();
+}
+
+namespace {
+
 void check_thread(thread_state& ts, greenlet_impl* target, const char* what) {
     if (target->owner == &ts) return;
     thread_full* other = full(target->owner);

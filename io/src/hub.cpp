@@ -386,6 +386,9 @@ void hub::run_ready() {
             auto* t = static_cast<detail::task_base*>(w->fiber->local);
             if (w == &t->start_) starting = t;
         }
+        // The task may finish and hand the thread on before anything comes back here, and
+        // be freed: its finish() clears this, so the catch below never reads it then.
+        starting_ = starting;
         try {
             // The waiter lives in the fiber's frame: after the switch it may be gone, and the
             // fiber's task with it; so may every fiber the thread was handed on to meanwhile.
@@ -406,6 +409,7 @@ void hub::run_ready() {
         } catch (const greenlet_exit&) {
             throw;  // the hub itself is being killed
         } catch (...) {
+            starting = std::exchange(starting_, nullptr);
             if (starting != nullptr && starting->status() == task_status::pending) {
                 starting->fail_start(std::current_exception());
                 continue;
@@ -627,6 +631,24 @@ void hub::suspend(detail::greenlet_impl* self) {
     end_slice(self);
     value v;
     (void)detail::switch_value(detail::access::impl(loop_), v);
+}
+
+void hub::finish_fiber(detail::greenlet_impl* self) noexcept {
+    detail::waiter* next = ready_.front();
+    // suspend()'s conditions for a direct hand-off, and one more: `self` would die into the
+    // hub. A fiber killed by a greenlet_exit (task_base::kill, ~hub) has its killer as its
+    // parent while it unwinds, and the kill returns there; so does any other parent.
+    if (next == nullptr || next->fiber == nullptr || next->fiber == self ||
+        self->parent != detail::access::impl(loop_) || turn_ran_ >= budget_ ||
+        reap_until_ != std::chrono::steady_clock::time_point{} ||
+        (next->fiber->ctx == nullptr && !detail::prepare_start(next->fiber)))
+        return;
+    ready_.pop_front();
+    ++turn_ran_;
+    // The dying fiber's slice was ended by its task, which could still be named then
+    // (task_base::finish): this is the other half of hand_slice(), the next fiber's.
+    begin_slice(next->fiber);
+    detail::finish_into(next->fiber);
 }
 
 namespace {

@@ -274,10 +274,14 @@ void task_base::check_thread(const char* what) const {
 }
 
 void task_base::body() noexcept {
+    // finish() may free the task: what the hand-off needs is read first.
+    hub* const h = hub_;
+    greenlet_impl* const self = fiber_impl_;
     if (cancel_requests_ > 0) {
         // Cancelled before its first run: the function never runs.
         status_ = task_status::cancelled;
         finish();
+        h->finish_fiber(self);
         return;
     }
     status_ = task_status::running;
@@ -296,6 +300,11 @@ void task_base::body() noexcept {
         this_thread_tasks().unretrieved.push_back(*this);
     }
     finish();
+    // Straight into the next ready fiber if there is one: this frame, fiber_run::invoke's
+    // and entry()'s hold nothing left to destroy (the catch blocks above have ended, and the
+    // fiber's start value is empty), so the stack can be given back without unwinding them.
+    // Otherwise it returns, and the fiber dies into the hub.
+    h->finish_fiber(self);
 }
 
 void task_base::add_done_entry(done_entry& e) noexcept {
@@ -316,6 +325,9 @@ void task_base::finish() noexcept {
     // Leave the hub's list and drop the hub's reference, last. The watchdog's slice ends
     // here while the task can still be named (the hub may not see it again).
     this_thread_tasks().live.remove(*this);
+    // It may be freed below, and it may hand the thread on without returning to the hub
+    // that started it: the hub must not take it for a failed start after that.
+    if (hub_->starting_ == this) hub_->starting_ = nullptr;
     if (tls != nullptr && tls->current == fiber_impl_) hub_->end_slice(fiber_impl_);
     fiber_impl_->local = nullptr;
     release();

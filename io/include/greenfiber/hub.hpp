@@ -479,6 +479,13 @@ class hub {
     /// to the next ready fiber when it is a suspended fiber and the turn's budget allows
     /// (one switch instead of two through the hub), else to the hub.
     void suspend(detail::greenlet_impl* self);
+    /// Hands the thread on from `self`, the fiber of a task that has finished (its slice
+    /// ended, the hub's reference dropped) and has nothing left to unwind: straight into the
+    /// next ready fiber under suspend()'s conditions, when `self` would die into the hub (its
+    /// parent is the hub's greenlet); `self` is dead then, the receiver frees its stack,
+    /// and this never returns. Otherwise it returns, and `self` dies into the hub.
+    /// Switches: yes (for good), or no.   Thread: thread-bound.
+    void finish_fiber(detail::greenlet_impl* self) noexcept;
     /// The watchdog's slices: a slice is one fiber's (or callback's) run between two
     /// switches the hub sees. begin_slice() as the thread goes to `next` (null: a callback);
     /// end_slice() by the fiber whose slice ends while it is alive and current, so the
@@ -548,6 +555,10 @@ class hub {
     std::chrono::steady_clock::time_point now_{};  // the cached coarse clock (cached_now())
     std::uint64_t switches_ = 0;                   // see hub_stats::switches
     std::size_t turn_ran_ = 0;  // entries run this turn, by the hub or by hand-offs (≤ budget_)
+    /// The task whose first run run_ready() switched into last, until it finishes (its
+    /// finish() clears it): an exception that comes back to the hub while it is still
+    /// pending is its failed start. Borrowed; never read once the task has finished.
+    detail::task_base* starting_ = nullptr;
     /// The running slice (begin_slice): when it began ({} while none is watched) and whose
     /// it is. `slice_fiber_` is borrowed and may be gone once control is back in the hub;
     /// a plain greenlet's name is copied for that case.

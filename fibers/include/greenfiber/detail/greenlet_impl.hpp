@@ -264,4 +264,21 @@ inline void release(greenlet_impl* g) noexcept {
     if (g->refs.fetch_sub(1, std::memory_order_acq_rel) == 1) last_release(g);
 }
 
+// Ends the running greenlet from inside its function and resumes `target` with an empty
+// value, instead of returning to its parent: what entry() does once the function returns
+// (the function released, the greenlet dead), then a switch that makes `target` free the
+// dead greenlet's stack once it has taken the message, and reap the greenlet if its last
+// handle went while it ran. For an upper layer's scheduler only (io/: a finished task hands
+// the thread straight to the next ready fiber); a plain greenlet still returns to its
+// parent by greenlet's rules.
+// The caller guarantees that nothing is left to unwind: every frame from the greenlet's
+// entry to this call holds no live object with a destructor and no exception being handled
+// (call it after the catch blocks have ended). Those frames are never unwound; the stack
+// is given back as it is. `target` is suspended on this thread, or a not-started greenlet
+// that prepare_start() has made startable; it may be parked by the scheduler (this is the
+// scheduler's own wake-up, like switch_value()). With a trace hook set (or remote kills
+// pending) the switch takes the general path, so the hook sees it, from the dead greenlet.
+// Switches: yes, and never returns.   Thread: the running greenlet's.
+[[noreturn]] void finish_into(greenlet_impl* target) noexcept;
+
 }  // namespace greenfiber::detail
