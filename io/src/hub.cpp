@@ -230,6 +230,10 @@ void hub::loop() {
         // fibers still ready polls in the same way, so I/O is never starved.
         if (trace_ != nullptr) [[unlikely]]
             detail::trace_poll_begin(*trace_);
+        // A fiber may have stopped the context since the last poll (it released the last
+        // work); a stopped context's poll() runs nothing, which would delay a turn.
+        if (io_.stopped()) [[unlikely]]
+            io_.restart();
         const std::size_t polled = io_.poll();
         if (trace_ != nullptr) [[unlikely]]
             detail::trace_poll_end(*trace_, polled, false);

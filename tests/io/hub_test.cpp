@@ -755,6 +755,28 @@ TEST_F(Hub, ALoneFiberThatYieldsStillLetsTheReactorRun) {
     EXPECT_LE(yields, h.ready_budget() + 1);
 }
 
+// A fiber that releases the io_context's last work stops it (Asio stops a context whose
+// work runs out). What is posted after that still runs at the next turn's poll, not one
+// turn later: the loop restarts a stopped context before it polls.
+TEST_F(Hub, AContextStoppedByAFiberStillPollsAtTheNextTurn) {
+    hub& h = hub::current();
+    yield_now();  // a fresh turn: the budget below is whole
+    {
+        auto guard = boost::asio::make_work_guard(h.context());
+        guard.reset();  // the last work: the context stops
+    }
+    ASSERT_TRUE(h.context().stopped());
+    bool polled = false;
+    h.post([&] { polled = true; });
+    std::size_t yields = 0;
+    while (!polled && yields < 10 * h.ready_budget()) {
+        yield_now();
+        ++yields;
+    }
+    EXPECT_TRUE(polled);
+    EXPECT_LE(yields, h.ready_budget() + 1);
+}
+
 TEST_F(Hub, TheWatchdogNamesTheFiberThatBlockedNotTheOneItHandedOffTo) {
     hub& h = hub::current();
     std::vector<std::string> reports;
