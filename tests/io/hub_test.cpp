@@ -22,6 +22,7 @@
 #include "greenfiber/socket.hpp"
 #include "greenfiber/sync.hpp"
 #include "greenfiber/task.hpp"
+#include "hub_support.hpp"
 #include "io_check.hpp"
 
 using namespace greenfiber;
@@ -220,45 +221,30 @@ TEST_F(Hub, AtThreadExitUnfinishedTasksAreCancelledAndJoined) {
 
 TEST_F(Hub, TheWatchdogNamesATaskThatBlocksTheLoop) {
     hub& h = hub::current();
-    std::vector<std::string> reports;
-    std::vector<std::string> sources;
-    auto previous = h.set_exception_handler([&](const failure_report& r) {
-        reports.emplace_back(r.message);
-        if (r.source != nullptr) sources.push_back(r.source->name());
-    });
     // The threshold and the block are far apart, and far above what a loaded machine adds
     // to a resume that only parks (the polite task's), so no other report slips in.
-    const auto previous_threshold = h.watchdog();
-    h.set_watchdog(250ms);
+    greenfiber::testing::watchdog_reports reports(h, 250ms);
     auto polite = spawn(spawn_options{"polite", 0}, [] { sleep(750ms); });
     auto blocker = spawn(spawn_options{"blocker", 0}, [] { std::this_thread::sleep_for(750ms); });
     blocker.get();
     polite.get();
-    h.set_watchdog(previous_threshold);
-    h.set_exception_handler(std::move(previous));
-    ASSERT_EQ(reports.size(), 1u);
-    EXPECT_THAT(reports[0], HasSubstr("task 'blocker'"));
-    EXPECT_THAT(reports[0], HasSubstr("spawned at"));
-    EXPECT_THAT(reports[0], HasSubstr("TheWatchdogNamesATaskThatBlocksTheLoop"));
-    EXPECT_THAT(reports[0], HasSubstr("to_thread"));
-    EXPECT_EQ(sources,
+    ASSERT_EQ(reports.messages.size(), 1u);
+    EXPECT_THAT(reports.messages[0], HasSubstr("task 'blocker'"));
+    EXPECT_THAT(reports.messages[0], HasSubstr("spawned at"));
+    EXPECT_THAT(reports.messages[0], HasSubstr("TheWatchdogNamesATaskThatBlocksTheLoop"));
+    EXPECT_THAT(reports.messages[0], HasSubstr("to_thread"));
+    EXPECT_EQ(reports.sources,
               std::vector<std::string>{"blocker"});  // the report's source is the task's fiber
 }
 
 TEST_F(Hub, TheWatchdogLeavesTheMainGreenletAlone) {
     // Between two waits the main greenlet runs outside the loop: not a stall of the hub.
     hub& h = hub::current();
-    std::vector<std::string> reports;
-    auto previous =
-        h.set_exception_handler([&](const failure_report& r) { reports.emplace_back(r.message); });
-    const auto previous_threshold = h.watchdog();
-    h.set_watchdog(250ms);
+    greenfiber::testing::watchdog_reports reports(h, 250ms);
     sleep(1ms);
     std::this_thread::sleep_for(750ms);
     sleep(1ms);
-    h.set_watchdog(previous_threshold);
-    h.set_exception_handler(std::move(previous));
-    EXPECT_TRUE(reports.empty()) << reports.front();
+    EXPECT_TRUE(reports.messages.empty()) << reports.messages.front();
 }
 
 // Sets GREENFIBER_WATCHDOG_MS to `value` (unset if empty) and returns the threshold a hub
@@ -324,16 +310,10 @@ TEST_F(Hub, AWaitWithADeadlineThatEndsEarlyGoesOnAtOnce) {
 
 TEST_F(Hub, TheWatchdogCanBeTurnedOff) {
     hub& h = hub::current();
-    std::vector<std::string> reports;
-    auto previous =
-        h.set_exception_handler([&](const failure_report& r) { reports.emplace_back(r.message); });
-    const auto previous_threshold = h.watchdog();
-    h.set_watchdog(0ms);
+    greenfiber::testing::watchdog_reports reports(h, 0ms);
     auto blocker = spawn([] { std::this_thread::sleep_for(30ms); });
     blocker.get();
-    h.set_watchdog(previous_threshold);
-    h.set_exception_handler(std::move(previous));
-    EXPECT_TRUE(reports.empty());
+    EXPECT_TRUE(reports.messages.empty());
 }
 
 TEST_F(Hub, ItsExceptionHandlerReceivesCallbackFailuresAndTheHubGoesOn) {
@@ -659,11 +639,7 @@ TEST(HubExitDeathTest, ATaskThatSwallowsItsKillDoesNotKeepItsThreadFromExiting) 
 // the hub from its loop: the watchdog names it and where it was spawned.
 TEST_F(Hub, TheWatchdogNamesATaskThatSwallowsItsCancellationAndBlocks) {
     hub& h = hub::current();
-    std::vector<std::string> reports;
-    auto previous =
-        h.set_exception_handler([&](const failure_report& r) { reports.emplace_back(r.message); });
-    const auto previous_threshold = h.watchdog();
-    h.set_watchdog(250ms);
+    greenfiber::testing::watchdog_reports reports(h, 250ms);
     bool blocked = false;
     auto swallower = spawn(spawn_options{"swallower", 0}, [&] {
         while (!blocked) {
@@ -681,12 +657,11 @@ TEST_F(Hub, TheWatchdogNamesATaskThatSwallowsItsCancellationAndBlocks) {
         swallower.get();
     } catch (const cancelled_error&) {
     }
-    h.set_watchdog(previous_threshold);
-    h.set_exception_handler(std::move(previous));
-    ASSERT_EQ(reports.size(), 1u);
-    EXPECT_THAT(reports[0], HasSubstr("task 'swallower'"));
-    EXPECT_THAT(reports[0], HasSubstr("spawned at"));
-    EXPECT_THAT(reports[0], HasSubstr("TheWatchdogNamesATaskThatSwallowsItsCancellationAndBlocks"));
+    ASSERT_EQ(reports.messages.size(), 1u);
+    EXPECT_THAT(reports.messages[0], HasSubstr("task 'swallower'"));
+    EXPECT_THAT(reports.messages[0], HasSubstr("spawned at"));
+    EXPECT_THAT(reports.messages[0],
+                HasSubstr("TheWatchdogNamesATaskThatSwallowsItsCancellationAndBlocks"));
 }
 
 // ---- direct hand-off: a fiber that parks switches straight into the next ready fiber --------
@@ -742,15 +717,22 @@ TEST_F(Hub, HandOffsCountAgainstTheTurnsBudgetSoTheReactorIsStillPolled) {
     EXPECT_GT(h.stats().switches, 0u);
 }
 
+// Yields until `flag` is set, at most ten budgets; returns how many yields it took.
+std::size_t yields_until(const bool& flag) {
+    const std::size_t most = 10 * hub::current().ready_budget();
+    std::size_t yields = 0;
+    while (!flag && yields < most) {
+        yield_now();
+        ++yields;
+    }
+    return yields;
+}
+
 TEST_F(Hub, ALoneFiberThatYieldsStillLetsTheReactorRun) {
     hub& h = hub::current();
     bool polled = false;
     h.post([&] { polled = true; });
-    std::size_t yields = 0;
-    while (!polled && yields < 10 * h.ready_budget()) {
-        yield_now();
-        ++yields;
-    }
+    const std::size_t yields = yields_until(polled);
     EXPECT_TRUE(polled);
     EXPECT_LE(yields, h.ready_budget() + 1);
 }
@@ -768,22 +750,14 @@ TEST_F(Hub, AContextStoppedByAFiberStillPollsAtTheNextTurn) {
     ASSERT_TRUE(h.context().stopped());
     bool polled = false;
     h.post([&] { polled = true; });
-    std::size_t yields = 0;
-    while (!polled && yields < 10 * h.ready_budget()) {
-        yield_now();
-        ++yields;
-    }
+    const std::size_t yields = yields_until(polled);
     EXPECT_TRUE(polled);
     EXPECT_LE(yields, h.ready_budget() + 1);
 }
 
 TEST_F(Hub, TheWatchdogNamesTheFiberThatBlockedNotTheOneItHandedOffTo) {
     hub& h = hub::current();
-    std::vector<std::string> reports;
-    auto previous =
-        h.set_exception_handler([&](const failure_report& r) { reports.emplace_back(r.message); });
-    const auto previous_threshold = h.watchdog();
-    h.set_watchdog(250ms);
+    greenfiber::testing::watchdog_reports reports(h, 250ms);
     // "blocker" blocks, then yields straight into "quick" (both ready in one turn); then
     // "finisher" blocks and finishes without parking again.
     auto blocker = spawn(spawn_options{"blocker", 0}, [] {
@@ -798,20 +772,14 @@ TEST_F(Hub, TheWatchdogNamesTheFiberThatBlockedNotTheOneItHandedOffTo) {
     quick.get();
     auto finisher = spawn(spawn_options{"finisher", 0}, [] { std::this_thread::sleep_for(750ms); });
     finisher.get();
-    h.set_watchdog(previous_threshold);
-    h.set_exception_handler(std::move(previous));
-    ASSERT_EQ(reports.size(), 2u);
-    EXPECT_THAT(reports[0], HasSubstr("task 'blocker'"));
-    EXPECT_THAT(reports[1], HasSubstr("task 'finisher'"));
+    ASSERT_EQ(reports.messages.size(), 2u);
+    EXPECT_THAT(reports.messages[0], HasSubstr("task 'blocker'"));
+    EXPECT_THAT(reports.messages[1], HasSubstr("task 'finisher'"));
 }
 
 TEST_F(Hub, TheWatchdogNamesAPlainGreenletThatBlockedAndDiedAfterAHandOff) {
     hub& h = hub::current();
-    std::vector<std::string> reports;
-    auto previous =
-        h.set_exception_handler([&](const failure_report& r) { reports.emplace_back(r.message); });
-    const auto previous_threshold = h.watchdog();
-    h.set_watchdog(250ms);
+    greenfiber::testing::watchdog_reports reports(h, 250ms);
     event go;
     // A plain greenlet inside a task parks on an event; a yield hands the thread straight to
     // it, it blocks, then dies into the task, which finishes: the slice began in the
@@ -831,41 +799,25 @@ TEST_F(Hub, TheWatchdogNamesAPlainGreenletThatBlockedAndDiedAfterAHandOff) {
     });
     waker.get();
     owner.get();
-    h.set_watchdog(previous_threshold);
-    h.set_exception_handler(std::move(previous));
-    ASSERT_EQ(reports.size(), 1u);
-    EXPECT_THAT(reports[0], HasSubstr("greenlet 'plain-sleeper'"));
+    ASSERT_EQ(reports.messages.size(), 1u);
+    EXPECT_THAT(reports.messages[0], HasSubstr("greenlet 'plain-sleeper'"));
 }
 
 TEST_F(Hub, AnExceptionFromAPlainGreenletHandedTheThreadIsReportedNotBlamedOnAStartingTask) {
-    hub& h = hub::current();
-    std::vector<std::string> categories;
-    auto previous = h.set_exception_handler(
-        [&](const failure_report& r) { categories.emplace_back(r.category); });
-    event go;
     // Its parent is the hub, which starts it from its ready queue as it starts a task.
-    greenlet g([&] {
-        go.wait();
-        throw std::runtime_error("from the plain greenlet");
-    });
-    g.set_parent(h.loop_greenlet());
-    detail::waiter start{"a test's start"};
-    start.fiber = detail::access::impl(g);
-    h.schedule(start);
-    yield_now();  // the greenlet starts and parks on the event
-    ASSERT_FALSE(start.queued());
+    greenfiber::testing::hub_started_thrower g(hub::current());
+    ASSERT_TRUE(g.started());
     // A task on its first run (started by the hub) wakes the greenlet and yields: the
     // thread goes straight to the greenlet, which throws into the hub.
     auto first = spawn([&] {
-        go.set();
+        g.go.set();
         yield_now();
         return 7;
     });
     EXPECT_EQ(first.get(), 7);
     for (int i = 0; i < 3 && !g.dead(); ++i) sleep(1ms);
-    h.set_exception_handler(std::move(previous));
     EXPECT_TRUE(g.dead());
-    EXPECT_EQ(categories, std::vector<std::string>{"greenlet"});
+    EXPECT_EQ(g.categories, std::vector<std::string>{"greenlet"});
 }
 
 TEST_F(Hub, ACancelledFiberInTheReadyQueueIsNeverHandedTheThreadAfterItEnded) {

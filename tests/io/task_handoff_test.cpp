@@ -33,6 +33,7 @@
 #include "greenfiber/sync.hpp"
 #include "greenfiber/task.hpp"
 #include "greenfiber/trace.hpp"
+#include "hub_support.hpp"
 #include "io_check.hpp"
 
 using namespace greenfiber;
@@ -80,23 +81,35 @@ spawn_options named(std::string name, bool eager = false) {
     return spawn_options{.name = std::move(name), .eager = eager};
 }
 
+// Two tasks, "p1" and "p2", parked on e1 and e2: each records its name in `order` when
+// woken. Constructed, both have parked.
+struct two_parked {
+    explicit two_parked(std::vector<std::string>& order)
+        : p1(spawn(named("p1"),
+                   [this, &order] {
+                       e1.wait();
+                       order.push_back("p1");
+                   })),
+          p2(spawn(named("p2"), [this, &order] {
+              e2.wait();
+              order.push_back("p2");
+          })) {
+        yield_now();
+    }
+    event e1;
+    event e2;
+    task<void> p1;
+    task<void> p2;
+};
+
 // Two tasks parked on events, a callback and a task on its first run are queued, in that
 // order, by a task that then finishes: they run in the order they were queued, whichever
 // way the thread gets to each (handed on from the finishing fiber, or from the hub).
 TEST_F(TaskHandoff, AFinishingTaskRunsWhatIsReadyInFifoOrder) {
     hub& h = hub::current();
     std::vector<std::string> order;
-    event e1;
-    event e2;
-    auto p1 = spawn(named("p1"), [&] {
-        e1.wait();
-        order.push_back("p1");
-    });
-    auto p2 = spawn(named("p2"), [&] {
-        e2.wait();
-        order.push_back("p2");
-    });
-    yield_now();  // both park
+    two_parked parked(order);
+    auto& [e1, e2, p1, p2] = parked;
     ASSERT_TRUE(p1.parked());
     ASSERT_TRUE(p2.parked());
     auto finisher = spawn(named("finisher"), [&] {
@@ -123,17 +136,8 @@ TEST_F(TaskHandoff, AFinishingTaskRunsWhatIsReadyInFifoOrder) {
 TEST_F(TaskHandoff, TheSwitchesOfAFinishingTaskGoToTheNextFiberNotTheHub) {
     hub& h = hub::current();
     std::vector<std::string> order;
-    event e1;
-    event e2;
-    auto p1 = spawn(named("p1"), [&] {
-        e1.wait();
-        order.push_back("p1");
-    });
-    auto p2 = spawn(named("p2"), [&] {
-        e2.wait();
-        order.push_back("p2");
-    });
-    yield_now();
+    two_parked parked(order);
+    auto& [e1, e2, p1, p2] = parked;
     fresh_turn();
     auto finisher = spawn(named("finisher"), [&] {
         e1.set();
@@ -373,22 +377,16 @@ TEST_F(TaskHandoff, DetachedTasksFinishingIntoEachOtherLeaveNothingBehind) {
 // (and named after the task, which is still there then), the next fiber's opened.
 TEST_F(TaskHandoff, TheWatchdogClosesTheFinishingTasksSliceAndOpensTheNextOne) {
     hub& h = hub::current();
-    std::vector<std::string> reports;
-    auto previous =
-        h.set_exception_handler([&](const failure_report& r) { reports.emplace_back(r.message); });
-    const auto previous_threshold = h.watchdog();
-    h.set_watchdog(250ms);
+    greenfiber::testing::watchdog_reports reports(h, 250ms);
     // Each blocks three times the threshold; "next" is queued when "finisher" finishes.
     auto finisher = spawn(named("finisher"), [] { std::this_thread::sleep_for(750ms); });
     auto next = spawn(named("next"), [] { std::this_thread::sleep_for(750ms); });
     finisher.get();
     next.get();
-    h.set_watchdog(previous_threshold);
-    h.set_exception_handler(std::move(previous));
-    ASSERT_EQ(reports.size(), 2u);
-    EXPECT_THAT(reports[0], HasSubstr("task 'finisher'"));
-    EXPECT_THAT(reports[0], HasSubstr("spawned at"));
-    EXPECT_THAT(reports[1], HasSubstr("task 'next'"));
+    ASSERT_EQ(reports.messages.size(), 2u);
+    EXPECT_THAT(reports.messages[0], HasSubstr("task 'finisher'"));
+    EXPECT_THAT(reports.messages[0], HasSubstr("spawned at"));
+    EXPECT_THAT(reports.messages[1], HasSubstr("task 'next'"));
 }
 
 struct run_slice {
@@ -590,20 +588,8 @@ TEST_F(TaskHandoff, RunUntilCompleteAfterAHandOff) {
 // the exception as the greenlet's.
 TEST_F(TaskHandoff, AnExceptionIntoTheHubAfterAStartedTaskFinishedIsNotBlamedOnIt) {
     hub& h = hub::current();
-    std::vector<std::string> categories;
-    auto previous = h.set_exception_handler(
-        [&](const failure_report& r) { categories.emplace_back(r.category); });
-    event go;
-    greenlet g([&] {
-        go.wait();
-        throw std::runtime_error("from the plain greenlet");
-    });
-    g.set_parent(h.loop_greenlet());
-    detail::waiter start{"a test's start"};
-    start.fiber = detail::access::impl(g);
-    h.schedule(start);
-    yield_now();  // the greenlet starts and parks on the event
-    ASSERT_FALSE(start.queued());
+    greenfiber::testing::hub_started_thrower g(h);
+    ASSERT_TRUE(g.started());
     bool ran = false;
     // A callback first in line sends the main greenlet's yield to the hub, which then starts
     // the detached task itself; the task wakes the greenlet and finishes into the main
@@ -612,15 +598,14 @@ TEST_F(TaskHandoff, AnExceptionIntoTheHubAfterAStartedTaskFinishedIsNotBlamedOnI
     h.call_soon([] {});
     (void)spawn([&] {
         ran = true;
-        go.set();
+        g.go.set();
     });
     yield_now();
     ASSERT_TRUE(ran);
     yield_now();
     for (int i = 0; i < 3 && !g.dead(); ++i) yield_now();
-    h.set_exception_handler(std::move(previous));
     EXPECT_TRUE(g.dead());
-    EXPECT_EQ(categories, std::vector<std::string>{"greenlet"});
+    EXPECT_EQ(g.categories, std::vector<std::string>{"greenlet"});
 }
 
 }  // namespace
