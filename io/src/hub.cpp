@@ -210,6 +210,23 @@ hub::~hub() {
     // Dropping loop_ kills the hub's greenlet if it is suspended in its loop.
 }
 
+namespace {
+
+// The io_context stops whenever its work runs out: inside a poll() or run_one(), and outside
+// them when a fiber releases the last work (a work guard, a use_fiber operation's end). A
+// stopped context's poll() runs nothing and its run_one() returns at once, so the loop
+// restarts it before each call, where a stop from any of those places is seen.
+void restart_if_stopped(boost::asio::io_context& io) {
+    if (io.stopped()) io.restart();
+}
+
+std::size_t poll_running(boost::asio::io_context& io) {
+    restart_if_stopped(io);
+    return io.poll();
+}
+
+}  // namespace
+
 void hub::loop() {
     for (;;) {
         now_ = read_coarse_clock();  // one read per turn: what parks record (waiter::since)
@@ -230,19 +247,13 @@ void hub::loop() {
         // fibers still ready polls in the same way, so I/O is never starved.
         if (trace_ != nullptr) [[unlikely]]
             detail::trace_poll_begin(*trace_);
-        // A fiber may have stopped the context since the last poll (it released the last
-        // work); a stopped context's poll() runs nothing, which would delay a turn.
-        if (io_.stopped()) [[unlikely]]
-            io_.restart();
-        const std::size_t polled = io_.poll();
+        const std::size_t polled = poll_running(io_);
         if (trace_ != nullptr) [[unlikely]]
             detail::trace_poll_end(*trace_, polled, false);
-        if (io_.stopped()) io_.restart();
         if (polled != 0 || !ready_.empty()) continue;
-        // Nothing ready: block in the reactor until a handler runs. The context stops
-        // whenever its work runs out, also outside run_one() (a work guard released by a
-        // fiber): restart it first, or new work would look like no work.
+        // Nothing ready: block in the reactor until a handler runs.
         detail::stall_beat_idle();
+        restart_if_stopped(io_);
         if (trace_ != nullptr) [[unlikely]]
             detail::trace_poll_begin(*trace_);
         // With a timer pending, block no longer than its deadline (the heap counts as work,
@@ -255,15 +266,14 @@ void hub::loop() {
         if (ran == 0) {
             if (trace_ != nullptr) [[unlikely]]
                 detail::trace_poll_end(*trace_, 0, true);
-            io_.restart();
             if (!timers_.empty()) {
                 // The earliest deadline came. Asio's handlers due by now (a call_at, a
                 // completion) run first, as they do on every other path to the next turn's
                 // fire_timers(): a wake-up due in the same pass wins over the timeout.
-                (void)io_.poll();
-                if (io_.stopped()) io_.restart();
+                (void)poll_running(io_);
                 continue;
             }
+            restart_if_stopped(io_);
             // A hub_handle held on any thread may still post the wake-up: wait for it.
             // (The io_context counts the hold as work, so run_one() blocks until it is
             // dropped or something is posted.)
@@ -272,10 +282,9 @@ void hub::loop() {
         }
         // The wait's other completions are queued in front of the reactor: run them now, so
         // that their fibers run in one batch and hand off to each other.
-        const std::size_t more = io_.poll();
+        const std::size_t more = poll_running(io_);
         if (trace_ != nullptr) [[unlikely]]
             detail::trace_poll_end(*trace_, ran + more, true);
-        if (io_.stopped()) io_.restart();
     }
 }
 
@@ -614,7 +623,9 @@ void hub::park_impl(detail::waiter& w, void (*arm)(void*) noexcept, void* arg, b
     if (w.cancelled && task != nullptr) task->raise_cancel();
 }
 
-void hub::suspend(detail::greenlet_impl* self) {
+// Inlined into both callers: suspend() is the yield's and every park's path.
+GREENFIBER_ALWAYS_INLINE detail::greenlet_impl* hub::take_hand_off(
+    detail::greenlet_impl* self) noexcept {
     detail::waiter* next = ready_.front();
     // A direct hand-off needs another suspended fiber, or a task's that can be given its
     // stack now (if it cannot, the hub starts it and fails the task); a callback runs on the
@@ -622,14 +633,20 @@ void hub::suspend(detail::greenlet_impl* self) {
     // while ~hub reaps the fibers left. A fiber that woke itself with nothing else ready (a
     // lone yield_now) goes through the hub: the reactor gets its turn, as asyncio's
     // sleep(0) gives it.
-    if (next != nullptr && next->fiber != nullptr && next->fiber != self && turn_ran_ < budget_ &&
-        (next->fiber->ctx != nullptr || detail::prepare_start(next->fiber)) &&
-        reap_until_ == std::chrono::steady_clock::time_point{}) [[likely]] {
-        ready_.pop_front();
-        ++turn_ran_;
-        hand_slice(self, next->fiber);
+    if (next == nullptr || next->fiber == nullptr || next->fiber == self || turn_ran_ >= budget_ ||
+        reap_until_ != std::chrono::steady_clock::time_point{} ||
+        (next->fiber->ctx == nullptr && !detail::prepare_start(next->fiber))) [[unlikely]]
+        return nullptr;
+    ready_.pop_front();
+    ++turn_ran_;
+    return next->fiber;
+}
+
+void hub::suspend(detail::greenlet_impl* self) {
+    if (detail::greenlet_impl* next = take_hand_off(self)) [[likely]] {
+        hand_slice(self, next);
         value v;
-        (void)detail::switch_value(next->fiber, v);
+        (void)detail::switch_value(next, v);
         return;
     }
     end_slice(self);
@@ -638,21 +655,16 @@ void hub::suspend(detail::greenlet_impl* self) {
 }
 
 void hub::finish_fiber(detail::greenlet_impl* self) noexcept {
-    detail::waiter* next = ready_.front();
-    // suspend()'s conditions for a direct hand-off, and one more: `self` would die into the
-    // hub. A fiber killed by a greenlet_exit (task_base::kill, ~hub) has its killer as its
-    // parent while it unwinds, and the kill returns there; so does any other parent.
-    if (next == nullptr || next->fiber == nullptr || next->fiber == self ||
-        self->parent != detail::access::impl(loop_) || turn_ran_ >= budget_ ||
-        reap_until_ != std::chrono::steady_clock::time_point{} ||
-        (next->fiber->ctx == nullptr && !detail::prepare_start(next->fiber)))
-        return;
-    ready_.pop_front();
-    ++turn_ran_;
+    // Only a fiber that would die into the hub: one killed by a greenlet_exit
+    // (task_base::kill, ~hub) has its killer as its parent while it unwinds, and the kill
+    // returns there; so does any other parent.
+    if (self->parent != detail::access::impl(loop_)) return;
+    detail::greenlet_impl* next = take_hand_off(self);
+    if (next == nullptr) return;
     // The dying fiber's slice was ended by its task, which could still be named then
     // (task_base::finish): this is the other half of hand_slice(), the next fiber's.
-    begin_slice(next->fiber);
-    detail::finish_into(next->fiber);
+    begin_slice(next);
+    detail::finish_into(next);
 }
 
 namespace {

@@ -475,6 +475,10 @@ class hub {
                    greenlet& to, bool requeue = false);
     bool park_until_impl(detail::waiter& w, std::chrono::steady_clock::time_point deadline,
                          void (*arm)(void*) noexcept, void* arg, bool cancellable);
+    /// The next ready fiber, taken from the queue and counted in the turn, when the thread
+    /// may go to it straight from `self` (suspend()'s conditions); else null, the queue
+    /// untouched. May give a task's fiber its stack (detail::prepare_start). Switches: no.
+    detail::greenlet_impl* take_hand_off(detail::greenlet_impl* self) noexcept;
     /// Hands the thread on from `self`, which is parked with its arm already run: straight
     /// to the next ready fiber when it is a suspended fiber and the turn's budget allows
     /// (one switch instead of two through the hub), else to the hub.
