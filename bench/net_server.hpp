@@ -99,15 +99,37 @@ inline void print_split(const std::vector<std::size_t>& per_hub) {
     std::fprintf(stderr, "\n");
 }
 
-// The loopback listener of a one-acceptor server, its port printed when the kernel chose it.
+// Prints the port the kernel chose, when it chose it (the driver reads this line).
+inline void print_port(const options& o, unsigned short port) {
+    if (o.port != 0) return;
+    std::printf("listening on 127.0.0.1:%u\n", port);
+    std::fflush(stdout);
+}
+
+// The loopback listener of a one-acceptor server.
 inline gf::tcp::acceptor open_listener(const options& o) {
     const gf::tcp::endpoint ep(asio::ip::address_v4::loopback(), o.port);
     gf::tcp::acceptor acceptor(ep, true, 4096);
-    if (o.port == 0) {
-        std::printf("listening on 127.0.0.1:%u\n", acceptor.local_endpoint().port());
-        std::fflush(stdout);
-    }
+    print_port(o, acceptor.local_endpoint().port());
     return acceptor;
+}
+
+// The next connection. A failed accept (out of descriptors, say) is printed and retried
+// after a short sleep instead of spinning.
+inline gf::tcp::socket accept_next(gf::tcp::acceptor& acceptor) {
+    for (;;) {
+        error_code ec;
+        gf::tcp::socket s = acceptor.accept(ec);
+        if (!ec) return s;
+        std::fprintf(stderr, "accept: %s\n", ec.message().c_str());
+        gf::sleep(std::chrono::milliseconds(10));
+    }
+}
+
+// Echo and HTTP answer small messages at once: no Nagle delay. A failure leaves it on.
+inline void set_no_delay(gf::tcp::socket& s) {
+    error_code ignored;
+    s.native().set_option(gf::tcp::protocol::no_delay(true), ignored);
 }
 
 // --accept one: hub 0 accepts every connection and hands it to hub (k mod N) for the k-th
@@ -119,13 +141,8 @@ void one_acceptor_loop(gf::hub_group& group, const options& o, Session session,
                        std::vector<std::atomic<std::size_t>>& per_hub) {
     gf::tcp::acceptor acceptor = open_listener(o);
     for (std::size_t k = 0;; ++k) {
+        gf::tcp::socket s = accept_next(acceptor);
         error_code ec;
-        gf::tcp::socket s = acceptor.accept(ec);
-        if (ec) {
-            std::fprintf(stderr, "accept: %s\n", ec.message().c_str());
-            gf::sleep(std::chrono::milliseconds(10));
-            continue;
-        }
         const std::size_t i = k % group.size();
         per_hub[i].fetch_add(1, std::memory_order_relaxed);
         const int fd = s.native().release(ec);
@@ -135,8 +152,7 @@ void one_acceptor_loop(gf::hub_group& group, const options& o, Session session,
                 gf::hub& h = gf::hub::current();
                 gf::tcp::socket adopted(
                     h, gf::tcp::socket::native_type(h.context(), asio::ip::tcp::v4(), fd));
-                error_code ignored;
-                adopted.native().set_option(gf::tcp::protocol::no_delay(true), ignored);
+                set_no_delay(adopted);
                 session(std::move(adopted));
             });
         } catch (const gf::hub_group_stopped&) {
@@ -170,14 +186,10 @@ int run_multi_hub_server(const options& o, Session session) {
             }
             const gf::tcp::endpoint ep(asio::ip::address_v4::loopback(), o.port);
             gf::multi_server srv(group, ep, [session](gf::tcp::socket s) {
-                error_code ec;
-                s.native().set_option(gf::tcp::protocol::no_delay(true), ec);
+                set_no_delay(s);
                 session(std::move(s));
             });
-            if (o.port == 0) {
-                std::printf("listening on 127.0.0.1:%u\n", srv.local_endpoint().port());
-                std::fflush(stdout);
-            }
+            print_port(o, srv.local_endpoint().port());
             try {
                 gf::sleep(std::chrono::hours::max());  // until SIGTERM cancels it
             } catch (const gf::cancelled_error&) {
@@ -207,15 +219,8 @@ int run_server(const options& o, Session session) {
                 SIGTERM, [main = gf::current_task().share_any()] { (void)main.cancel("SIGTERM"); });
             gf::tcp::acceptor acceptor = open_listener(o);
             for (;;) {
-                error_code ec;
-                gf::tcp::socket s = acceptor.accept(ec);
-                if (ec) {
-                    // Out of descriptors, say: wait a little instead of spinning.
-                    std::fprintf(stderr, "accept: %s\n", ec.message().c_str());
-                    gf::sleep(std::chrono::milliseconds(10));
-                    continue;
-                }
-                s.native().set_option(gf::tcp::protocol::no_delay(true), ec);
+                gf::tcp::socket s = accept_next(acceptor);
+                set_no_delay(s);
                 (void)gf::spawn(session, std::move(s));
             }
         });
