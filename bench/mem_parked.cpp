@@ -8,7 +8,10 @@
 //   anchors' Go (a channel), asyncio and gevent (an Event) rows: the snapshot is taken
 //   inside the running loop before the first spawn and after the last task has parked,
 //   and the handles to the N tasks count, as asyncio's list of tasks does.
-//   mem_parked [greenlet|task_event] [N]
+// - greenlet_small, task_event_small: the same on small stacks of SMALL bytes (default
+//   3584, the largest, which a kill or cancellation needs; stack.hpp, "Small stacks"). Run
+//   with LD_BIND_NOW=1, which small stacks require.
+//   mem_parked [greenlet|task_event|greenlet_small|task_event_small] [N] [SMALL]
 #include <greenfiber/greenlet.hpp>
 #include <greenfiber/hub.hpp>
 #include <greenfiber/loop.hpp>
@@ -43,7 +46,7 @@ void parked(long i) {
 }
 
 // What every mode prints beside the figure, and whether its checks passed.
-void report(const char* impl, long n, const bench::mem_snapshot& before,
+void report(const char* impl, long n, std::size_t small, const bench::mem_snapshot& before,
             const bench::mem_snapshot& after, long maps, double resume_ns, std::uint64_t sum,
             bool ok) {
     const gf::stack_stats st = gf::stack_statistics();
@@ -51,12 +54,18 @@ void report(const char* impl, long n, const bench::mem_snapshot& before,
     std::snprintf(sumtext, sizeof sumtext, "%016llx", static_cast<unsigned long long>(sum));
     std::snprintf(faults, sizeof faults, "%.3f", double(after.minflt - before.minflt) / double(n));
     bench::report_memory(impl, n, before, after,
-                         "stack=" + std::to_string(gf::default_stack_size()) +
+                         (small != 0 ? "small_stack=" + std::to_string(small)
+                                     : "stack=" + std::to_string(gf::default_stack_size())) +
                              " pte_bytes=" + std::to_string((after.pte - before.pte) / n) +
                              " minflt_per_op=" + faults + " guarded=" + std::to_string(st.guarded) +
                              " maps=" + std::to_string(maps) +
                              " resume_ns=" + std::to_string(long(resume_ns)) +
                              " checksum=" + sumtext + (ok ? " check=ok" : " check=FAILED"));
+}
+
+// `base`, or `base`_small<bytes> for small stacks of `small` bytes.
+std::string impl_name(const char* base, std::size_t small) {
+    return small == 0 ? std::string(base) : std::string(base) + "_small" + std::to_string(small);
 }
 
 std::uint64_t expected_sum(long n) {
@@ -65,9 +74,10 @@ std::uint64_t expected_sum(long n) {
     return expect;
 }
 
-// N tasks parked in event::wait(); returns 0 when every check passed.
-int task_event(long n) {
-    return gf::run([n] {
+// N tasks parked in event::wait() (on small stacks of `small` bytes unless 0); returns 0
+// when every check passed.
+int task_event(long n, std::size_t small) {
+    return gf::run([n, small] {
         // The watchdog stays on as for a user; its threshold is raised only so that
         // spawning N tasks in one go prints no report.
         gf::hub::current().set_watchdog(std::chrono::minutes(10));
@@ -79,7 +89,7 @@ int task_event(long n) {
         const auto before = bench::mem_snapshot::take();
         ts.reserve(std::size_t(n));
         for (long i = 0; i < n; ++i)
-            ts.push_back(gf::spawn([&, i] {
+            ts.push_back(gf::spawn(gf::spawn_options{.small_stack = small}, [&, i] {
                 const long mine = i;  // lives on this task's stack while it is parked
                 if (++parked_count == n) all_parked.set();
                 release.wait();
@@ -98,7 +108,8 @@ int task_event(long n) {
         const std::uint64_t expect = expected_sum(n);
         bool ok = checksum == expect && resumed == n;
         for (const auto& t : ts) ok = ok && t.status() == gf::task_status::done;
-        report("greenfiber_task_event", n, before, after, maps, resume_ns, checksum, ok);
+        report(impl_name("greenfiber_task_event", small).c_str(), n, small, before, after, maps,
+               resume_ns, checksum, ok);
         if (!ok) {
             std::fprintf(stderr,
                          "mem_parked: checksum %016llx, expected %016llx, %ld of %ld resumed, or "
@@ -111,8 +122,9 @@ int task_event(long n) {
     });
 }
 
-// N greenlets parked in a switch back to main; returns 0 when every check passed.
-int greenlet_parked(long n) {
+// N greenlets parked in a switch back to main (on small stacks of `small` bytes unless 0);
+// returns 0 when every check passed.
+int greenlet_parked(long n, std::size_t small) {
     gf::greenlet self = gf::greenlet::current();  // sets up this thread's state first
     main_g = &self;
 
@@ -120,7 +132,7 @@ int greenlet_parked(long n) {
     const auto before = bench::mem_snapshot::take();
     gs.reserve(std::size_t(n));
     for (long i = 0; i < n; ++i) {
-        gs.emplace_back(parked);
+        gs.emplace_back(parked, gf::greenlet::options{.name = {}, .small_stack = small});
         (void)gs.back().switch_to(i);  // runs to its park point, back here
     }
     const auto after = bench::mem_snapshot::take();
@@ -135,7 +147,8 @@ int greenlet_parked(long n) {
     gs.clear();
     ok = ok && gf::live_greenlets() == 0;
 
-    report("greenfiber_greenlet", n, before, after, maps, resume_ns, checksum, ok);
+    report(impl_name("greenfiber_greenlet", small).c_str(), n, small, before, after, maps,
+           resume_ns, checksum, ok);
     if (!ok) {
         std::fprintf(
             stderr, "mem_parked: checksum %016llx, expected %016llx, or a greenlet not dead\n",
@@ -150,8 +163,13 @@ int greenlet_parked(long n) {
 int main(int argc, char** argv) {
     const std::string mode = argc > 1 ? argv[1] : "greenlet";
     const long n = bench::arg_long(argc, argv, 2, 100'000);
-    if (mode == "greenlet") return greenlet_parked(n);
-    if (mode == "task_event") return task_event(n);
-    std::fprintf(stderr, "usage: mem_parked [greenlet|task_event] [N]\n");
+    const auto small = static_cast<std::size_t>(bench::arg_long(argc, argv, 3, 3584));
+    if (mode == "greenlet") return greenlet_parked(n, 0);
+    if (mode == "task_event") return task_event(n, 0);
+    if (mode == "greenlet_small") return greenlet_parked(n, small);
+    if (mode == "task_event_small") return task_event(n, small);
+    std::fprintf(stderr,
+                 "usage: mem_parked [greenlet|task_event|greenlet_small|task_event_small] [N] "
+                 "[SMALL]\n");
     return 2;
 }

@@ -164,7 +164,23 @@ def main(path):
         for impl in ("asyncio_task", "gevent"):
             ratio(f"mem_parked at N={n:,}: greenfiber_task_event / {impl}", ours,
                   get("mem_parked", impl, n), "(no target)")
-    for impl, what in (("greenfiber_greenlet", "greenlets"), ("greenfiber_task_event", "tasks")):
+    # The opt-in small stacks (stack.hpp, "Small stacks"), at each size run.
+    smalls = sorted({k[1] for k in groups
+                     if k[0] == "mem_parked" and "_small" in k[1] and k[1].startswith("greenfiber_")})
+    for impl in smalls:
+        for n in ns:
+            ours = get("mem_parked", impl, n)
+            if ours[0] is None:
+                continue
+            ratio(f"mem_parked at N={n:,}: {impl} / go_goroutine (VmRSS bytes each)", ours,
+                  get("mem_parked", "go_goroutine", n), "< 1.0× (opt-in small mode)",
+                  lambda r: r < 1.0)
+            if impl.startswith("greenfiber_task_event"):
+                ratio(f"mem_parked at N={n:,}: {impl} / asyncio_task", ours,
+                      get("mem_parked", "asyncio_task", n), "(no target: toward asyncio)")
+    for impl, what in ([("greenfiber_greenlet", "greenlets"), ("greenfiber_task_event", "tasks")] +
+                       [(s, "small-stack " + ("tasks" if "task" in s else "greenlets"))
+                        for s in smalls]):
         for n in ns:
             _, rows = get("mem_parked", impl, n)
             if rows:

@@ -6,11 +6,13 @@
 
 #include <cxxabi.h>
 #include <pthread.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
 #include <boost/context/detail/fcontext.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <cstddef>
 #include <cstdio>
@@ -21,6 +23,7 @@
 #include <vector>
 
 #include "detail/stack_pool.hpp"
+#include "greenfiber/stack.hpp"
 
 // greenfiber_jump (greenlet_impl.hpp) is jump_fcontext by its assembler name: the types
 // must agree.
@@ -62,6 +65,10 @@ struct thread_full : thread_state {
     std::thread::id id = std::this_thread::get_id();
     long tid = static_cast<long>(syscall(SYS_gettid));
     void* altstack = nullptr;
+    // A stack for the library's heavier paths while a small-stack greenlet runs
+    // (on_side_stack): mapped at its first use, unmapped at exit. `side_busy` while in use.
+    char* side_stack = nullptr;
+    bool side_busy = false;
     std::mutex mu;
     // Guarded by mu: greenlets whose last handle was dropped on another thread.
     std::vector<greenlet_impl*> remote_drops;
@@ -160,6 +167,8 @@ void drain_remote(thread_full& t) noexcept {
     }
 }
 
+constexpr std::size_t side_stack_size = 64 * 1024;
+
 // Holds this thread's state; its destructor runs at thread exit.
 struct thread_holder {
     thread_full* t = nullptr;
@@ -171,6 +180,7 @@ struct thread_holder {
             t->exited = true;
         }
         remove_overflow_handler(t->altstack);
+        if (t->side_stack != nullptr) munmap(t->side_stack, side_stack_size);
         t->main->state = gstate::dead;
         greenlet_impl* main = t->main;
         tls = nullptr;
@@ -214,27 +224,159 @@ thread_state* init_thread_state() {
     return t;
 }
 
-void stack_pointer_overflow(greenlet_impl* g, void* sp) noexcept {
-    const auto below = g->sp_limit - reinterpret_cast<std::uintptr_t>(sp);
+namespace {
+
+// What a greenlet's stack_size holds before its start, from its options: 0 (the default),
+// a paged size (at least paged_stack_min) or a small stack's slot (below it). Throws:
+// error, for a small_stack that cannot be had.
+std::size_t stack_request(const greenlet::options& opts) {
+    if (opts.small_stack == 0)
+        return opts.stack_size == 0 ? 0 : std::max(opts.stack_size, paged_stack_min);
+    const std::string who = opts.name.empty() ? "a greenlet" : "greenlet '" + opts.name + "'";
+    if (opts.stack_size != 0) {
+        throw error("greenfiber: " + who + " asks for both a stack_size (" +
+                    std::to_string(opts.stack_size) + ") and a small_stack (" +
+                    std::to_string(opts.small_stack) + "): set one of them");
+    }
+    if (const std::string& lazy = lazily_bound_object(); !lazy.empty()) {
+        throw error("greenfiber: " + who + " asks for a small stack, but " + lazy +
+                    " binds its symbols at their first call, which saves the vector registers "
+                    "on the calling stack (up to 3 KiB) and would overflow a small one: run "
+                    "the program with LD_BIND_NOW=1, or link every library with -Wl,-z,now");
+    }
+    const std::size_t slot = small_stack_slot(opts.small_stack);
+    if (slot == 0) {
+        throw error("greenfiber: the small_stack of " + who + " is " +
+                    std::to_string(opts.small_stack) + " bytes; a small stack is at most " +
+                    std::to_string(small_stack_max()) +
+                    " bytes (small_stack_max()): give it a paged stack (stack_size) instead");
+    }
+    return slot;
+}
+
+// How to give `g` more stack, for the overflow reports.
+const char* larger_stack_words(const greenlet_impl* g) noexcept {
+    return g->stack_size < paged_stack_min
+               ? "Declare a larger small stack (options::small_stack; stack.hpp, \"Small "
+                 "stacks\", says what it must hold) or give it a paged one (stack_size)."
+               : "Give it a larger stack (greenlet::options::stack_size).";
+}
+
+// Overflow reports are formatted on a stack of their own: the overflowed one may have no
+// room left (a small stack has none), and the report ends the process anyway. One report
+// per process: a second thread that overflows at the same time waits for the abort.
+alignas(64) char report_stack[64 * 1024];
+std::atomic_flag reporting = ATOMIC_FLAG_INIT;
+
+struct report_call {
+    void (*fn)(const report_call&) noexcept;
+    greenlet_impl* g;
+    void* sp;
+};
+
+void report_entry(bctx::transfer_t t) {
+    const auto* call = static_cast<const report_call*>(t.data);
+    call->fn(*call);
+    std::abort();
+}
+
+[[noreturn]] void report_and_abort(const report_call& call) noexcept {
+    if (reporting.test_and_set()) {
+        for (;;) pause();
+    }
+    const bctx::fcontext_t c =
+        bctx::make_fcontext(report_stack + sizeof report_stack, sizeof report_stack, &report_entry);
+    bctx::jump_fcontext(c, const_cast<report_call*>(&call));
+    std::abort();
+}
+
+void print_sp_overflow(const report_call& call) noexcept {
+    greenlet_impl* g = call.g;
+    const auto below = g->sp_limit - reinterpret_cast<std::uintptr_t>(call.sp);
     std::fprintf(stderr,
                  "greenfiber: stack overflow in %s: it switched out with its stack pointer %zu "
-                 "bytes below the bottom of its %zu-byte stack%s. Give it a larger stack "
-                 "(greenlet::options::stack_size).\n",
+                 "bytes below the bottom of its %zu-byte %s. %s\n",
                  describe(g).c_str(), static_cast<std::size_t>(below), g->stack_size,
-                 g->stack_guarded ? "" : " (which has no guard page: the guard budget is spent)");
-    std::abort();
+                 g->stack_size < paged_stack_min ? "small stack (no guard page)"
+                 : g->stack_guarded              ? "stack"
+                                    : "stack (which has no guard page: the guard budget is spent)",
+                 larger_stack_words(g));
+}
+
+void print_canary_overflow(const report_call& call) noexcept {
+    greenlet_impl* g = call.g;
+    std::fprintf(stderr,
+                 "greenfiber: stack overflow in %s: the canary at the limit of its %zu-byte %s "
+                 "was overwritten. %s\n",
+                 describe(g).c_str(), g->stack_size,
+                 g->stack_size < paged_stack_min ? "small stack" : "stack", larger_stack_words(g));
+}
+
+}  // namespace
+
+void stack_pointer_overflow(greenlet_impl* g, void* sp) noexcept {
+    report_and_abort({&print_sp_overflow, g, sp});
+}
+
+void stack_overflow(greenlet_impl* g) noexcept {
+    report_and_abort({&print_canary_overflow, g, nullptr});
+}
+
+namespace {
+
+struct side_call {
+    void (*fn)(void*) noexcept;
+    void* arg;
+#if GREENFIBER_ASAN
+    const void* from_bottom = nullptr;
+    std::size_t from_size = 0;
+#endif
+};
+
+void side_entry(bctx::transfer_t t) {
+    auto* call = static_cast<side_call*>(t.data);
+#if GREENFIBER_ASAN
+    __sanitizer_finish_switch_fiber(nullptr, &call->from_bottom, &call->from_size);
+#endif
+    call->fn(call->arg);
+#if GREENFIBER_ASAN
+    // This context is abandoned once it jumps back: no fake stack to keep.
+    __sanitizer_start_switch_fiber(nullptr, call->from_bottom, call->from_size);
+#endif
+    bctx::jump_fcontext(t.fctx, nullptr);
+}
+
+}  // namespace
+
+void on_side_stack(void (*fn)(void*) noexcept, void* arg) noexcept {
+    thread_state* ts = tls;
+    if (ts == nullptr || !on_small_stack(ts->current)) return fn(arg);
+    thread_full& tf = full(*ts);
+    if (tf.side_busy) return fn(arg);
+    if (tf.side_stack == nullptr) {
+        void* mem = mmap(nullptr, side_stack_size, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+        // No memory for it: the call runs where it is, as it would on a larger stack.
+        if (mem == MAP_FAILED) return fn(arg);
+        tf.side_stack = static_cast<char*>(mem);
+    }
+    tf.side_busy = true;
+    side_call call{fn, arg};
+    const bctx::fcontext_t c =
+        bctx::make_fcontext(tf.side_stack + side_stack_size, side_stack_size, &side_entry);
+#if GREENFIBER_ASAN
+    void* fake = nullptr;
+    __sanitizer_start_switch_fiber(&fake, tf.side_stack, side_stack_size);
+#endif
+    bctx::jump_fcontext(c, &call);
+#if GREENFIBER_ASAN
+    __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
+#endif
+    tf.side_busy = false;
 }
 
 std::string describe_greenlet(const greenlet_impl* g) {
     return describe(g);
-}
-
-void stack_overflow(greenlet_impl* g) noexcept {
-    std::fprintf(stderr,
-                 "greenfiber: stack overflow in %s: the canary at the limit of its %zu-byte stack "
-                 "was overwritten. Give it a larger stack (greenlet::options::stack_size).\n",
-                 describe(g).c_str(), g->stack_size);
-    std::abort();
 }
 
 void rethrow_message(std::exception_ptr* exc) {
@@ -787,6 +929,7 @@ greenlet::greenlet(detail::run_base* run, const greenlet* parent, options&& opts
         }
         par = parent->p_;
     }
+    const std::size_t stack_request = detail::stack_request(opts);
     auto* g =
         storage != nullptr ? ::new (storage) detail::greenlet_impl : new detail::greenlet_impl;
     g->dispose = dispose;
@@ -795,7 +938,7 @@ greenlet::greenlet(detail::run_base* run, const greenlet* parent, options&& opts
     detail::retain(par);
     g->parent = par;
     g->canary = &detail::main_canary;
-    g->stack_size = opts.stack_size;
+    g->stack_size = stack_request;
     g->run = owned.release();
     detail::thread_full& tf = detail::full(ts);
     if (tf.id_next == tf.id_end) [[unlikely]] {

@@ -3,7 +3,10 @@
 
 #include "greenfiber/stack.hpp"
 
+#include <elf.h>
+#include <link.h>
 #include <signal.h>
+#include <sys/auxv.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -117,6 +120,10 @@ struct pool_state {
     // Guarded by mu.
     std::vector<stack_block> free_default;  // stacks of default_size
     std::vector<stack_block> free_other;    // other sizes, reused by exact size
+    // Free small stacks (below paged_stack_min), one list per slot size, carved from slabs
+    // of small_slab_bytes that are never unmapped. Guarded by mu.
+    std::vector<std::pair<std::size_t, std::vector<char*>>> free_small;
+    std::size_t small_free_count = 0;  // stacks in free_small. Guarded by mu.
     // Atomic, not guarded by mu: a stack taken from or given back to a thread's cache
     // counts here without the lock. A snapshot (stack_statistics) reads them under mu, so
     // it is consistent with the free lists; a concurrent take may land between the reads
@@ -316,6 +323,47 @@ stack_block take(pool_state& p, std::vector<stack_block>& list, std::size_t size
     throw_stack_error(ENOMEM, size, owner, "no usable stack after mapping a slab");
 }
 
+// A slab of small stacks: slots of one size side by side, no guard page between them
+// (that is what makes them small). Fresh pages read as zero, so every slot's canary is
+// intact until a greenlet overflows it.
+constexpr std::size_t small_slab_bytes = 256 * 1024;
+
+std::vector<char*>& small_list(pool_state& p, std::size_t size) {
+    for (auto& [s, list] : p.free_small)
+        if (s == size) return list;
+    p.free_small.emplace_back(size, std::vector<char*>{});
+    return p.free_small.back().second;
+}
+
+// Takes a free small stack of `size` bytes, mapping a slab when none is left.
+// Precondition: mu held.
+stack_block take_small(pool_state& p, std::size_t size, const greenlet_impl* owner) {
+    std::vector<char*>& list = small_list(p, size);
+    if (list.empty()) {
+        const std::size_t count = small_slab_bytes / size;
+        list.reserve(count);  // no allocation failure once the slab is mapped
+        void* mem = mmap(nullptr, small_slab_bytes, PROT_READ | PROT_WRITE,
+                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+        if (mem == MAP_FAILED) {
+            const int err = errno;
+            throw_stack_error(err, size, owner,
+                              "mmap of a " + std::to_string(small_slab_bytes) +
+                                  "-byte slab of small stacks failed; " +
+                                  limit_words(err, small_slab_bytes));
+        }
+        madvise(mem, small_slab_bytes, MADV_NOHUGEPAGE);
+        char* base = static_cast<char*>(mem);
+        valgrind_new_slab(p, base, small_slab_bytes);
+        // Handed out from the slab's start: the slots a thread takes in a row share pages.
+        for (std::size_t i = count; i-- > 0;) list.push_back(base + i * size);
+        p.small_free_count += count;
+    }
+    char* lo = list.back();
+    list.pop_back();
+    --p.small_free_count;
+    return {lo, size, false};
+}
+
 // One more stack in use; the mark follows. Both are atomic: the caches count without mu.
 void count_taken(pool_state& p) noexcept {
     const std::size_t n = p.in_use.fetch_add(1, std::memory_order_relaxed) + 1;
@@ -397,6 +445,53 @@ thread_local cache_flusher flusher;
 
 }  // namespace
 
+namespace {
+
+// dl_iterate_phdr's callback: stops at the first object whose PLT is bound lazily, and
+// names it in *arg. The dynamic linker (loaded at AT_BASE) relocates itself at start-up.
+int find_lazy_object(dl_phdr_info* info, std::size_t, void* arg) {
+    if (info->dlpi_addr == getauxval(AT_BASE)) return 0;
+    const ElfW(Dyn)* dyn = nullptr;
+    for (int i = 0; i < info->dlpi_phnum; ++i) {
+        if (info->dlpi_phdr[i].p_type == PT_DYNAMIC)
+            dyn = reinterpret_cast<const ElfW(Dyn)*>(info->dlpi_addr + info->dlpi_phdr[i].p_vaddr);
+    }
+    if (dyn == nullptr) return 0;
+    bool plt = false;
+    bool now = false;
+    for (const ElfW(Dyn)* d = dyn; d->d_tag != DT_NULL; ++d) {
+        if (d->d_tag == DT_JMPREL) plt = true;
+        if (d->d_tag == DT_BIND_NOW) now = true;
+        if (d->d_tag == DT_FLAGS && (d->d_un.d_val & DF_BIND_NOW) != 0) now = true;
+        if (d->d_tag == DT_FLAGS_1 && (d->d_un.d_val & DF_1_NOW) != 0) now = true;
+    }
+    if (!plt || now) return 0;
+    *static_cast<std::string*>(arg) = info->dlpi_name[0] != '\0' ? info->dlpi_name : "the program";
+    return 1;
+}
+
+}  // namespace
+
+const std::string& lazily_bound_object() {
+    static const std::string found = [] {
+        std::string name;
+        const char* bind_now = std::getenv("LD_BIND_NOW");
+        if (bind_now == nullptr || bind_now[0] == '\0') dl_iterate_phdr(&find_lazy_object, &name);
+        return name;
+    }();
+    return found;
+}
+
+std::size_t small_stack_slot(std::size_t declared) noexcept {
+    if (declared > small_stack_max()) return 0;
+    const std::size_t slot = (std::max(declared, small_stack_min) + 255) / 256 * 256;
+#if GREENFIBER_ASAN
+    return slot * 4;
+#else
+    return slot;
+#endif
+}
+
 stack_block allocate_stack(std::size_t size, const greenlet_impl* owner) {
     pool_state& p = pool();
     const std::size_t def = p.default_size.load(std::memory_order_relaxed);
@@ -414,10 +509,18 @@ stack_block allocate_stack(std::size_t size, const greenlet_impl* owner) {
         }
     }
     std::lock_guard lock(p.mu);
+    stack_block s;
+    if (size != 0 && size < paged_stack_min) {
+        // A small stack has no guard page whatever the policy: it was asked for.
+        s = take_small(p, size, owner);
+        count_taken(p);
+        asan_hand_out(s);
+        valgrind_hand_out(p, s);
+        return s;
+    }
     // Stacks cached before the default size changed, or unguarded ones the policy now
     // refuses: back to the free lists, where take() sorts them out.
     if (c.count != 0) flush_cache(p, c);
-    stack_block s;
     if (is_default) {
         s = take(p, p.free_default, def, stacks_per_slab, owner);
     } else {
@@ -456,6 +559,11 @@ void release_stack(const stack_block& s) noexcept {
     std::lock_guard lock(p.mu);
     p.in_use.fetch_sub(1, std::memory_order_relaxed);
     try {
+        if (s.size < paged_stack_min) {
+            small_list(p, s.size).push_back(s.lo);
+            ++p.small_free_count;
+            return;
+        }
         (s.size == p.default_size.load(std::memory_order_relaxed) ? p.free_default : p.free_other)
             .push_back(s);
     } catch (...) {
@@ -488,6 +596,25 @@ void write_num(std::uint64_t v) {
     (void)r;
 }
 
+// Names `g` and its stack of `size` bytes, then `rest`, and restores the default action,
+// so that the faulting instruction, run again, ends the process. Async-signal-safe.
+void report_overflow(const greenlet_impl* g, std::size_t size, const char* rest) {
+    write_str("greenfiber: stack overflow in ");
+    if (g != nullptr && !g->name.empty()) {
+        write_str("greenlet '");
+        ssize_t r = write(STDERR_FILENO, g->name.data(), g->name.size());
+        (void)r;
+        write_str("' (#");
+    } else {
+        write_str("greenlet (#");
+    }
+    write_num(g != nullptr ? g->id : 0);
+    write_str("): its stack is ");
+    write_num(size);
+    write_str(rest);
+    signal(SIGSEGV, SIG_DFL);
+}
+
 // Async-signal-safe: reads the append-only slab table and the owner's fixed fields.
 void on_segv(int sig, siginfo_t* info, void* uctx) {
     char* addr = static_cast<char*>(info->si_addr);
@@ -501,25 +628,25 @@ void on_segv(int sig, siginfo_t* info, void* uctx) {
         const std::size_t gap = slabs[i].gap;
         if (offset >= gap || offset < gap - page) break;  // not a guard page
         char* lo = base + idx * stride + gap;
-        const greenlet_impl* g =
-            header_of(lo, slabs[i].size)->owner.load(std::memory_order_relaxed);
-        write_str("greenfiber: stack overflow in ");
-        if (g != nullptr && !g->name.empty()) {
-            write_str("greenlet '");
-            ssize_t r = write(STDERR_FILENO, g->name.data(), g->name.size());
-            (void)r;
-            write_str("' (#");
-        } else {
-            write_str("greenlet (#");
-        }
-        write_num(g != nullptr ? g->id : 0);
-        write_str("): its stack is ");
-        write_num(slabs[i].size);
-        write_str(
-            " bytes; the fault hit the guard page below it. Give it a larger stack "
-            "(greenlet::options::stack_size) or recurse less.\n");
-        signal(SIGSEGV, SIG_DFL);
+        report_overflow(header_of(lo, slabs[i].size)->owner.load(std::memory_order_relaxed),
+                        slabs[i].size,
+                        " bytes; the fault hit the guard page below it. Give it a larger stack "
+                        "(greenlet::options::stack_size) or recurse less.\n");
         return;  // the faulting instruction runs again and the default action kills us
+    }
+    // A small stack has no guard page: a fault in the megabyte below the running greenlet's
+    // small stack (through the stacks below it in its slab) is that stack's overflow.
+    const thread_state* ts = tls;
+    const greenlet_impl* cur = ts != nullptr ? ts->current : nullptr;
+    if (cur != nullptr && cur->stack_lo != nullptr && cur->stack_size < paged_stack_min) {
+        char* lo = static_cast<char*>(cur->stack_lo);
+        if (addr < lo && static_cast<std::size_t>(lo - addr) < (std::size_t{1} << 20)) {
+            report_overflow(cur, cur->stack_size,
+                            " bytes, a small stack; the fault hit unmapped memory below it, after "
+                            "writing over the small stacks beside it. Declare a larger small "
+                            "stack (options::small_stack) or give it a paged one.\n");
+            return;
+        }
     }
     // Not a guard page of ours: hand it to whoever was there before.
     if (previous_segv.sa_flags & SA_SIGINFO) {
@@ -579,6 +706,10 @@ void set_default_stack_size(std::size_t bytes) {
     p.default_size.store(size, std::memory_order_relaxed);
 }
 
+std::size_t small_stack_max() noexcept {
+    return detail::page - 512;
+}
+
 std::size_t default_stack_size() noexcept {
     return detail::pool().default_size.load(std::memory_order_relaxed);
 }
@@ -602,7 +733,8 @@ stack_stats stack_statistics() noexcept {
     std::size_t cached = 0;
     for (const detail::thread_cache* c : p.caches)
         cached += c->shown.load(std::memory_order_relaxed);
-    return {in_use, p.free_default.size() + p.free_other.size() + cached, p.guarded, p.guard_budget,
+    return {in_use, p.free_default.size() + p.free_other.size() + p.small_free_count + cached,
+            p.guarded, p.guard_budget,
             std::max(in_use, p.high_water.load(std::memory_order_relaxed))};
 }
 

@@ -340,8 +340,20 @@ void hub::close_slice(std::chrono::steady_clock::time_point now,
                       detail::greenlet_impl* who) noexcept {
     const auto ran = std::chrono::duration_cast<std::chrono::milliseconds>(now - slice_start_);
     slice_start_ = {};
-    if (ran >= watchdog_ && watchdog_.count() > 0) [[unlikely]]
-        report_slice(ran, who);
+    if (ran >= watchdog_ && watchdog_.count() > 0) [[unlikely]] {
+        // Formatted on a stack of its own when `who` runs on a small one (stack.hpp).
+        struct call {
+            hub* h;
+            std::chrono::milliseconds ran;
+            detail::greenlet_impl* who;
+        } c{this, ran, who};
+        detail::on_side_stack(
+            [](void* p) noexcept {
+                auto* c = static_cast<call*>(p);
+                c->h->report_slice(c->ran, c->who);
+            },
+            &c);
+    }
 }
 
 void hub::end_slice(detail::greenlet_impl* self) noexcept {
@@ -628,14 +640,19 @@ GREENFIBER_ALWAYS_INLINE detail::greenlet_impl* hub::take_hand_off(
     detail::greenlet_impl* self) noexcept {
     detail::waiter* next = ready_.front();
     // A direct hand-off needs another suspended fiber, or a task's that can be given its
-    // stack now (if it cannot, the hub starts it and fails the task); a callback runs on the
-    // hub's stack. Within the turn's budget (the reactor is polled between turns), and not
-    // while ~hub reaps the fibers left. A fiber that woke itself with nothing else ready (a
-    // lone yield_now) goes through the hub: the reactor gets its turn, as asyncio's
-    // sleep(0) gives it.
+    // stack now (if it cannot, the hub starts it and fails the task). Fibers on small stacks
+    // (stack.hpp, "Small stacks") neither start one (a stack's allocation, or the report of
+    // its failure, runs on the hub's stack) nor are started so: a small-stack fiber is
+    // started by the hub, which has then started its own greenlet, whose first start would
+    // not fit on a small stack either. A callback runs on the hub's stack. Within the turn's budget
+    // (the reactor is polled between turns), and not while ~hub reaps the fibers left. A fiber that
+    // woke itself with nothing else ready (a lone yield_now) goes through the hub: the reactor gets
+    // its turn, as asyncio's sleep(0) gives it.
     if (next == nullptr || next->fiber == nullptr || next->fiber == self || turn_ran_ >= budget_ ||
         reap_until_ != std::chrono::steady_clock::time_point{} ||
-        (next->fiber->ctx == nullptr && !detail::prepare_start(next->fiber))) [[unlikely]]
+        (next->fiber->ctx == nullptr &&
+         (detail::on_small_stack(self) || detail::on_small_stack(next->fiber) ||
+          !detail::prepare_start(next->fiber)))) [[unlikely]]
         return nullptr;
     ready_.pop_front();
     ++turn_ran_;

@@ -122,7 +122,10 @@ void install_handler(int signo) {
     struct sigaction sa {};
     sa.sa_handler = &on_sample;
     sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESTART;  // a sampled blocking read() goes on, never sees EINTR
+    // SA_RESTART: a sampled blocking read() goes on, never sees EINTR. SA_ONSTACK: the
+    // kernel's frame and the capture stay off the sampled fiber's stack, which may be small
+    // (stack.hpp, "Small stacks"); the capture unwinds through the signal frame to it.
+    sa.sa_flags = SA_RESTART | SA_ONSTACK;
     if (sigaction(signo, &sa, nullptr) != 0)
         throw std::system_error(errno, std::generic_category(),
                                 "greenfiber: stall monitor: sigaction");

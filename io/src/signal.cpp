@@ -168,6 +168,18 @@ void on_sigint(int) {
     errno = saved_errno;
 }
 
+// Asio installs its handler without SA_ONSTACK, so the kernel would push its signal frame
+// (up to 3.5 KiB) on whatever stack runs: a fiber's small stack too (stack.hpp, "Small
+// stacks"). Every thread that runs greenlets has an alternate signal stack.
+void on_alternate_stack(int signo) noexcept {
+    struct sigaction sa {};
+    if (::sigaction(signo, nullptr, &sa) != 0 || (sa.sa_flags & SA_ONSTACK) != 0) return;
+    if ((sa.sa_flags & SA_SIGINFO) == 0 && (sa.sa_handler == SIG_DFL || sa.sa_handler == SIG_IGN))
+        return;
+    sa.sa_flags |= SA_ONSTACK;
+    (void)::sigaction(signo, &sa, nullptr);
+}
+
 void write_byte(int fd, char byte) noexcept {
     while (::write(fd, &byte, 1) < 0 && errno == EINTR) {
     }
@@ -196,6 +208,7 @@ void add_signal_handler(int signo, unique_function<void(int)> fn) {
         struct sigaction prior {};
         if (d.users == 0) (void)::sigaction(signo, nullptr, &prior);
         r.set.add(signo);  // throws for SIGKILL, SIGSTOP
+        on_alternate_stack(signo);
         if (d.users++ == 0) d.prior = prior;
     }
     r.handlers.emplace(signo, std::move(entry));
@@ -289,7 +302,7 @@ sigint_guard::sigint_guard(target main) : s_(std::make_shared<state>()) {
     struct sigaction sa {};
     sa.sa_handler = &on_sigint;
     sigemptyset(&sa.sa_mask);
-    sa.sa_flags = SA_RESTART;
+    sa.sa_flags = SA_RESTART | SA_ONSTACK;  // off a small stack (see on_alternate_stack)
     (void)::sigaction(SIGINT, &sa, &s_->prior);
     s_->installed = true;
 }

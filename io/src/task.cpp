@@ -140,7 +140,8 @@ greenlet task_base::make_fiber(hub& h, spawn_options& opts, bool in_block) {
     // messages, dumps, the overflow report).
     greenlet::options o{.name = std::move(with_name(opts).name),
                         .stack_size = opts.stack_size,
-                        .eager_stack = opts.eager};
+                        .eager_stack = opts.eager,
+                        .small_stack = opts.small_stack};
     if (!in_block) return access::make(run, h.loop_greenlet(), std::move(o));
     // This is the allocation's object: the task_base subobject of a task_impl (single
     // inheritance) sits at its start, where operator new returned.
@@ -201,12 +202,18 @@ void task_base::mark_retrieved() noexcept {
 
 void task_base::report_unretrieved() noexcept {
     mark_retrieved();  // reported once
-    try {
-        hub_->report({"greenfiber: task '" + name() + "' (spawned at " + site() +
-                          "): exception was never retrieved",
-                      error_, nullptr, report_severity::error, "task"});
-    } catch (...) {
-    }
+    // Formatted on a stack of its own when the last handle goes on a small one (stack.hpp).
+    detail::on_side_stack(
+        [](void* p) noexcept {
+            auto* t = static_cast<task_base*>(p);
+            try {
+                t->hub_->report({"greenfiber: task '" + t->name() + "' (spawned at " + t->site() +
+                                     "): exception was never retrieved",
+                                 t->error_, nullptr, report_severity::error, "task"});
+            } catch (...) {
+            }
+        },
+        this);
 }
 
 void task_base::report_all_unretrieved() noexcept {

@@ -168,6 +168,27 @@ TEST_F(StallMonitor, ASpinningFiberIsReportedOnceWhileItSpins) {
     EXPECT_THAT(c.all()[1], HasSubstr("task 'spinner-2'"));
 }
 
+// The sampling signal is handled on the thread's alternate stack (SA_ONSTACK): a fiber on
+// a small stack (stack.hpp, "Small stacks") has no room for the kernel's signal frame, up
+// to 3.5 KiB. The 2 KiB stack is the first of its slab, nothing mapped below it.
+TEST_F(StallMonitor, AFiberSpinningOnASmallStackIsSampledFromTheAlternateStack) {
+    collector c;
+    stall_monitor m(options(c, 100ms));
+    std::atomic<bool> reported{false};
+    c.on_report = [&] { reported.store(true); };
+    auto spinner = spawn({.name = "small spinner", .small_stack = 2048},
+                         [&] { spin_in_named_frame(reported); });
+    spinner.get();
+    ASSERT_TRUE(reported.load());
+    struct sigaction sa {};
+    ASSERT_EQ(::sigaction(stall_monitor_options{}.signal, nullptr, &sa), 0);
+    EXPECT_NE(sa.sa_flags & SA_ONSTACK, 0);
+    const auto texts = c.all();
+    ASSERT_EQ(texts.size(), 1u);
+    EXPECT_THAT(texts[0], HasSubstr("task 'small spinner'"));
+    EXPECT_THAT(texts[0], HasSubstr("spin_in_named_frame"));
+}
+
 TEST_F(StallMonitor, ABlockingReadOnAPipeIsReportedWhileBlockedAndTheReadGoesOn) {
     pipe_fds p;
     rescue r(p);

@@ -96,6 +96,27 @@ TEST_F(Signal, AHandlerRunsOnTheHubAfterTheSignalNotInsideRaise) {
     EXPECT_TRUE(is_default(SIGUSR1));
 }
 
+// The kernel pushes its signal frame (up to 3.5 KiB with AVX-512) on the running stack
+// unless the handler asks for the alternate one: a signal raised on a task's small stack
+// must not land on it (stack.hpp, "Small stacks"). The 2 KiB stack is the first of its own
+// slab, with nothing mapped below: without SA_ONSTACK the frame faults there.
+TEST_F(Signal, ASignalRaisedOnASmallStackIsHandledOnTheAlternateStack) {
+    hub& h = hub::current();
+    detail::waiter delivered("SIGUSR1");
+    int got = 0;
+    add_signal_handler(SIGUSR1, [&](int signo) {
+        got = signo;
+        h.wake(delivered);
+    });
+    EXPECT_NE(disposition(SIGUSR1).sa_flags & SA_ONSTACK, 0);
+    auto sender =
+        spawn(spawn_options{.name = "small sender", .small_stack = 2048}, [] { ::raise(SIGUSR1); });
+    h.park(delivered);
+    sender.get();
+    EXPECT_EQ(got, SIGUSR1);
+    EXPECT_TRUE(remove_signal_handler(SIGUSR1));
+}
+
 TEST_F(Signal, AProcessDirectedSignalReachesTheHubToo) {
     hub& h = hub::current();
     detail::waiter delivered("SIGUSR1 by kill()");

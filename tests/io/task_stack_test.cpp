@@ -239,4 +239,128 @@ TEST_F(TaskStack, RandomisedSpawnCancelJoinKeepsEveryResultAndGivesEveryStackBac
     EXPECT_EQ(live_greenlets(), greenlets);
 }
 
+// ---------------------------------------------------------------------------------------
+// Tasks on small stacks (spawn_options::small_stack; the programs run with LD_BIND_NOW=1).
+
+// Many tasks parked on one event, each on a small stack: all wake in order with what they
+// kept on their stacks, and every stack goes back.
+TEST_F(TaskStack, ThousandsOfSmallStackTasksParkOnAnEventAndFinish) {
+    constexpr int n = 2000;
+    const std::size_t base = stack_statistics().in_use;
+    event go;
+    std::vector<int> order;
+    std::vector<task<int>> ts;
+    for (int i = 0; i < n; ++i) {
+        ts.push_back(spawn(spawn_options{.name = "small", .small_stack = 2048}, [&, i] {
+            const int mine = i * 3;  // on the small stack while parked
+            go.wait();
+            order.push_back(i);
+            return mine + 1;
+        }));
+    }
+    yield_now();  // all park
+    EXPECT_EQ(stack_statistics().in_use, base + n);
+    go.set();
+    for (int i = 0; i < n; ++i) EXPECT_EQ(ts[std::size_t(i)].get(), i * 3 + 1);
+    ASSERT_EQ(order.size(), std::size_t(n));
+    for (int i = 0; i < n; ++i) EXPECT_EQ(order[std::size_t(i)], i);
+    ts.clear();
+    EXPECT_EQ(stack_statistics().in_use, base);
+}
+
+// Cancellation and kill unwind on the small stack (about 2 KiB for the unwinder): at the
+// largest small size a task parked in a wait, a sleep or a get() of another task is
+// cancelled, killed or dropped, with its destructors run.
+TEST_F(TaskStack, SmallStackTasksCancelledKilledOrDroppedWhileParkedUnwindCleanly) {
+    const std::size_t base = stack_statistics().in_use;
+    int destroyed = 0;
+    struct counted {
+        int* n;
+        ~counted() { ++*n; }
+    };
+    const spawn_options small{.name = "small", .small_stack = small_stack_max()};
+    event never;
+    auto waiting = spawn(small, [&] {
+        counted c{&destroyed};
+        never.wait();
+    });
+    auto sleeping = spawn(small, [&] {
+        counted c{&destroyed};
+        sleep(std::chrono::hours(1));
+    });
+    auto getting = spawn(small, [&] {
+        counted c{&destroyed};
+        waiting.get();
+    });
+    auto killed = spawn(small, [&] {
+        counted c{&destroyed};
+        never.wait();
+    });
+    auto dropped = spawn(small, [&] {
+        counted c{&destroyed};
+        never.wait();
+    });
+    yield_now();
+    sleeping.cancel("stop");
+    getting.cancel();
+    killed.state()->kill();
+    EXPECT_THROW(sleeping.get(), cancelled_error);
+    EXPECT_THROW(getting.get(), cancelled_error);
+    EXPECT_TRUE(killed.cancelled());
+    waiting.cancel();
+    EXPECT_THROW(waiting.get(), cancelled_error);
+    dropped.cancel();
+    { auto gone = std::move(dropped); }
+    yield_now();
+    yield_now();
+    EXPECT_EQ(destroyed, 5);
+    EXPECT_EQ(stack_statistics().in_use, base);
+}
+
+// The last handle of a failed task dropped on a small stack: the "never retrieved" report
+// (formatted and printed to stderr, several KiB of stack) runs on a stack of its own. The
+// 1 280-byte stack is the first of its slab, nothing mapped below it.
+TEST_F(TaskStack, AFailedTasksLastHandleDroppedOnASmallStackIsReportedFromASideStack) {
+    auto failed = spawn(spawn_options{.name = "lost"}, [] { throw std::runtime_error("boom"); });
+    yield_now();
+    ASSERT_TRUE(failed.done());
+    ::testing::internal::CaptureStderr();
+    auto dropper = spawn(spawn_options{.name = "dropper", .small_stack = 1280},
+                         [&] { auto last = std::move(failed); });
+    dropper.get();
+    const std::string err = ::testing::internal::GetCapturedStderr();
+    EXPECT_NE(err.find("task 'lost'"), std::string::npos) << err;
+    EXPECT_NE(err.find("never retrieved"), std::string::npos) << err;
+}
+
+// A task on a small stack that blocks the hub past the watchdog's threshold: the report is
+// formatted and printed on a stack of its own. The 1 536-byte stack is the first of its
+// slab, nothing mapped below it.
+TEST_F(TaskStack, AWatchdogReportOfASmallStackTaskIsFormattedOnASideStack) {
+    hub& h = hub::current();
+    const auto threshold = h.watchdog();
+    h.set_watchdog(std::chrono::milliseconds(5));
+    ::testing::internal::CaptureStderr();
+    auto blocker = spawn(spawn_options{.name = "blocker", .small_stack = 1536},
+                         [] { std::this_thread::sleep_for(std::chrono::milliseconds(50)); });
+    blocker.get();
+    const std::string err = ::testing::internal::GetCapturedStderr();
+    h.set_watchdog(threshold);
+    EXPECT_NE(err.find("watchdog: task 'blocker'"), std::string::npos) << err;
+}
+
+TEST_F(TaskStack, ASmallStackBesideAStackSizeOrTooLargeIsRefusedAtTheSpawn) {
+    const std::size_t base = stack_statistics().in_use;
+    try {
+        (void)spawn(spawn_options{.name = "both", .stack_size = 65536, .small_stack = 2048}, [] {});
+        FAIL() << "no error";
+    } catch (const error& e) {
+        EXPECT_NE(std::string(e.what()).find("greenlet 'both' asks for both a stack_size"),
+                  std::string::npos)
+            << e.what();
+    }
+    EXPECT_THROW((void)spawn(spawn_options{.small_stack = small_stack_max() + 1}, [] {}), error);
+    EXPECT_EQ(stack_statistics().in_use, base);
+}
+
 }  // namespace

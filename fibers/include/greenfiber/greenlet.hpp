@@ -82,6 +82,9 @@ class greenlet {
         /// Allocate the stack in the constructor, so that a failure (stack_error, stack.hpp)
         /// is thrown there rather than at the first switch. Default: at the first switch.
         bool eager_stack = false;
+        /// Nonzero: a small stack of this many bytes instead of a paged one (stack.hpp,
+        /// "Small stacks": what the size must leave room for). stack_size must then be 0.
+        std::size_t small_stack = 0;
     };
 
     /// An empty handle.
@@ -90,7 +93,9 @@ class greenlet {
     /// A new, not yet started greenlet that will run `fn`, whose parent is the current
     /// greenlet. `fn` takes either nothing, a `value`, or one argument of a type T (the first
     /// switch must then pass a T); it returns nothing, a `value` or any movable type.
-    /// Switches: no.   Throws: std::bad_alloc; stack_error with options::eager_stack.
+    /// Switches: no.   Throws: std::bad_alloc; stack_error with options::eager_stack;
+    /// greenfiber::error for options::small_stack above small_stack_max() or beside a
+    /// stack_size.
     template <class Fn, class = std::enable_if_t<!std::is_same_v<std::decay_t<Fn>, greenlet> &&
                                                  !std::is_same_v<std::decay_t<Fn>, options>>>
     explicit greenlet(Fn&& fn, options opts = {})

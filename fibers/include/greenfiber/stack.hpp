@@ -51,6 +51,42 @@ namespace greenfiber {
 // GREENFIBER_VALGRIND_STACKS=0 in the environment turns it off at
 // run time (to see what memcheck says without it).
 
+// Small stacks (opt-in, greenlet::options::small_stack and spawn_options::small_stack): a
+// stack smaller than a page, for fibers that declare how deep they go, so that a parked one
+// costs less memory than the page a paged stack keeps resident. Small stacks of one size
+// lie side by side in slabs of 256 KiB, with no guard page between them: an overflow is
+// caught only by the canary word at the stack's limit and the stack-pointer check, both at
+// the greenlet's next switch out (abort naming the greenlet and its declared size), after
+// it has already written over the top of the neighbouring stack. Declare what the fiber
+// really needs, and count in it:
+// - an exception thrown in the fiber, and so a kill (greenlet_exit) or a task's
+//   cancellation: the unwinder takes about 2 KiB below the deepest frame it starts from;
+// - the first call of a function through a lazily bound symbol: the dynamic linker saves
+//   the vector registers on the stack (about 3 KiB with AVX-512). Link with -Wl,-z,now (or
+//   set LD_BIND_NOW=1) so that binding happens at start-up on the main stack;
+// - a signal handled on the fiber's thread: the kernel's signal frame (1 to 3.5 KiB) goes
+//   on the running stack unless the handler was installed with SA_ONSTACK. Every thread
+//   that runs greenlets has an alternate signal stack, and greenfiber's own handlers
+//   (hub signal handlers, run()'s SIGINT, the stall monitor) use it.
+// - a switch into a greenlet that has not started yet: its stack is allocated on the
+//   switching stack (about 2 KiB). The hub never does this from a small stack (it starts
+//   every fiber from its own), nor do its watchdog and unretrieved-exception reports run on
+//   one (they use a side stack); a plain greenlet on a small stack must not start another.
+// A parked small-stack greenlet has no room for capture_stack() (stacktrace.hpp), which
+// then returns no frames, and dump() shows none.
+// Sizes are rounded up to 256 bytes, from small_stack_min to small_stack_max(); under
+// AddressSanitizer a small stack is four times its declared size (instrumented frames are
+// larger). Freed small stacks are reused by size and their pages are never returned to the
+// kernel (trim_stack_pool() leaves them: they share pages with stacks in use).
+
+/// The smallest small stack in bytes: a smaller options::small_stack is rounded up to it.
+inline constexpr std::size_t small_stack_min = 1024;
+
+/// The largest small stack in bytes (the page size less 512: 3 584 with 4 KiB pages). A
+/// larger declared size is refused: a paged stack costs no more memory from there on.
+/// Switches: no.   Thread: thread-safe.
+std::size_t small_stack_max() noexcept;
+
 /// A greenlet's stack could not be allocated: mmap refused it (the address-space limit
 /// RLIMIT_AS, the VMA limit vm.max_map_count, or no free range that large) or the guard
 /// budget is spent under guard_policy::require. code() is ENOMEM (generic category) or

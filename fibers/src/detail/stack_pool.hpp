@@ -19,7 +19,19 @@ struct stack_block {
 // Bytes reserved at the top of every stack for the overflow handler's header.
 constexpr std::size_t stack_header_size = 64;
 
-// A stack of `size` usable bytes (0: the default size) for `owner`. Lazily committed.
+// The small stack that `declared` bytes (options::small_stack) get: rounded up to 256 bytes,
+// at least small_stack_min; under AddressSanitizer four times that (its frames carry red
+// zones). 0 when `declared` is above small_stack_max(): the caller says why.
+std::size_t small_stack_slot(std::size_t declared) noexcept;
+
+// The first object loaded at start-up whose symbols are bound at their first call (its
+// file name, or "the program"), or "" when none is or LD_BIND_NOW is set. Such a first call
+// on a small stack would overflow it (stack.hpp, "Small stacks"). Computed once: a library
+// opened later with dlopen is not seen. Throws: std::bad_alloc.
+const std::string& lazily_bound_object();
+
+// A stack of `size` usable bytes (0: the default size; below paged_stack_min: a small
+// stack of exactly that slot size, from small_stack_slot) for `owner`. Lazily committed.
 // Throws: stack_error naming `owner` (mmap failure, or guard budget spent under
 // guard_policy::require); std::bad_alloc.
 stack_block allocate_stack(std::size_t size, const greenlet_impl* owner);

@@ -76,6 +76,9 @@ struct spawn_options {
     /// (`spawn_options{.name = n}`) or set this. Set it to forward a caller's site (a wrapper
     /// that spawns on behalf of its own caller takes a std::source_location default argument).
     std::source_location site = std::source_location::current();
+    /// Nonzero: the task's fiber runs on a small stack of this many bytes (stack.hpp, "Small
+    /// stacks": a cancellation unwinds on it too). stack_size must then be 0.
+    std::size_t small_stack = 0;
 };
 
 template <class T>

@@ -136,6 +136,21 @@ struct greenlet_impl {
     std::string name;
 };
 
+// The smallest paged stack. A stack size below it (and above 0) is a small stack's
+// (stack.hpp, "Small stacks"): greenlet's constructor turns a stack_size below it into this.
+constexpr std::size_t paged_stack_min = 16384;
+
+// Whether `g` runs, or will run, on a small stack: one with no room for the library's heavier
+// paths (a stack's allocation and its failure report), which must then run elsewhere.
+inline bool on_small_stack(const greenlet_impl* g) noexcept {
+    return g->stack_size != 0 && g->stack_size < paged_stack_min;
+}
+
+// Calls fn(arg) on a stack of the thread's own (64 KiB) when the running greenlet has a
+// small stack, else right here: for the library's heavier paths that may run inside any
+// fiber (reports, formatting). `fn` must not switch nor throw. Thread-bound.
+void on_side_stack(void (*fn)(void*) noexcept, void* arg) noexcept;
+
 // The canary is the lowest word of a stack, which no frame reaches unless the stack
 // overflowed. Its expected value is zero: memory that was never written reads as zero
 // without being committed, so checking it costs no resident page.
