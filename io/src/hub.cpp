@@ -47,9 +47,9 @@ std::chrono::steady_clock::time_point detail::coarse_now() noexcept {
 
 namespace detail {
 
-void ready_queue::remove_queued(waiter& w) noexcept {
-    waiter* prev = nullptr;
-    for (waiter* it = head_; it != nullptr; prev = it, it = it->next_) {
+void ready_queue::remove_queued(ready_entry& w) noexcept {
+    ready_entry* prev = nullptr;
+    for (ready_entry* it = head_; it != nullptr; prev = it, it = it->next_) {
         if (it != &w) continue;
         if (prev != nullptr) {
             prev->next_ = it->next_;
@@ -64,10 +64,9 @@ void ready_queue::remove_queued(waiter& w) noexcept {
     }
 }
 
-void ready_queue::twice(const waiter& w) noexcept {
-    std::fprintf(stderr,
-                 "greenfiber: internal error: a waiter (%s) was queued in the ready queue twice\n",
-                 w.what);
+void ready_queue::twice(const ready_entry& w) noexcept {
+    std::fprintf(stderr, "greenfiber: internal error: %s was queued in the ready queue twice\n",
+                 w.fiber != nullptr ? "a fiber's entry" : "a callback");
     std::abort();
 }
 
@@ -388,7 +387,7 @@ void hub::report_slice(std::chrono::milliseconds ran, detail::greenlet_impl* who
 
 void hub::run_ready() {
     while (turn_ran_ < budget_) {
-        detail::waiter* w = ready_.pop_front();
+        detail::ready_entry* w = ready_.pop_front();
         if (w == nullptr) return;
         ++turn_ran_;
         const bool w_is_callback = w->fiber == nullptr;
@@ -444,16 +443,15 @@ void hub::run_deferred() noexcept {
 
 namespace {
 // A call_soon entry; frees itself after running.
-struct callback_node : detail::waiter {
-    explicit callback_node(detail::unique_function<void()> f)
-        : waiter("a callback"), fn(std::move(f)) {}
+struct callback_node : detail::ready_entry {
+    explicit callback_node(detail::unique_function<void()> f) : fn(std::move(f)) {}
     detail::unique_function<void()> fn;
 };
 }  // namespace
 
 void hub::call_soon(detail::unique_function<void()> fn) {
     auto* node = new callback_node(std::move(fn));
-    node->run = [](detail::waiter& w) {
+    node->run = [](detail::ready_entry& w) {
         std::unique_ptr<callback_node> self(static_cast<callback_node*>(&w));
         self->fn();
     };
@@ -626,7 +624,7 @@ void hub::park_impl(detail::waiter& w, void (*arm)(void*) noexcept, void* arg, b
 // Inlined into both callers: suspend() is the yield's and every park's path.
 GREENFIBER_ALWAYS_INLINE detail::greenlet_impl* hub::take_hand_off(
     detail::greenlet_impl* self) noexcept {
-    detail::waiter* next = ready_.front();
+    detail::ready_entry* next = ready_.front();
     // A direct hand-off needs another suspended fiber, or a task's that can be given its
     // stack now (if it cannot, the hub starts it and fails the task); a callback runs on the
     // hub's stack. Within the turn's budget (the reactor is polled between turns), and not
