@@ -105,6 +105,21 @@ struct alignas(__STDCPP_DEFAULT_NEW_ALIGNMENT__) task_head {
     std::uint32_t users = 1;  // the task; 2 once the block is constructed
 };
 
+// Every byte of a task's allocation stays resident for as long as the task is parked, so
+// the sizes are locked in here (LP64 with libstdc++, where bench/RESULTS.md measures them,
+// section "Issue 17, fourth round"): a field added to these grows every task. Put what
+// most tasks never use in task_rare, what is used only while pending in the start entry's
+// place, or raise the bound here with the measurement that justifies it.
+static_assert(sizeof(void*) != 8 || sizeof(ready_entry) <= 32,
+              "the start entry of every pending task: link, fiber, callback, flag");
+static_assert(sizeof(void*) != 8 || sizeof(waiter) <= 80);
+static_assert(sizeof(void*) != 8 || sizeof(intrusive_list<done_entry, done_tag, false>) <= 16);
+static_assert(sizeof(void*) != 8 || sizeof(greenlet_impl) <= 168);
+static_assert(sizeof(void*) != 8 || sizeof(task_head) <= 176);
+static_assert(sizeof(void*) != 8 || sizeof(task_base) <= 176,
+              "a parked task's control block: see the note above");
+static_assert(sizeof(task_value<void>) == sizeof(task_base), "a void task keeps no result");
+
 task_head* head_of(void* task) noexcept {
     return static_cast<task_head*>(task) - 1;
 }
@@ -155,13 +170,10 @@ greenlet task_base::make_fiber(hub& h, spawn_options& opts, bool in_block) {
     }
 }
 
-task_base::task_base(hub& h, spawn_options&& opts, const std::type_info& fn_type,
-                     const std::type_info& result_type, bool in_block)
+task_base::task_base(hub& h, spawn_options&& opts, const task_types& types, bool in_block)
     : hub_(&h),
       fiber_(make_fiber(h, opts, in_block)),
-      eager_(opts.eager),
-      fn_type_(&fn_type),
-      result_type_(&result_type),
+      types_(&types),
       site_(recorded_site(opts.site)) {
     ++this_thread_tasks().next_id;
     fiber_impl_ = access::impl(fiber_);
@@ -184,11 +196,21 @@ task_base::~task_base() {
     if (error_ && !retrieved_) report_unretrieved();
 }
 
+task_rare& task_base::rare() {
+    if (!rare_) rare_ = std::make_unique<task_rare>();
+    return *rare_;
+}
+
+const std::string& task_base::no_string() noexcept {
+    static const std::string none;
+    return none;
+}
+
 void task_base::set_name(std::string name) {
     if (fiber_) {
         fiber_impl_->name = std::move(name);
-    } else {
-        name_.set(std::move(name));
+    } else if (rare_ || !name.empty()) {
+        rare().name = std::move(name);
     }
     if (hub_trace* tr = trace_of(*hub_)) [[unlikely]]
         trace_rename(*tr, fiber_impl_, this->name().c_str());
@@ -226,14 +248,14 @@ std::size_t task_base::unretrieved_count() noexcept {
     return this_thread_tasks().unretrieved.size();
 }
 
-void task_base::start() {
+void task_base::start(bool eager) {
     // The hub's reference: it owns the task until the task finishes.
     retain();
     this_thread_tasks().live.push_back(*this);
     start_.fiber = fiber_impl_;
     if (hub_trace* tr = trace_of(*hub_)) [[unlikely]]
         trace_spawn(*tr, fiber_impl_, name().c_str());
-    if (eager_ && !hub_->in_hub()) {
+    if (eager && !hub_->in_hub()) {
         hub_->run_first(fiber_);
     } else {
         hub_->schedule(start_);
@@ -253,7 +275,7 @@ std::string format_site(const std::source_location& at, const std::type_info& fn
 }
 
 std::string task_base::site() const {
-    return format_site(site_, *fn_type_);
+    return format_site(site_, *types_->fn);
 }
 
 task_base* task_base::of_fiber(const greenlet_impl* fiber) noexcept {
@@ -290,7 +312,7 @@ void task_base::body() noexcept {
         status_ = must_cancel_ ? task_status::cancelled : task_status::done;
     } catch (const cancelled_error& e) {
         status_ = task_status::cancelled;
-        if (cancel_message_.get().empty()) cancel_message_.set(e.message());
+        if (cancel_message().empty() && !e.message().empty()) rare().cancel_message = e.message();
     } catch (const greenlet_exit&) {
         // Killed (its hub is going away): it ends as cancelled.
         status_ = task_status::cancelled;
@@ -337,12 +359,16 @@ bool task_base::cancel(std::string message) {
     check_thread("cancel");
     if (done()) return false;
     ++cancel_requests_;
-    if (!message.empty()) cancel_message_.set(std::move(message));
+    if (!message.empty()) rare().cancel_message = std::move(message);
     if (wait_ == nullptr) must_cancel_ = true;  // raised at its next suspension, if any
     // Parked in get() on another task: that task is cancelled now, not when this one next
-    // runs (asyncio cancels the awaited future inside Task.cancel()).
-    if (task_base* inner = std::exchange(awaiting_, nullptr); inner != nullptr && wait_ != nullptr)
+    // runs (asyncio cancels the awaited future inside Task.cancel()). Once: await_done()
+    // must not pass it on again.
+    if (wait_ != nullptr && wait_->describe == &describe_get && !await_passed_) {
+        await_passed_ = true;
+        auto* inner = const_cast<task_base*>(static_cast<const task_base*>(wait_->describe_arg));
         (void)inner->cancel("the task waiting for it in get() was cancelled");
+    }
     end_wait();
     return true;
 }
@@ -350,7 +376,7 @@ bool task_base::cancel(std::string message) {
 void task_base::interrupt(std::exception_ptr e) {
     check_thread("interrupt");
     if (done() || !e) return;
-    interrupt_ = std::move(e);
+    rare().interrupt = std::move(e);
     end_wait();
 }
 
@@ -366,9 +392,9 @@ void task_base::end_wait() noexcept {
 }
 
 void task_base::raise_cancel() {
-    if (interrupt_) std::rethrow_exception(std::exchange(interrupt_, nullptr));
+    if (rare_ && rare_->interrupt) std::rethrow_exception(std::exchange(rare_->interrupt, nullptr));
     must_cancel_ = false;
-    throw cancelled_error(cancel_message_.get());
+    throw cancelled_error(cancel_message());
 }
 
 bool task_base::park_done(waiter& w, const std::chrono::steady_clock::time_point* deadline,
@@ -412,22 +438,23 @@ void task_base::wait_for_done(bool get) {
 }
 
 void task_base::await_done() {
-    // While the caller (a task) is parked here, its cancel() cancels this task at once.
+    // While the caller (a task) is parked here, in the wait that describe_get describes, its
+    // cancel() cancels this task at once and says so in await_passed_.
     task_base* const caller = current();
     struct awaiting {
         task_base* caller;
         ~awaiting() {
-            if (caller != nullptr) caller->awaiting_ = nullptr;
+            if (caller != nullptr) caller->await_passed_ = false;
         }
     } mark{caller};
-    if (caller != nullptr) caller->awaiting_ = this;
+    if (caller != nullptr) caller->await_passed_ = false;
     try {
         wait_for_done(true);
     } catch (const cancelled_error&) {
         // Not passed on already by the caller's cancel() (a request that came before the
         // wait, or a cancellation raised after a turn of the hub): pass it on now.
-        const bool passed_on = caller != nullptr && caller->awaiting_ == nullptr;
-        if (caller != nullptr) caller->awaiting_ = nullptr;
+        const bool passed_on = caller != nullptr && caller->await_passed_;
+        if (caller != nullptr) caller->await_passed_ = false;
         if (!done() && !passed_on) cancel("the task waiting for it in get() was cancelled");
         if (!done()) {
             // asyncio's awaiter finishes only after what it awaited: wait, shielded.
@@ -461,7 +488,7 @@ void task_base::check_result() {
     if (!done())
         throw invalid_state_error("greenfiber: task '" + name() +
                                   "' has no result yet (it is not finished)");
-    if (status_ == task_status::cancelled) throw cancelled_error(cancel_message_.get());
+    if (status_ == task_status::cancelled) throw cancelled_error(cancel_message());
     if (error_) {
         mark_retrieved();
         std::rethrow_exception(error_);
@@ -472,7 +499,7 @@ std::exception_ptr task_base::exception() {
     if (!done())
         throw invalid_state_error("greenfiber: task '" + name() +
                                   "' has no exception yet (it is not finished)");
-    if (status_ == task_status::cancelled) throw cancelled_error(cancel_message_.get());
+    if (status_ == task_status::cancelled) throw cancelled_error(cancel_message());
     mark_retrieved();
     return error_;
 }
@@ -530,7 +557,8 @@ void task_base::kill() noexcept {
         finish();
     } else if (current() != this) {
         try {
-            name_.set(fiber_impl_->name);  // the fiber may go with its handle
+            // The fiber may go with its handle.
+            if (!fiber_impl_->name.empty()) rare().name = fiber_impl_->name;
         } catch (...) {
             // No memory for a copy: the killed task answers with an empty name.
         }
