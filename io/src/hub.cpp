@@ -481,14 +481,15 @@ std::string hub::parked_tasks_report() {
     std::size_t listed = 0;
     std::size_t more = 0;
     for (const detail::task_base* t : detail::task_base::all(*this)) {
-        if (t->wait_ == nullptr) continue;
+        const detail::waiter* w = t->current_wait();
+        if (w == nullptr) continue;
         if (listed == max_lines) {
             ++more;
             continue;
         }
         ++listed;
         out += "\n  task '" + t->name() + "' (spawned at " + t->site() + ") waits for " +
-               (t->wait_->woken ? std::string(t->wait_->what) : t->wait_->description());
+               (w->woken ? std::string(w->what) : w->description());
     }
     if (more > 0) out += "\n  ... and " + std::to_string(more) + " more parked tasks";
     return out;
@@ -574,7 +575,7 @@ void hub::park_impl(detail::waiter& w, void (*arm)(void*) noexcept, void* arg, b
     w.since = now_;
     w.woken = false;
     w.cancelled = false;
-    if (task != nullptr) task->wait_ = &w;
+    if (task != nullptr) task->started_.wait = &w;  // running: it left pending
     const bool root = self->is_main;
     if (root) root_waiter_ = &w;
     ++parked_;
@@ -588,7 +589,7 @@ void hub::park_impl(detail::waiter& w, void (*arm)(void*) noexcept, void* arg, b
         ~unpark() {
             --h.parked_;
             h.ready_.remove(w);
-            if (task != nullptr) task->wait_ = nullptr;
+            if (task != nullptr) task->started_.wait = nullptr;
             if (root) h.root_waiter_ = nullptr;
             self->parked_for = was_parked_for;
         }

@@ -3,6 +3,7 @@
 #include "greenfiber/task.hpp"
 
 #include <algorithm>
+#include <cassert>
 #include <charconv>
 #include <cstdio>
 #include <cstring>
@@ -116,7 +117,7 @@ static_assert(sizeof(void*) != 8 || sizeof(waiter) <= 80);
 static_assert(sizeof(void*) != 8 || sizeof(intrusive_list<done_entry, done_tag, false>) <= 16);
 static_assert(sizeof(void*) != 8 || sizeof(greenlet_impl) <= 168);
 static_assert(sizeof(void*) != 8 || sizeof(task_head) <= 176);
-static_assert(sizeof(void*) != 8 || sizeof(task_base) <= 176,
+static_assert(sizeof(void*) != 8 || sizeof(task_base) <= 160,
               "a parked task's control block: see the note above");
 static_assert(sizeof(task_value<void>) == sizeof(task_base), "a void task keeps no result");
 
@@ -173,6 +174,7 @@ greenlet task_base::make_fiber(hub& h, spawn_options& opts, bool in_block) {
 task_base::task_base(hub& h, spawn_options&& opts, const task_types& types, bool in_block)
     : hub_(&h),
       fiber_(make_fiber(h, opts, in_block)),
+      start_(),
       types_(&types),
       site_(recorded_site(opts.site)) {
     ++this_thread_tasks().next_id;
@@ -193,7 +195,14 @@ task_base::~task_base() {
     while (done_entry* e = done_.pop_front()) {
         if (is_callback(*e)) delete static_cast<callback_entry*>(e);
     }
-    if (error_ && !retrieved_) report_unretrieved();
+    if (status_ == task_status::pending) {
+        // Never started (a member of the derived task threw as it was built): the entry was
+        // never queued.
+        start_.~ready_entry();
+        return;
+    }
+    if (started_.error && !retrieved_) report_unretrieved();
+    started_.~after_start();
 }
 
 task_rare& task_base::rare() {
@@ -226,7 +235,7 @@ void task_base::report_unretrieved() noexcept {
     try {
         hub_->report({"greenfiber: task '" + name() + "' (spawned at " + site() +
                           "): exception was never retrieved",
-                      error_, nullptr, report_severity::error, "task"});
+                      started_.error, nullptr, report_severity::error, "task"});
     } catch (...) {
     }
 }
@@ -262,9 +271,16 @@ void task_base::start(bool eager) {
     }
 }
 
+void task_base::leave_pending(task_status s) noexcept {
+    assert(status_ == task_status::pending && !start_.queued());
+    start_.~ready_entry();
+    ::new (static_cast<void*>(&started_)) after_start();
+    status_ = s;
+}
+
 void task_base::fail_start(std::exception_ptr e) noexcept {
-    status_ = task_status::done;
-    error_ = std::move(e);
+    leave_pending(task_status::done);
+    started_.error = std::move(e);
     this_thread_tasks().unretrieved.push_back(*this);
     finish();
 }
@@ -301,12 +317,12 @@ void task_base::body() noexcept {
     greenlet_impl* const self = fiber_impl_;
     if (cancel_requests_ > 0) {
         // Cancelled before its first run: the function never runs.
-        status_ = task_status::cancelled;
+        leave_pending(task_status::cancelled);
         finish();
         h->finish_fiber(self);
         return;
     }
-    status_ = task_status::running;
+    leave_pending(task_status::running);
     try {
         invoke();
         status_ = must_cancel_ ? task_status::cancelled : task_status::done;
@@ -317,7 +333,7 @@ void task_base::body() noexcept {
         // Killed (its hub is going away): it ends as cancelled.
         status_ = task_status::cancelled;
     } catch (...) {
-        error_ = std::current_exception();
+        started_.error = std::current_exception();
         status_ = task_status::done;
         this_thread_tasks().unretrieved.push_back(*this);
     }
@@ -339,7 +355,10 @@ void task_base::remove_done_entry(done_entry& e) noexcept {
 
 void task_base::finish() noexcept {
     if (hub_trace* tr = trace_of(*hub_)) [[unlikely]]
-        trace_finish(*tr, fiber_impl_, error_ ? 1 : status_ == task_status::cancelled ? 2 : 0);
+        trace_finish(*tr, fiber_impl_,
+                     started_.error                      ? 1
+                     : status_ == task_status::cancelled ? 2
+                                                         : 0);
     // One list, fired front to back: a callback is queued, a waiting fiber woken, a listener
     // called, each in the turn it registered (asyncio's awaiters are done callbacks too).
     // An entry is unlinked before it fires, so a listener may unlink any other entry.
@@ -360,13 +379,14 @@ bool task_base::cancel(std::string message) {
     if (done()) return false;
     ++cancel_requests_;
     if (!message.empty()) rare().cancel_message = std::move(message);
-    if (wait_ == nullptr) must_cancel_ = true;  // raised at its next suspension, if any
+    waiter* const w = wait_or_null();
+    if (w == nullptr) must_cancel_ = true;  // raised at its next suspension, if any
     // Parked in get() on another task: that task is cancelled now, not when this one next
     // runs (asyncio cancels the awaited future inside Task.cancel()). Once: await_done()
     // must not pass it on again.
-    if (wait_ != nullptr && wait_->describe == &describe_get && !await_passed_) {
+    if (w != nullptr && w->describe == &describe_get && !await_passed_) {
         await_passed_ = true;
-        auto* inner = const_cast<task_base*>(static_cast<const task_base*>(wait_->describe_arg));
+        auto* inner = const_cast<task_base*>(static_cast<const task_base*>(w->describe_arg));
         (void)inner->cancel("the task waiting for it in get() was cancelled");
     }
     end_wait();
@@ -381,8 +401,9 @@ void task_base::interrupt(std::exception_ptr e) {
 }
 
 void task_base::end_wait() noexcept {
-    if (wait_ == nullptr || wait_->cancelled) return;
-    waiter& w = *wait_;
+    waiter* const parked_in = wait_or_null();
+    if (parked_in == nullptr || parked_in->cancelled) return;
+    waiter& w = *parked_in;
     w.cancelled = true;
     if (w.on_cancel != nullptr) {
         w.on_cancel(w);
@@ -489,9 +510,9 @@ void task_base::check_result() {
         throw invalid_state_error("greenfiber: task '" + name() +
                                   "' has no result yet (it is not finished)");
     if (status_ == task_status::cancelled) throw cancelled_error(cancel_message());
-    if (error_) {
+    if (started_.error) {
         mark_retrieved();
-        std::rethrow_exception(error_);
+        std::rethrow_exception(started_.error);
     }
 }
 
@@ -501,7 +522,7 @@ std::exception_ptr task_base::exception() {
                                   "' has no exception yet (it is not finished)");
     if (status_ == task_status::cancelled) throw cancelled_error(cancel_message());
     mark_retrieved();
-    return error_;
+    return started_.error;
 }
 
 std::uint64_t task_base::add_done_callback(detail::unique_function<void()> fn) {
@@ -553,7 +574,7 @@ void task_base::kill() noexcept {
         // into the fiber of a finished task (finishing it twice), or pop the record from a
         // task already freed. An eager task's first run is not queued: nothing to remove.
         hub_->ready_.remove(start_);
-        status_ = task_status::cancelled;
+        leave_pending(task_status::cancelled);
         finish();
     } else if (current() != this) {
         try {
@@ -581,13 +602,15 @@ bool any_task::parked() const noexcept {
 }
 
 std::string detail::task_base::waiting_for() const {
-    if (wait_ == nullptr || wait_->woken) return {};
-    return wait_->description();
+    const waiter* w = wait_or_null();
+    if (w == nullptr || w->woken) return {};
+    return w->description();
 }
 
 std::chrono::steady_clock::duration detail::task_base::waited() const noexcept {
-    if (wait_ == nullptr || wait_->woken) return {};
-    const auto d = detail::coarse_now() - wait_->since;
+    const waiter* w = wait_or_null();
+    if (w == nullptr || w->woken) return {};
+    const auto d = detail::coarse_now() - w->since;
     return d.count() > 0 ? d : std::chrono::steady_clock::duration{};
 }
 

@@ -402,4 +402,25 @@ TEST_F(TaskFootprint, DoneCallbackIdsStayDistinct) {
     EXPECT_EQ(order, (std::vector<int>{0, 1, 3, 4}));
 }
 
+// A task whose function's copy throws as the task is built never leaves pending: it is
+// destroyed before it was queued, with its fiber, and nothing leaks or runs.
+TEST_F(TaskFootprint, ATaskWhoseArgumentThrowsAsItIsBuiltLeavesNothing) {
+    struct throws_on_copy {
+        throws_on_copy() = default;
+        throws_on_copy(const throws_on_copy&) { throw std::runtime_error("no copy"); }
+    };
+    hub& h = hub::current();
+    const std::size_t ready = h.ready_count();
+    const std::size_t greenlets = live_greenlets();
+    const std::size_t live = detail::task_base::live_count();
+    const throws_on_copy arg;
+    int ran = 0;
+    EXPECT_THROW((void)spawn([&ran](const throws_on_copy&) { ++ran; }, arg), std::runtime_error);
+    EXPECT_EQ(h.ready_count(), ready);
+    EXPECT_EQ(live_greenlets(), greenlets);
+    EXPECT_EQ(detail::task_base::live_count(), live);
+    yield_now();
+    EXPECT_EQ(ran, 0);
+}
+
 }  // namespace

@@ -220,7 +220,9 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
     void check_result();  // throws cancelled_error or the exception (then marked retrieved)
     std::exception_ptr exception();
     /// The exception of a finished task without marking it retrieved (null if none).
-    std::exception_ptr peek_exception() const noexcept { return error_; }
+    std::exception_ptr peek_exception() const noexcept {
+        return status_ == task_status::pending ? nullptr : started_.error;
+    }
     std::uint64_t add_done_callback(detail::unique_function<void()> fn);
     std::size_t remove_done_callback(std::uint64_t id) noexcept;
 
@@ -239,7 +241,7 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
     std::string site() const;
     const std::source_location& spawned_at() const noexcept { return site_; }
     /// The wait its fiber is in (woken or not), or null. Switches: no.
-    const waiter* current_wait() const noexcept { return wait_; }
+    const waiter* current_wait() const noexcept { return wait_or_null(); }
     /// any_task::waiting_for() / any_task::waited(), for code holding the state.
     std::string waiting_for() const;
     std::chrono::steady_clock::duration waited() const noexcept;
@@ -308,6 +310,13 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
     void end_wait() noexcept;  // ends the current wait early (cancel, interrupt)
     void report_unretrieved() noexcept;
     void mark_retrieved() noexcept;
+    /// The wait its fiber is parked in, or null (always while it is pending).
+    waiter* wait_or_null() const noexcept {
+        return status_ == task_status::pending ? nullptr : started_.wait;
+    }
+    /// Ends its pending state with status `s`: the start entry (out of the ready queue by
+    /// now) gives its place to the fields of a started task. The one way out of pending.
+    void leave_pending(task_status s) noexcept;
     /// Its rare block, allocated now if it has none. Throws: std::bad_alloc.
     task_rare& rare();
     /// A shared empty string, for the names and messages a task does not have.
@@ -333,13 +342,23 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
     hub* hub_;
     greenlet fiber_;
     greenlet_impl* fiber_impl_;  // Borrowed from fiber_ (which may be dropped to kill it).
-    /// Its first run's entry in the hub's ready queue: used while it is pending, and only a
-    /// ready entry, not a wait record (it never parks).
-    ready_entry start_;
-    /// The wait the fiber is parked in; set by hub::park. While it is get()'s wait
-    /// (describe_get), describe_arg is the task awaited: cancel() passes the request on to
-    /// it at once, as asyncio's Task.cancel() cancels the future its task awaits.
-    waiter* wait_ = nullptr;
+    /// What only a task that left pending uses (its first run began, or it ended first).
+    struct after_start {
+        /// The wait the fiber is parked in; set by hub::park. While it is get()'s wait
+        /// (describe_get), describe_arg is the task awaited: cancel() passes the request on
+        /// to it at once, as asyncio's Task.cancel() cancels the future its task awaits.
+        waiter* wait = nullptr;
+        std::exception_ptr error;  // the exception it finished with, if any
+    };
+    /// One place, two owners in turn, told apart by status_: while the task is pending, its
+    /// first run's entry in the hub's ready queue (a ready entry, not a wait record: it
+    /// never parks); from leave_pending() on, which the hub's pop, kill() or the
+    /// eager start has taken out of the queue or never queued, the started task's fields.
+    /// A parked task pays for one of the two, not both.
+    union {
+        ready_entry start_;
+        after_start started_;
+    };
     // The small fields side by side: a parked task's control block is most of its heap.
     task_status status_ = task_status::pending;
     /// A cancellation requested while the fiber could not take it (running, pending, or in
@@ -354,7 +373,6 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
     /// 2^32 callbacks added to one task, and only an id still registered then is ambiguous.
     std::uint32_t next_callback_id_ = 1;
     std::unique_ptr<task_rare> rare_;  // null until something rare is set (see task_rare)
-    std::exception_ptr error_;
     /// wait_done(); `get` says which call waits, for the wait's description.
     void wait_for_done(bool get);
     static std::string describe_get(const waiter& w);
