@@ -66,7 +66,7 @@ void ready_queue::remove_queued(ready_entry& w) noexcept {
 
 void ready_queue::twice(const ready_entry& w) noexcept {
     std::fprintf(stderr, "greenfiber: internal error: %s was queued in the ready queue twice\n",
-                 w.fiber != nullptr ? "a fiber's entry" : "a callback");
+                 w.is_callback() ? "a callback" : "a fiber's entry");
     std::abort();
 }
 
@@ -390,7 +390,7 @@ void hub::run_ready() {
         detail::ready_entry* w = ready_.pop_front();
         if (w == nullptr) return;
         ++turn_ran_;
-        const bool w_is_callback = w->fiber == nullptr;
+        const bool w_is_callback = w->is_callback();
         // A task's first run: if its fiber cannot start (no stack), the task fails with that
         // error instead of staying pending. The hub's reference keeps it alive meanwhile.
         detail::task_base* starting = nullptr;
@@ -444,17 +444,18 @@ void hub::run_deferred() noexcept {
 namespace {
 // A call_soon entry; frees itself after running.
 struct callback_node : detail::ready_entry {
-    explicit callback_node(detail::unique_function<void()> f) : fn(std::move(f)) {}
+    explicit callback_node(detail::unique_function<void()> f)
+        : ready_entry(&call), fn(std::move(f)) {}
+    static void call(detail::ready_entry& w) {
+        std::unique_ptr<callback_node> self(static_cast<callback_node*>(&w));
+        self->fn();
+    }
     detail::unique_function<void()> fn;
 };
 }  // namespace
 
 void hub::call_soon(detail::unique_function<void()> fn) {
     auto* node = new callback_node(std::move(fn));
-    node->run = [](detail::ready_entry& w) {
-        std::unique_ptr<callback_node> self(static_cast<callback_node*>(&w));
-        self->fn();
-    };
     schedule(*node);
 }
 
@@ -632,7 +633,7 @@ GREENFIBER_ALWAYS_INLINE detail::greenlet_impl* hub::take_hand_off(
     // while ~hub reaps the fibers left. A fiber that woke itself with nothing else ready (a
     // lone yield_now) goes through the hub: the reactor gets its turn, as asyncio's
     // sleep(0) gives it.
-    if (next == nullptr || next->fiber == nullptr || next->fiber == self || turn_ran_ >= budget_ ||
+    if (next == nullptr || next->is_callback() || next->fiber == self || turn_ran_ >= budget_ ||
         reap_until_ != std::chrono::steady_clock::time_point{} ||
         (next->fiber->ctx == nullptr && !detail::prepare_start(next->fiber))) [[unlikely]]
         return nullptr;

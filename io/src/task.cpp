@@ -111,13 +111,13 @@ struct alignas(__STDCPP_DEFAULT_NEW_ALIGNMENT__) task_head {
 // section "Issue 17, fourth round"): a field added to these grows every task. Put what
 // most tasks never use in task_rare, what is used only while pending in the start entry's
 // place, or raise the bound here with the measurement that justifies it.
-static_assert(sizeof(void*) != 8 || sizeof(ready_entry) <= 32,
-              "the start entry of every pending task: link, fiber, callback, flag");
-static_assert(sizeof(void*) != 8 || sizeof(waiter) <= 80);
+static_assert(sizeof(void*) != 8 || sizeof(ready_entry) <= 24,
+              "the start entry of every pending task: link, fiber or callback, flags");
+static_assert(sizeof(void*) != 8 || sizeof(waiter) <= 72);
 static_assert(sizeof(void*) != 8 || sizeof(intrusive_list<done_entry, done_tag, false>) <= 16);
 static_assert(sizeof(void*) != 8 || sizeof(greenlet_impl) <= 168);
 static_assert(sizeof(void*) != 8 || sizeof(task_head) <= 176);
-static_assert(sizeof(void*) != 8 || sizeof(task_base) <= 160,
+static_assert(sizeof(void*) != 8 || sizeof(task_base) <= 152,
               "a parked task's control block: see the note above");
 static_assert(sizeof(task_value<void>) == sizeof(task_base), "a void task keeps no result");
 

@@ -99,23 +99,32 @@ std::chrono::steady_clock::time_point coarse_now() noexcept;
 ///
 /// Its one link belongs to the hub's ready queue and nothing else can use it (it is private
 /// to ready_queue); queued() says whether it is in the queue, which every push checks.
+/// What it is, a fiber's entry or a callback's, is fixed when it is made: the fiber and the
+/// callback share one word, and is_callback() says which of the two it holds.
 struct ready_entry {
-    ready_entry() noexcept = default;
+    /// A fiber's entry; `fiber` is set before it is queued. Switches: no.
+    ready_entry() noexcept : fiber(nullptr) {}
+    /// A callback's entry: the hub calls `fn(*this)` on its own stack instead of switching
+    /// (call_soon and done callbacks). Switches: no.
+    explicit ready_entry(void (*fn)(ready_entry& e)) noexcept : run(fn), callback_(true) {}
     ready_entry(const ready_entry&) = delete;
     ready_entry& operator=(const ready_entry&) = delete;
 
-    greenlet_impl* fiber = nullptr;  // Borrowed: the fiber to resume (set by hub::park)
-    /// When `fiber` is null the entry is a callback: the hub calls run(*this) on its own
-    /// stack instead of switching (call_soon and done callbacks).
-    void (*run)(ready_entry& e) = nullptr;
+    union {
+        greenlet_impl* fiber;         ///< A fiber's entry: the fiber to resume (borrowed).
+        void (*run)(ready_entry& e);  ///< A callback's entry: what the hub calls.
+    };
 
     /// True while it is in the hub's ready queue.
     bool queued() const noexcept { return queued_; }
+    /// Whether it is a callback's entry (run), not a fiber's (fiber).
+    bool is_callback() const noexcept { return callback_; }
 
   private:
     friend class ready_queue;
     ready_entry* next_ = nullptr;  // Owned by the ready queue while queued_.
     bool queued_ = false;
+    bool callback_ = false;  // fixed by the constructor
 };
 
 /// A parked fiber's wake-up record: a ready entry (what the hub's ready queue links when the
