@@ -404,7 +404,7 @@ void hub::run_ready() {
         try {
             // The waiter lives in the fiber's frame: after the switch it may be gone, and the
             // fiber's task with it; so may every fiber the thread was handed on to meanwhile.
-            begin_slice(w->fiber);
+            begin_slice(w_is_callback ? nullptr : w->fiber);
             struct end {
                 hub& h;
                 ~end() { h.end_slice_in_hub(); }
