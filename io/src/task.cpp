@@ -315,6 +315,10 @@ void task_base::body() noexcept {
     // finish() may free the task: what the hand-off needs is read first.
     hub* const h = hub_;
     greenlet_impl* const self = fiber_impl_;
+    // Started by the hub, its entry was taken from the queue; started by a user's own switch
+    // into its fiber, the entry is still queued, and must leave before its place changes
+    // hands (one inline test in the usual case).
+    hub_->ready_.remove(start_);
     if (cancel_requests_ > 0) {
         // Cancelled before its first run: the function never runs.
         leave_pending(task_status::cancelled);
