@@ -15,6 +15,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "greenfiber/detail/debug.hpp"
@@ -421,6 +422,25 @@ TEST_F(TaskFootprint, ATaskWhoseArgumentThrowsAsItIsBuiltLeavesNothing) {
     EXPECT_EQ(detail::task_base::live_count(), live);
     yield_now();
     EXPECT_EQ(ran, 0);
+}
+
+// Empty functions and arguments take no room in the task; two of one empty type, the
+// function and its argument, are still two objects, and each is the one it was given.
+TEST_F(TaskFootprint, EmptyFunctionsAndArgumentsKeepTheirIdentity) {
+    // The same empty type as function and argument: the function gets a distinct object.
+    struct same {
+        const void* operator()(const same& other) const noexcept {
+            return this != &other ? this : nullptr;
+        }
+    };
+    auto t = spawn(same{}, same{});
+    EXPECT_NE(t.get(), nullptr);
+    // Nothing captured, no arguments: the task is its result's task_value and nothing more.
+    const auto eleven = [] { return 11; };
+    EXPECT_EQ(sizeof(detail::task_impl<int, std::decay_t<decltype(eleven)>>),
+              sizeof(detail::task_value<int>));
+    auto none = spawn(eleven);
+    EXPECT_EQ(none.get(), 11);
 }
 
 }  // namespace
