@@ -348,13 +348,13 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
         /// (describe_get), describe_arg is the task awaited: cancel() passes the request on
         /// to it at once, as asyncio's Task.cancel() cancels the future its task awaits.
         waiter* wait = nullptr;
-        std::exception_ptr error;  // the exception it finished with, if any
+        std::exception_ptr error;  ///< the exception it finished with, if any
     };
-    /// One place, two owners in turn, told apart by status_: while the task is pending, its
+    /// One place, two owners in turn, told apart by status_. While the task is pending: its
     /// first run's entry in the hub's ready queue (a ready entry, not a wait record: it
-    /// never parks); from leave_pending() on, which the hub's pop, kill() or the
-    /// eager start has taken out of the queue or never queued, the started task's fields.
-    /// A parked task pays for one of the two, not both.
+    /// never parks). From leave_pending() on, called once the entry is out of the queue
+    /// (taken by the hub, removed by kill() or by the first run, never queued for an eager
+    /// start): the started task's fields. A parked task pays for one of the two, not both.
     union {
         ready_entry start_;
         after_start started_;
