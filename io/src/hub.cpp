@@ -47,9 +47,9 @@ std::chrono::steady_clock::time_point detail::coarse_now() noexcept {
 
 namespace detail {
 
-void ready_queue::remove_queued(waiter& w) noexcept {
-    waiter* prev = nullptr;
-    for (waiter* it = head_; it != nullptr; prev = it, it = it->next_) {
+void ready_queue::remove_queued(ready_entry& w) noexcept {
+    ready_entry* prev = nullptr;
+    for (ready_entry* it = head_; it != nullptr; prev = it, it = it->next_) {
         if (it != &w) continue;
         if (prev != nullptr) {
             prev->next_ = it->next_;
@@ -64,10 +64,9 @@ void ready_queue::remove_queued(waiter& w) noexcept {
     }
 }
 
-void ready_queue::twice(const waiter& w) noexcept {
-    std::fprintf(stderr,
-                 "greenfiber: internal error: a waiter (%s) was queued in the ready queue twice\n",
-                 w.what);
+void ready_queue::twice(const ready_entry& w) noexcept {
+    std::fprintf(stderr, "greenfiber: internal error: %s was queued in the ready queue twice\n",
+                 w.is_callback() ? "a callback" : "a fiber's entry");
     std::abort();
 }
 
@@ -400,10 +399,10 @@ void hub::report_slice(std::chrono::milliseconds ran, detail::greenlet_impl* who
 
 void hub::run_ready() {
     while (turn_ran_ < budget_) {
-        detail::waiter* w = ready_.pop_front();
+        detail::ready_entry* w = ready_.pop_front();
         if (w == nullptr) return;
         ++turn_ran_;
-        const bool w_is_callback = w->fiber == nullptr;
+        const bool w_is_callback = w->is_callback();
         // A task's first run: if its fiber cannot start (no stack), the task fails with that
         // error instead of staying pending. The hub's reference keeps it alive meanwhile.
         detail::task_base* starting = nullptr;
@@ -417,7 +416,7 @@ void hub::run_ready() {
         try {
             // The waiter lives in the fiber's frame: after the switch it may be gone, and the
             // fiber's task with it; so may every fiber the thread was handed on to meanwhile.
-            begin_slice(w->fiber);
+            begin_slice(w_is_callback ? nullptr : w->fiber);
             struct end {
                 hub& h;
                 ~end() { h.end_slice_in_hub(); }
@@ -456,19 +455,19 @@ void hub::run_deferred() noexcept {
 
 namespace {
 // A call_soon entry; frees itself after running.
-struct callback_node : detail::waiter {
+struct callback_node : detail::ready_entry {
     explicit callback_node(detail::unique_function<void()> f)
-        : waiter("a callback"), fn(std::move(f)) {}
+        : ready_entry(&call), fn(std::move(f)) {}
+    static void call(detail::ready_entry& w) {
+        std::unique_ptr<callback_node> self(static_cast<callback_node*>(&w));
+        self->fn();
+    }
     detail::unique_function<void()> fn;
 };
 }  // namespace
 
 void hub::call_soon(detail::unique_function<void()> fn) {
     auto* node = new callback_node(std::move(fn));
-    node->run = [](detail::waiter& w) {
-        std::unique_ptr<callback_node> self(static_cast<callback_node*>(&w));
-        self->fn();
-    };
     schedule(*node);
 }
 
@@ -495,14 +494,15 @@ std::string hub::parked_tasks_report() {
     std::size_t listed = 0;
     std::size_t more = 0;
     for (const detail::task_base* t : detail::task_base::all(*this)) {
-        if (t->wait_ == nullptr) continue;
+        const detail::waiter* w = t->current_wait();
+        if (w == nullptr) continue;
         if (listed == max_lines) {
             ++more;
             continue;
         }
         ++listed;
         out += "\n  task '" + t->name() + "' (spawned at " + t->site() + ") waits for " +
-               (t->wait_->woken ? std::string(t->wait_->what) : t->wait_->description());
+               (w->woken ? std::string(w->what) : w->description());
     }
     if (more > 0) out += "\n  ... and " + std::to_string(more) + " more parked tasks";
     return out;
@@ -588,7 +588,7 @@ void hub::park_impl(detail::waiter& w, void (*arm)(void*) noexcept, void* arg, b
     w.since = now_;
     w.woken = false;
     w.cancelled = false;
-    if (task != nullptr) task->wait_ = &w;
+    if (task != nullptr) task->started_.wait = &w;  // running: it left pending
     const bool root = self->is_main;
     if (root) root_waiter_ = &w;
     ++parked_;
@@ -602,7 +602,7 @@ void hub::park_impl(detail::waiter& w, void (*arm)(void*) noexcept, void* arg, b
         ~unpark() {
             --h.parked_;
             h.ready_.remove(w);
-            if (task != nullptr) task->wait_ = nullptr;
+            if (task != nullptr) task->started_.wait = nullptr;
             if (root) h.root_waiter_ = nullptr;
             self->parked_for = was_parked_for;
         }
@@ -638,7 +638,7 @@ void hub::park_impl(detail::waiter& w, void (*arm)(void*) noexcept, void* arg, b
 // Inlined into both callers: suspend() is the yield's and every park's path.
 GREENFIBER_ALWAYS_INLINE detail::greenlet_impl* hub::take_hand_off(
     detail::greenlet_impl* self) noexcept {
-    detail::waiter* next = ready_.front();
+    detail::ready_entry* next = ready_.front();
     // A direct hand-off needs another suspended fiber, or a task's that can be given its
     // stack now (if it cannot, the hub starts it and fails the task). Fibers on small stacks
     // (stack.hpp, "Small stacks") neither start one (a stack's allocation, or the report of
@@ -648,7 +648,7 @@ GREENFIBER_ALWAYS_INLINE detail::greenlet_impl* hub::take_hand_off(
     // (the reactor is polled between turns), and not while ~hub reaps the fibers left. A fiber that
     // woke itself with nothing else ready (a lone yield_now) goes through the hub: the reactor gets
     // its turn, as asyncio's sleep(0) gives it.
-    if (next == nullptr || next->fiber == nullptr || next->fiber == self || turn_ran_ >= budget_ ||
+    if (next == nullptr || next->is_callback() || next->fiber == self || turn_ran_ >= budget_ ||
         reap_until_ != std::chrono::steady_clock::time_point{} ||
         (next->fiber->ctx == nullptr &&
          (detail::on_small_stack(self) || detail::on_small_stack(next->fiber) ||

@@ -3,6 +3,7 @@
 #include "greenfiber/task.hpp"
 
 #include <algorithm>
+#include <cassert>
 #include <charconv>
 #include <cstdio>
 #include <cstring>
@@ -105,6 +106,21 @@ struct alignas(__STDCPP_DEFAULT_NEW_ALIGNMENT__) task_head {
     std::uint32_t users = 1;  // the task; 2 once the block is constructed
 };
 
+// Every byte of a task's allocation stays resident for as long as the task is parked, so
+// the sizes are locked in here (LP64 with libstdc++, where bench/RESULTS.md measures them,
+// section "Issue 17, fourth round"): a field added to these grows every task. Put what
+// most tasks never use in task_rare, what is used only while pending in the start entry's
+// place, or raise the bound here with the measurement that justifies it.
+static_assert(sizeof(void*) != 8 || sizeof(ready_entry) <= 24,
+              "the start entry of every pending task: link, fiber or callback, flags");
+static_assert(sizeof(void*) != 8 || sizeof(waiter) <= 72);
+static_assert(sizeof(void*) != 8 || sizeof(intrusive_list<done_entry, done_tag, false>) <= 16);
+static_assert(sizeof(void*) != 8 || sizeof(greenlet_impl) <= 168);
+static_assert(sizeof(void*) != 8 || sizeof(task_head) <= 176);
+static_assert(sizeof(void*) != 8 || sizeof(task_base) <= 152,
+              "a parked task's control block: see the note above");
+static_assert(sizeof(task_value<void>) == sizeof(task_base), "a void task keeps no result");
+
 task_head* head_of(void* task) noexcept {
     return static_cast<task_head*>(task) - 1;
 }
@@ -156,13 +172,11 @@ greenlet task_base::make_fiber(hub& h, spawn_options& opts, bool in_block) {
     }
 }
 
-task_base::task_base(hub& h, spawn_options&& opts, const std::type_info& fn_type,
-                     const std::type_info& result_type, bool in_block)
+task_base::task_base(hub& h, spawn_options&& opts, const task_types& types, bool in_block)
     : hub_(&h),
       fiber_(make_fiber(h, opts, in_block)),
-      eager_(opts.eager),
-      fn_type_(&fn_type),
-      result_type_(&result_type),
+      start_(),
+      types_(&types),
       site_(recorded_site(opts.site)) {
     ++this_thread_tasks().next_id;
     fiber_impl_ = access::impl(fiber_);
@@ -182,14 +196,31 @@ task_base::~task_base() {
     while (done_entry* e = done_.pop_front()) {
         if (is_callback(*e)) delete static_cast<callback_entry*>(e);
     }
-    if (error_ && !retrieved_) report_unretrieved();
+    if (status_ == task_status::pending) {
+        // Never started (a member of the derived task threw as it was built): the entry was
+        // never queued.
+        start_.~ready_entry();
+        return;
+    }
+    if (started_.error && !retrieved_) report_unretrieved();
+    started_.~after_start();
+}
+
+task_rare& task_base::rare() {
+    if (!rare_) rare_ = std::make_unique<task_rare>();
+    return *rare_;
+}
+
+const std::string& task_base::no_string() noexcept {
+    static const std::string none;
+    return none;
 }
 
 void task_base::set_name(std::string name) {
     if (fiber_) {
         fiber_impl_->name = std::move(name);
-    } else {
-        name_.set(std::move(name));
+    } else if (rare_ || !name.empty()) {
+        rare().name = std::move(name);
     }
     if (hub_trace* tr = trace_of(*hub_)) [[unlikely]]
         trace_rename(*tr, fiber_impl_, this->name().c_str());
@@ -209,7 +240,7 @@ void task_base::report_unretrieved() noexcept {
             try {
                 t->hub_->report({"greenfiber: task '" + t->name() + "' (spawned at " + t->site() +
                                      "): exception was never retrieved",
-                                 t->error_, nullptr, report_severity::error, "task"});
+                                 t->started_.error, nullptr, report_severity::error, "task"});
             } catch (...) {
             }
         },
@@ -233,23 +264,30 @@ std::size_t task_base::unretrieved_count() noexcept {
     return this_thread_tasks().unretrieved.size();
 }
 
-void task_base::start() {
+void task_base::start(bool eager) {
     // The hub's reference: it owns the task until the task finishes.
     retain();
     this_thread_tasks().live.push_back(*this);
     start_.fiber = fiber_impl_;
     if (hub_trace* tr = trace_of(*hub_)) [[unlikely]]
         trace_spawn(*tr, fiber_impl_, name().c_str());
-    if (eager_ && !hub_->in_hub()) {
+    if (eager && !hub_->in_hub()) {
         hub_->run_first(fiber_);
     } else {
         hub_->schedule(start_);
     }
 }
 
+void task_base::leave_pending(task_status s) noexcept {
+    assert(status_ == task_status::pending && !start_.queued());
+    start_.~ready_entry();
+    ::new (static_cast<void*>(&started_)) after_start();
+    status_ = s;
+}
+
 void task_base::fail_start(std::exception_ptr e) noexcept {
-    status_ = task_status::done;
-    error_ = std::move(e);
+    leave_pending(task_status::done);
+    started_.error = std::move(e);
     this_thread_tasks().unretrieved.push_back(*this);
     finish();
 }
@@ -260,7 +298,7 @@ std::string format_site(const std::source_location& at, const std::type_info& fn
 }
 
 std::string task_base::site() const {
-    return format_site(site_, *fn_type_);
+    return format_site(site_, *types_->fn);
 }
 
 task_base* task_base::of_fiber(const greenlet_impl* fiber) noexcept {
@@ -284,25 +322,29 @@ void task_base::body() noexcept {
     // finish() may free the task: what the hand-off needs is read first.
     hub* const h = hub_;
     greenlet_impl* const self = fiber_impl_;
+    // Started by the hub, its entry was taken from the queue; started by a user's own switch
+    // into its fiber, the entry is still queued, and must leave before its place changes
+    // hands (one inline test in the usual case).
+    hub_->ready_.remove(start_);
     if (cancel_requests_ > 0) {
         // Cancelled before its first run: the function never runs.
-        status_ = task_status::cancelled;
+        leave_pending(task_status::cancelled);
         finish();
         h->finish_fiber(self);
         return;
     }
-    status_ = task_status::running;
+    leave_pending(task_status::running);
     try {
         invoke();
         status_ = must_cancel_ ? task_status::cancelled : task_status::done;
     } catch (const cancelled_error& e) {
         status_ = task_status::cancelled;
-        if (cancel_message_.get().empty()) cancel_message_.set(e.message());
+        if (cancel_message().empty() && !e.message().empty()) rare().cancel_message = e.message();
     } catch (const greenlet_exit&) {
         // Killed (its hub is going away): it ends as cancelled.
         status_ = task_status::cancelled;
     } catch (...) {
-        error_ = std::current_exception();
+        started_.error = std::current_exception();
         status_ = task_status::done;
         this_thread_tasks().unretrieved.push_back(*this);
     }
@@ -324,7 +366,10 @@ void task_base::remove_done_entry(done_entry& e) noexcept {
 
 void task_base::finish() noexcept {
     if (hub_trace* tr = trace_of(*hub_)) [[unlikely]]
-        trace_finish(*tr, fiber_impl_, error_ ? 1 : status_ == task_status::cancelled ? 2 : 0);
+        trace_finish(*tr, fiber_impl_,
+                     started_.error                      ? 1
+                     : status_ == task_status::cancelled ? 2
+                                                         : 0);
     // One list, fired front to back: a callback is queued, a waiting fiber woken, a listener
     // called, each in the turn it registered (asyncio's awaiters are done callbacks too).
     // An entry is unlinked before it fires, so a listener may unlink any other entry.
@@ -344,12 +389,17 @@ bool task_base::cancel(std::string message) {
     check_thread("cancel");
     if (done()) return false;
     ++cancel_requests_;
-    if (!message.empty()) cancel_message_.set(std::move(message));
-    if (wait_ == nullptr) must_cancel_ = true;  // raised at its next suspension, if any
+    if (!message.empty()) rare().cancel_message = std::move(message);
+    waiter* const w = wait_or_null();
+    if (w == nullptr) must_cancel_ = true;  // raised at its next suspension, if any
     // Parked in get() on another task: that task is cancelled now, not when this one next
-    // runs (asyncio cancels the awaited future inside Task.cancel()).
-    if (task_base* inner = std::exchange(awaiting_, nullptr); inner != nullptr && wait_ != nullptr)
+    // runs (asyncio cancels the awaited future inside Task.cancel()). Once: await_done()
+    // must not pass it on again.
+    if (w != nullptr && w->describe == &describe_get && !await_passed_) {
+        await_passed_ = true;
+        auto* inner = const_cast<task_base*>(static_cast<const task_base*>(w->describe_arg));
         (void)inner->cancel("the task waiting for it in get() was cancelled");
+    }
     end_wait();
     return true;
 }
@@ -357,13 +407,14 @@ bool task_base::cancel(std::string message) {
 void task_base::interrupt(std::exception_ptr e) {
     check_thread("interrupt");
     if (done() || !e) return;
-    interrupt_ = std::move(e);
+    rare().interrupt = std::move(e);
     end_wait();
 }
 
 void task_base::end_wait() noexcept {
-    if (wait_ == nullptr || wait_->cancelled) return;
-    waiter& w = *wait_;
+    waiter* const parked_in = wait_or_null();
+    if (parked_in == nullptr || parked_in->cancelled) return;
+    waiter& w = *parked_in;
     w.cancelled = true;
     if (w.on_cancel != nullptr) {
         w.on_cancel(w);
@@ -373,9 +424,9 @@ void task_base::end_wait() noexcept {
 }
 
 void task_base::raise_cancel() {
-    if (interrupt_) std::rethrow_exception(std::exchange(interrupt_, nullptr));
+    if (rare_ && rare_->interrupt) std::rethrow_exception(std::exchange(rare_->interrupt, nullptr));
     must_cancel_ = false;
-    throw cancelled_error(cancel_message_.get());
+    throw cancelled_error(cancel_message());
 }
 
 bool task_base::park_done(waiter& w, const std::chrono::steady_clock::time_point* deadline,
@@ -419,22 +470,23 @@ void task_base::wait_for_done(bool get) {
 }
 
 void task_base::await_done() {
-    // While the caller (a task) is parked here, its cancel() cancels this task at once.
+    // While the caller (a task) is parked here, in the wait that describe_get describes, its
+    // cancel() cancels this task at once and says so in await_passed_.
     task_base* const caller = current();
     struct awaiting {
         task_base* caller;
         ~awaiting() {
-            if (caller != nullptr) caller->awaiting_ = nullptr;
+            if (caller != nullptr) caller->await_passed_ = false;
         }
     } mark{caller};
-    if (caller != nullptr) caller->awaiting_ = this;
+    if (caller != nullptr) caller->await_passed_ = false;
     try {
         wait_for_done(true);
     } catch (const cancelled_error&) {
         // Not passed on already by the caller's cancel() (a request that came before the
         // wait, or a cancellation raised after a turn of the hub): pass it on now.
-        const bool passed_on = caller != nullptr && caller->awaiting_ == nullptr;
-        if (caller != nullptr) caller->awaiting_ = nullptr;
+        const bool passed_on = caller != nullptr && caller->await_passed_;
+        if (caller != nullptr) caller->await_passed_ = false;
         if (!done() && !passed_on) cancel("the task waiting for it in get() was cancelled");
         if (!done()) {
             // asyncio's awaiter finishes only after what it awaited: wait, shielded.
@@ -468,10 +520,10 @@ void task_base::check_result() {
     if (!done())
         throw invalid_state_error("greenfiber: task '" + name() +
                                   "' has no result yet (it is not finished)");
-    if (status_ == task_status::cancelled) throw cancelled_error(cancel_message_.get());
-    if (error_) {
+    if (status_ == task_status::cancelled) throw cancelled_error(cancel_message());
+    if (started_.error) {
         mark_retrieved();
-        std::rethrow_exception(error_);
+        std::rethrow_exception(started_.error);
     }
 }
 
@@ -479,9 +531,9 @@ std::exception_ptr task_base::exception() {
     if (!done())
         throw invalid_state_error("greenfiber: task '" + name() +
                                   "' has no exception yet (it is not finished)");
-    if (status_ == task_status::cancelled) throw cancelled_error(cancel_message_.get());
+    if (status_ == task_status::cancelled) throw cancelled_error(cancel_message());
     mark_retrieved();
-    return error_;
+    return started_.error;
 }
 
 std::uint64_t task_base::add_done_callback(detail::unique_function<void()> fn) {
@@ -533,11 +585,12 @@ void task_base::kill() noexcept {
         // into the fiber of a finished task (finishing it twice), or pop the record from a
         // task already freed. An eager task's first run is not queued: nothing to remove.
         hub_->ready_.remove(start_);
-        status_ = task_status::cancelled;
+        leave_pending(task_status::cancelled);
         finish();
     } else if (current() != this) {
         try {
-            name_.set(fiber_impl_->name);  // the fiber may go with its handle
+            // The fiber may go with its handle.
+            if (!fiber_impl_->name.empty()) rare().name = fiber_impl_->name;
         } catch (...) {
             // No memory for a copy: the killed task answers with an empty name.
         }
@@ -560,13 +613,15 @@ bool any_task::parked() const noexcept {
 }
 
 std::string detail::task_base::waiting_for() const {
-    if (wait_ == nullptr || wait_->woken) return {};
-    return wait_->description();
+    const waiter* w = wait_or_null();
+    if (w == nullptr || w->woken) return {};
+    return w->description();
 }
 
 std::chrono::steady_clock::duration detail::task_base::waited() const noexcept {
-    if (wait_ == nullptr || wait_->woken) return {};
-    const auto d = detail::coarse_now() - wait_->since;
+    const waiter* w = wait_or_null();
+    if (w == nullptr || w->woken) return {};
+    const auto d = detail::coarse_now() - w->since;
     return d.count() > 0 ? d : std::chrono::steady_clock::duration{};
 }
 

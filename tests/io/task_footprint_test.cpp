@@ -9,9 +9,13 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
+#include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "greenfiber/detail/debug.hpp"
@@ -24,6 +28,8 @@
 
 using namespace greenfiber;
 using ::testing::HasSubstr;
+using ::testing::Not;
+using namespace std::chrono_literals;
 
 namespace {
 
@@ -223,6 +229,218 @@ TEST_F(TaskFootprint, AParkedTaskKeepsOnlyTheTopOfItsStackResident) {
     EXPECT_GE(resident.front(), vec.size() - 2) << "resident from page " << resident.front();
     go.set();
     t.get();
+}
+
+// A pending task holds only a ready entry for its first run. Killed or cancelled before
+// that run, the entry leaves the hub's queue, the function never runs, and what waits for
+// the task (a done callback, a get()) is told, in order; the message is the cancel's.
+TEST_F(TaskFootprint, APendingTaskEndedBeforeItsFirstRunLeavesTheQueue) {
+    hub& h = hub::current();
+    const std::size_t ready = h.ready_count();
+    int ran = 0;
+    std::vector<std::string> seen;
+    auto killed = spawn(spawn_options{.name = "killed"}, [&] { ++ran; });
+    auto cancelled = spawn(spawn_options{.name = "cancelled"}, [&] { ++ran; });
+    EXPECT_EQ(h.ready_count(), ready + 2);
+    killed.state()->kill();
+    EXPECT_TRUE(killed.cancelled());
+    EXPECT_EQ(h.ready_count(), ready + 1);  // its start entry left the queue
+    (void)cancelled.add_done_callback([&](task<void>& t) { seen.push_back("cb " + t.name()); });
+    // Eager: parked in get() before `cancelled` could run, behind the callback.
+    auto getter = spawn(spawn_options{.eager = true}, [&, c = cancelled.share()]() mutable {
+        try {
+            c.get();
+        } catch (const cancelled_error& e) {
+            seen.push_back("get " + e.message());
+        }
+    });
+    EXPECT_TRUE(cancelled.cancel("first"));
+    EXPECT_TRUE(cancelled.cancel("second"));  // the last message given is the one raised
+    EXPECT_EQ(cancelled.cancelling(), 2);
+    getter.get();
+    EXPECT_TRUE(cancelled.cancelled());
+    EXPECT_EQ(cancelled.state()->cancel_message(), "second");
+    EXPECT_THAT(to_string(cancelled), HasSubstr("message='second'"));
+    EXPECT_EQ(ran, 0);
+    EXPECT_EQ(seen, (std::vector<std::string>{"cb cancelled", "get second"}));
+    EXPECT_EQ(h.ready_count(), ready);
+    EXPECT_FALSE(cancelled.cancel("late"));  // finished: nothing changes
+    EXPECT_EQ(cancelled.state()->cancel_message(), "second");
+}
+
+// A cancellation without a message keeps none, and one raised with a message (a
+// cancelled_error thrown by the function itself) is the task's message.
+TEST_F(TaskFootprint, ACancellationsMessageIsKeptOnlyWhenThereIsOne) {
+    auto quiet = spawn([] { sleep(1h); });
+    auto loud = spawn([] { throw cancelled_error("from inside"); });
+    yield_now();
+    quiet.cancel();
+    quiet.wait();
+    loud.wait();
+    EXPECT_TRUE(quiet.cancelled());
+    EXPECT_EQ(quiet.state()->cancel_message(), "");
+    EXPECT_THAT(to_string(quiet), Not(HasSubstr("message=")));
+    EXPECT_TRUE(loud.cancelled());
+    EXPECT_EQ(loud.state()->cancel_message(), "from inside");
+}
+
+// An interrupt (gevent's kill(exception), a timeout_scope's expiry) given to a task before
+// its first run is raised at its first suspension point; withdrawn in time, it is never
+// raised; a task that never had one has none to withdraw.
+TEST_F(TaskFootprint, AnInterruptGivenToAPendingTaskIsRaisedAtItsFirstSuspension) {
+    int reached = 0;
+    auto hit = spawn([&] {
+        ++reached;
+        yield_now();
+        ++reached;
+    });
+    auto spared = spawn([&] {
+        yield_now();
+        return 5;
+    });
+    EXPECT_FALSE(spared.state()->withdraw_interrupt());
+    hit.state()->interrupt(std::make_exception_ptr(std::runtime_error("interrupted")));
+    spared.state()->interrupt(std::make_exception_ptr(std::runtime_error("never raised")));
+    EXPECT_TRUE(spared.state()->withdraw_interrupt());
+    EXPECT_FALSE(spared.state()->withdraw_interrupt());
+    EXPECT_THROW(hit.get(), std::runtime_error);
+    EXPECT_EQ(reached, 1);
+    EXPECT_EQ(spared.get(), 5);
+}
+
+// Names after a kill: a pending task killed keeps its fiber (it never ran) and its name; a
+// task killed while parked keeps a copy; renamed to "" and back, it says what it was told.
+TEST_F(TaskFootprint, AKilledTaskCanBeRenamedToEmptyAndBack) {
+    auto pending = spawn(spawn_options{.name = "pending"}, [] {});
+    pending.state()->kill();
+    EXPECT_EQ(pending.name(), "pending");
+    pending.set_name("renamed");
+    EXPECT_EQ(pending.name(), "renamed");
+
+    event never;
+    auto parked = spawn(spawn_options{.name = "parked"}, [&] { never.wait(); });
+    yield_now();
+    parked.state()->kill();
+    ASSERT_FALSE(static_cast<bool>(parked.state()->fiber()));
+    EXPECT_EQ(parked.name(), "parked");
+    parked.set_name("");
+    EXPECT_EQ(parked.name(), "");
+    parked.set_name("again");
+    EXPECT_EQ(parked.name(), "again");
+
+    // Killed while parked with an empty name: nothing to keep, and the name stays empty.
+    auto nameless = spawn([&] { never.wait(); });
+    nameless.set_name("");
+    yield_now();
+    nameless.state()->kill();
+    EXPECT_EQ(nameless.name(), "");
+    EXPECT_THAT(to_string(nameless), HasSubstr("<task '' cancelled"));
+}
+
+// Regression: a second cancel() that reached a task while it took its turn before raising
+// a first request inside get() marked the request as passed on to the awaited task without
+// passing it, so get() then waited, shielded, for a task nobody had cancelled (here
+// forever: loop_exit). The awaited task is cancelled once, however the requests fall.
+TEST_F(TaskFootprint, ACancelDuringTheTurnBeforeGetRaisesStillCancelsTheAwaitedTask) {
+    event never;
+    auto inner = spawn(spawn_options{.name = "inner"}, [&] { never.wait(); });
+    auto outer = spawn(spawn_options{.name = "outer"}, [i = inner.share()]() mutable {
+        current_task().cancel("first");  // raised inside get(), after a turn of the hub
+        i.get();
+    });
+    // Runs in that turn: outer is then in get(), not parked in its wait.
+    auto second = spawn([o = outer.share()] { EXPECT_TRUE(o.cancel("second")); });
+    EXPECT_THROW(outer.get(), cancelled_error);
+    EXPECT_TRUE(second.done());
+    EXPECT_TRUE(inner.cancelled());
+    EXPECT_EQ(inner.cancelling(), 1);
+    EXPECT_TRUE(outer.cancelled());
+}
+
+// Cancelling a task parked in get() passes the request on once, however many requests
+// come, and a task parked in get() on a task that is then killed is woken, not cancelled.
+TEST_F(TaskFootprint, RequestsToATaskInGetArePassedOnOnce) {
+    event never;
+    auto inner = spawn([&] { never.wait(); });
+    auto outer = spawn([i = inner.share()]() mutable { i.get(); });
+    yield_now();
+    ASSERT_TRUE(outer.parked());
+    for (int n = 0; n < 3; ++n) EXPECT_TRUE(outer.cancel());
+    EXPECT_EQ(inner.cancelling(), 1);
+    EXPECT_EQ(outer.cancelling(), 3);
+    outer.wait();
+    EXPECT_TRUE(outer.cancelled());
+    EXPECT_TRUE(inner.cancelled());
+
+    auto inner2 = spawn([&] { never.wait(); });
+    auto outer2 = spawn([i = inner2.share()]() mutable {
+        try {
+            i.get();
+        } catch (const cancelled_error&) {
+            return current_task().cancelling();
+        }
+        return -1;
+    });
+    yield_now();
+    inner2.state()->kill();
+    EXPECT_EQ(outer2.get(), 0);  // the killed task's cancellation, not its own
+    EXPECT_EQ(outer2.cancelling(), 0);
+}
+
+// Done callbacks keep distinct ids: removing one by its id removes that one only, an id
+// removed twice removes nothing the second time, and the others run in order.
+TEST_F(TaskFootprint, DoneCallbackIdsStayDistinct) {
+    std::vector<int> order;
+    auto t = spawn([] { yield_now(); });
+    std::vector<std::uint64_t> ids;
+    for (int i = 0; i < 5; ++i)
+        ids.push_back(t.add_done_callback([&order, i](task<void>&) { order.push_back(i); }));
+    for (std::size_t i = 1; i < ids.size(); ++i) EXPECT_NE(ids[i], ids[i - 1]);
+    EXPECT_EQ(t.remove_done_callback(ids[2]), 1u);
+    EXPECT_EQ(t.remove_done_callback(ids[2]), 0u);
+    t.get();
+    yield_now();  // the callbacks run from the hub
+    EXPECT_EQ(order, (std::vector<int>{0, 1, 3, 4}));
+}
+
+// A task whose function's copy throws as the task is built never leaves pending: it is
+// destroyed before it was queued, with its fiber, and nothing leaks or runs.
+TEST_F(TaskFootprint, ATaskWhoseArgumentThrowsAsItIsBuiltLeavesNothing) {
+    struct throws_on_copy {
+        throws_on_copy() = default;
+        throws_on_copy(const throws_on_copy&) { throw std::runtime_error("no copy"); }
+    };
+    hub& h = hub::current();
+    const std::size_t ready = h.ready_count();
+    const std::size_t greenlets = live_greenlets();
+    const std::size_t live = detail::task_base::live_count();
+    const throws_on_copy arg;
+    int ran = 0;
+    EXPECT_THROW((void)spawn([&ran](const throws_on_copy&) { ++ran; }, arg), std::runtime_error);
+    EXPECT_EQ(h.ready_count(), ready);
+    EXPECT_EQ(live_greenlets(), greenlets);
+    EXPECT_EQ(detail::task_base::live_count(), live);
+    yield_now();
+    EXPECT_EQ(ran, 0);
+}
+
+// Empty functions and arguments take no room in the task; two of one empty type, the
+// function and its argument, are still two objects, and each is the one it was given.
+TEST_F(TaskFootprint, EmptyFunctionsAndArgumentsKeepTheirIdentity) {
+    // The same empty type as function and argument: the function gets a distinct object.
+    struct same {
+        const void* operator()(const same& other) const noexcept {
+            return this != &other ? this : nullptr;
+        }
+    };
+    auto t = spawn(same{}, same{});
+    EXPECT_NE(t.get(), nullptr);
+    // Nothing captured, no arguments: the task is its result's task_value and nothing more.
+    const auto eleven = [] { return 11; };
+    EXPECT_EQ(sizeof(detail::task_impl<int, std::decay_t<decltype(eleven)>>),
+              sizeof(detail::task_value<int>));
+    auto none = spawn(eleven);
+    EXPECT_EQ(none.get(), 11);
 }
 
 }  // namespace

@@ -92,21 +92,60 @@ extern constinit thread_local hub* current_hub GREENFIBER_TLS_MODEL;
 /// steady_clock time. Switches: no.
 std::chrono::steady_clock::time_point coarse_now() noexcept;
 
-/// A parked fiber's wake-up record. It lives in the frame of the wait that parks the fiber,
-/// so it exists exactly as long as the fiber is parked; whoever may wake it must be unlinked
-/// (or have completed) before that wait returns.
+/// An entry of the hub's ready queue: a fiber to switch into, or a callback the hub calls on
+/// its own stack. Only what the queue and the hub's run of it need: a task's first run (its
+/// start entry, which every pending task holds) is one of these, so a task does not carry a
+/// whole wait record for a queue slot it uses once.
 ///
 /// Its one link belongs to the hub's ready queue and nothing else can use it (it is private
-/// to ready_queue). A wait that must also be found in another list (a lock's waiters, a
-/// task's done waiters) links a separate record that holds this one (sync_waiter in
-/// detail/wait_list.hpp), so "queued in the ready queue" and "linked in a wait list" are
-/// two links of two types and a cancellation can never put one record in two lists.
-struct waiter {
-    explicit waiter(const char* what_) noexcept : what(what_) {}
-    waiter(const waiter&) = delete;
-    waiter& operator=(const waiter&) = delete;
+/// to ready_queue); queued() says whether it is in the queue, which every push checks.
+/// What it is, a fiber's entry or a callback's, is fixed when it is made: the fiber and the
+/// callback share one word, and is_callback() says which of the two it holds.
+struct ready_entry {
+    /// A fiber's entry; `fiber` is set before it is queued. Switches: no.
+    ready_entry() noexcept : fiber(nullptr) {}
+    /// A callback's entry: the hub calls `fn(*this)` on its own stack instead of switching
+    /// (call_soon and done callbacks). Switches: no.
+    explicit ready_entry(void (*fn)(ready_entry& e)) noexcept : run(fn), callback_(true) {}
+    ready_entry(const ready_entry&) = delete;
+    ready_entry& operator=(const ready_entry&) = delete;
 
-    greenlet_impl* fiber = nullptr;  // Borrowed: the parked fiber (set by hub::park)
+    union {
+        greenlet_impl* fiber;         ///< A fiber's entry: the fiber to resume (borrowed).
+        void (*run)(ready_entry& e);  ///< A callback's entry: what the hub calls.
+    };
+
+    /// True while it is in the hub's ready queue.
+    bool queued() const noexcept { return queued_; }
+    /// Whether it is a callback's entry (run), not a fiber's (fiber).
+    bool is_callback() const noexcept { return callback_; }
+
+  private:
+    friend class ready_queue;
+    ready_entry* next_ = nullptr;  // Owned by the ready queue while queued_.
+    bool queued_ = false;
+    bool callback_ = false;  // fixed by the constructor
+};
+
+/// A parked fiber's wake-up record: a ready entry (what the hub's ready queue links when the
+/// fiber is woken) and what the wait says about itself. It lives in the frame of the wait
+/// that parks the fiber, so it exists exactly as long as the fiber is parked; whoever may
+/// wake it must be unlinked (or have completed) before that wait returns.
+///
+/// Its one link is the ready entry's, and belongs to the hub's ready queue. A wait that must
+/// also be found in another list (a lock's waiters, a task's done waiters) links a separate
+/// record that holds this one (sync_waiter in detail/wait_list.hpp), so "queued in the ready
+/// queue" and "linked in a wait list" are two links of two types and a cancellation can
+/// never put one record in two lists.
+struct waiter : ready_entry {
+    explicit waiter(const char* what_) noexcept : what(what_) {}
+
+    // First: they fill the ready entry's tail padding.
+    /// Set by wake(); cleared only when the fiber parks. A waiter that is not parked is
+    /// therefore "woken", and a stray wake() of it does nothing.
+    bool woken = true;
+    bool cancelled = false;  // ended by a cancellation request
+
     /// The kind of wait, a static string ("an event", "a timer (sleep)"): hub::stats()
     /// groups parked fibers by it, and it is what loop_exit names when nothing better is known.
     const char* what;
@@ -125,31 +164,16 @@ struct waiter {
     /// (cancel the operation, or unlink and wake). Null: wake at once.
     void (*on_cancel)(waiter& w) noexcept = nullptr;
     void* context = nullptr;  // for on_cancel
-    /// When `fiber` is null the entry is a callback: the hub calls run(*this) on its own
-    /// stack instead of switching (call_soon and done callbacks).
-    void (*run)(waiter& w) = nullptr;
-    /// Set by wake(); cleared only when the fiber parks. A waiter that is not parked is
-    /// therefore "woken", and a stray wake() of it does nothing.
-    bool woken = true;
-    bool cancelled = false;  // ended by a cancellation request
-
-    /// True while it is in the hub's ready queue.
-    bool queued() const noexcept { return queued_; }
-
-  private:
-    friend class ready_queue;
-    waiter* next_ = nullptr;  // Owned by the ready queue while queued_.
-    bool queued_ = false;
 };
 
-/// The hub's FIFO of ready waiters, linked through the waiter's private link. Push checks
-/// that the waiter is not queued already: a record is in this queue at most once.
+/// The hub's FIFO of ready entries, linked through the entry's private link. Push checks
+/// that the entry is not queued already: a record is in this queue at most once.
 /// Thread-bound.
 class ready_queue {
   public:
     bool empty() const noexcept { return head_ == nullptr; }
     std::size_t size() const noexcept { return size_; }
-    void push_back(waiter& w) noexcept {
+    void push_back(ready_entry& w) noexcept {
         if (w.queued_) twice(w);
         w.queued_ = true;
         w.next_ = nullptr;
@@ -161,7 +185,7 @@ class ready_queue {
         tail_ = &w;
         ++size_;
     }
-    void push_front(waiter& w) noexcept {
+    void push_front(ready_entry& w) noexcept {
         if (w.queued_) twice(w);
         w.queued_ = true;
         w.next_ = head_;
@@ -170,9 +194,9 @@ class ready_queue {
         ++size_;
     }
     /// The first entry, still queued; null when empty.
-    waiter* front() const noexcept { return head_; }
-    waiter* pop_front() noexcept {
-        waiter* w = head_;
+    ready_entry* front() const noexcept { return head_; }
+    ready_entry* pop_front() noexcept {
+        ready_entry* w = head_;
         if (w != nullptr) {
             head_ = w->next_;
             if (head_ == nullptr) tail_ = nullptr;
@@ -184,16 +208,16 @@ class ready_queue {
     }
     /// Unlinks `w` if it is queued here. O(n): only a wait that ends while queued (a fiber
     /// killed after it was woken) needs it; every other wait pays one test, inline.
-    void remove(waiter& w) noexcept {
+    void remove(ready_entry& w) noexcept {
         if (w.queued_) [[unlikely]]
             remove_queued(w);
     }
 
   private:
-    void remove_queued(waiter& w) noexcept;
-    [[noreturn]] static void twice(const waiter& w) noexcept;
-    waiter* head_ = nullptr;
-    waiter* tail_ = nullptr;
+    void remove_queued(ready_entry& w) noexcept;
+    [[noreturn]] static void twice(const ready_entry& w) noexcept;
+    ready_entry* head_ = nullptr;
+    ready_entry* tail_ = nullptr;
     std::size_t size_ = 0;
 };
 
@@ -380,12 +404,9 @@ class hub {
         ready_.push_back(w);
     }
 
-    /// Queues an entry that is not parked: a task's first run, a callback node.
-    /// Switches: no.   Thread: thread-bound.
-    void schedule(detail::waiter& w) noexcept {
-        w.woken = false;
-        wake(w);
-    }
+    /// Queues an entry that is not parked: a task's first run, a callback node. It must not
+    /// be queued already (that aborts). Switches: no.   Thread: thread-bound.
+    void schedule(detail::ready_entry& e) noexcept { ready_.push_back(e); }
 
     /// Calls `fn()` on the hub's stack after the fibers and callbacks already ready
     /// (asyncio's call_soon). An exception from `fn` goes to report_failure; the hub goes on.

@@ -42,7 +42,8 @@ class invalid_state_error : public error {
 /// (any_task::waiting_for() says what); done: finished with a result or an exception;
 /// cancelled: finished by letting cancelled_error escape. asyncio's PENDING is pending,
 /// running or parked here: `!t.done()` asks what asyncio's state asks.
-enum class task_status { pending, running, parked, done, cancelled };
+/// One byte: a task keeps it beside its other small fields.
+enum class task_status : std::uint8_t { pending, running, parked, done, cancelled };
 
 /// "pending", "running", "parked", "done" or "cancelled". Switches: no.
 constexpr const char* to_string(task_status s) noexcept {
@@ -104,29 +105,25 @@ class task_base;
 /// Throws: std::bad_alloc.
 std::string format_site(const std::source_location& at, const std::type_info& fn);
 
-/// A string that is empty in most tasks (a cancellation's message, the name kept after a
-/// kill), in one pointer instead of a std::string's 32 bytes: allocated when first set to
-/// something. Thread: as its owner.
-class rare_string {
-  public:
-    /// The string, or a shared empty one. Switches: no.
-    const std::string& get() const noexcept { return s_ ? *s_ : empty(); }
-    /// Switches: no.   Throws: std::bad_alloc.
-    void set(std::string v) {
-        if (s_) {
-            *s_ = std::move(v);
-        } else if (!v.empty()) {
-            s_ = std::make_unique<std::string>(std::move(v));
-        }
-    }
-
-  private:
-    static const std::string& empty() noexcept {
-        static const std::string none;
-        return none;
-    }
-    std::unique_ptr<std::string> s_;
+/// What most tasks never have, in one block that a task allocates when it first needs it
+/// (one pointer in every task instead of three fields): an interrupt not raised yet, a
+/// cancellation's message, and the name kept once kill() has dropped the fiber that held it.
+/// Owned by its task; freed with it. Thread: as its task.
+struct task_rare {
+    std::exception_ptr interrupt;  ///< raised once at the next suspension point
+    std::string cancel_message;    ///< "" if none was given
+    std::string name;              ///< empty while the fiber holds the name
 };
+
+/// The types a task's function deals in: one static record per instantiation, so that a
+/// task keeps one pointer to it instead of two.
+struct task_types {
+    const std::type_info* fn;      ///< the function's type (site() names it)
+    const std::type_info* result;  ///< what it returns
+};
+/// The record of a task whose function is `Fn` returning `R`.
+template <class Fn, class R>
+inline constexpr task_types task_types_of{&typeid(Fn), &typeid(R)};
 
 /// One thing to do when a task finishes: queue a done callback, wake a fiber waiting for it
 /// (get(), wait(), a combinator), or call a combinator's listener. A task keeps every kind in
@@ -226,27 +223,33 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
     void check_result();  // throws cancelled_error or the exception (then marked retrieved)
     std::exception_ptr exception();
     /// The exception of a finished task without marking it retrieved (null if none).
-    std::exception_ptr peek_exception() const noexcept { return error_; }
+    std::exception_ptr peek_exception() const noexcept {
+        return status_ == task_status::pending ? nullptr : started_.error;
+    }
     std::uint64_t add_done_callback(detail::unique_function<void()> fn);
     std::size_t remove_done_callback(std::uint64_t id) noexcept;
 
     /// The name lives in the task's fiber (one string, shown by greenlet::name() too); the
     /// task keeps its own copy only once kill() has dropped its fiber.
-    const std::string& name() const noexcept { return fiber_ ? fiber_impl_->name : name_.get(); }
+    const std::string& name() const noexcept {
+        return fiber_ ? fiber_impl_->name : rare_ ? rare_->name : no_string();
+    }
     /// The message of a cancellation ("" if none was given). Switches: no.
-    const std::string& cancel_message() const noexcept { return cancel_message_.get(); }
+    const std::string& cancel_message() const noexcept {
+        return rare_ ? rare_->cancel_message : no_string();
+    }
     void set_name(std::string name);
     /// Where it was spawned from: "file:line:function", or, for a task spawned with more
     /// arguments than the site-capturing overloads take, the type of its function.
     std::string site() const;
     const std::source_location& spawned_at() const noexcept { return site_; }
     /// The wait its fiber is in (woken or not), or null. Switches: no.
-    const waiter* current_wait() const noexcept { return wait_; }
+    const waiter* current_wait() const noexcept { return wait_or_null(); }
     /// any_task::waiting_for() / any_task::waited(), for code holding the state.
     std::string waiting_for() const;
     std::chrono::steady_clock::duration waited() const noexcept;
     /// The type its function returns. Switches: no.
-    const std::type_info& result_type() const noexcept { return *result_type_; }
+    const std::type_info& result_type() const noexcept { return *types_->result; }
     /// The task whose fiber is `fiber`, if that fiber belongs to an unfinished task of this
     /// thread; found by walking the list, so `fiber` may be a dangling pointer. Switches: no.
     static task_base* of_fiber(const greenlet_impl* fiber) noexcept;
@@ -257,13 +260,15 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
     /// Its fiber / the type of its function (site() names it): for dump() and the stall
     /// monitor's signal handler.
     const greenlet& fiber() const noexcept { return fiber_; }
-    const std::type_info& function_type() const noexcept { return *fn_type_; }
+    const std::type_info& function_type() const noexcept { return *types_->fn; }
     ///@}
 
     /// Whether hub::park must raise instead of parking: an interrupt is pending, or a
     /// cancellation is requested (sticky until the task ends or uncancel() brings the count
     /// to zero).
-    bool cancel_pending() const noexcept { return interrupt_ || cancel_requests_ > 0; }
+    bool cancel_pending() const noexcept {
+        return cancel_requests_ > 0 || (rare_ && rare_->interrupt);
+    }
     /// Throws the pending interrupt (once), else cancelled_error.
     [[noreturn]] void raise_cancel();
 
@@ -272,7 +277,7 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
     void interrupt(std::exception_ptr e);
     /// Withdraws an interrupt that was not raised yet; returns whether one was pending.
     bool withdraw_interrupt() noexcept {
-        return static_cast<bool>(std::exchange(interrupt_, nullptr));
+        return rare_ && static_cast<bool>(std::exchange(rare_->interrupt, nullptr));
     }
 
     static task_base* current() noexcept;
@@ -291,11 +296,11 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
   protected:
     /// `in_block`: allocated by the first operator new above, with room for the fiber's
     /// control block before it (false for an over-aligned task).
-    task_base(hub& h, spawn_options&& opts, const std::type_info& fn_type,
-              const std::type_info& result_type, bool in_block);
+    task_base(hub& h, spawn_options&& opts, const task_types& types, bool in_block);
     virtual ~task_base();
     virtual void invoke() = 0;  // runs the function and stores its result
-    void start();
+    /// Queues its first run, or with `eager` (spawn_options::eager) runs it now.
+    void start(bool eager);
 
   private:
     friend class greenfiber::hub;
@@ -308,6 +313,17 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
     void end_wait() noexcept;  // ends the current wait early (cancel, interrupt)
     void report_unretrieved() noexcept;
     void mark_retrieved() noexcept;
+    /// The wait its fiber is parked in, or null (always while it is pending).
+    waiter* wait_or_null() const noexcept {
+        return status_ == task_status::pending ? nullptr : started_.wait;
+    }
+    /// Ends its pending state with status `s`: the start entry (out of the ready queue by
+    /// now) gives its place to the fields of a started task. The one way out of pending.
+    void leave_pending(task_status s) noexcept;
+    /// Its rare block, allocated now if it has none. Throws: std::bad_alloc.
+    task_rare& rare();
+    /// A shared empty string, for the names and messages a task does not have.
+    static const std::string& no_string() noexcept;
 
     /// The function of its fiber, kept inside the task (one allocation less per spawn): the
     /// fiber's `delete` of it when it is done ends its life and frees nothing (operator
@@ -329,12 +345,23 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
     hub* hub_;
     greenlet fiber_;
     greenlet_impl* fiber_impl_;  // Borrowed from fiber_ (which may be dropped to kill it).
-    waiter start_{"its first run"};
-    waiter* wait_ = nullptr;  // the wait the fiber is parked in; set by hub::park
-    /// The task whose get() this one is parked in (borrowed: the get() caller's handle keeps
-    /// it alive while set). cancel() passes the request on to it at once, as asyncio's
-    /// Task.cancel() cancels the future its task awaits; null once passed on.
-    task_base* awaiting_ = nullptr;
+    /// What only a task that left pending uses (its first run began, or it ended first).
+    struct after_start {
+        /// The wait the fiber is parked in; set by hub::park. While it is get()'s wait
+        /// (describe_get), describe_arg is the task awaited: cancel() passes the request on
+        /// to it at once, as asyncio's Task.cancel() cancels the future its task awaits.
+        waiter* wait = nullptr;
+        std::exception_ptr error;  ///< the exception it finished with, if any
+    };
+    /// One place, two owners in turn, told apart by status_. While the task is pending: its
+    /// first run's entry in the hub's ready queue (a ready entry, not a wait record: it
+    /// never parks). From leave_pending() on, called once the entry is out of the queue
+    /// (taken by the hub, removed by kill() or by the first run, never queued for an eager
+    /// start): the started task's fields. A parked task pays for one of the two, not both.
+    union {
+        ready_entry start_;
+        after_start started_;
+    };
     // The small fields side by side: a parked task's control block is most of its heap.
     task_status status_ = task_status::pending;
     /// A cancellation requested while the fiber could not take it (running, pending, or in
@@ -342,10 +369,13 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
     /// ends cancelled (asyncio's _must_cancel).
     bool must_cancel_ = false;
     bool retrieved_ = false;
-    bool eager_;
-    std::exception_ptr interrupt_;  // raised once at the next suspension point
-    rare_string cancel_message_;
-    std::exception_ptr error_;
+    /// Set while it waits in get() and cancel() has passed the request on to the task
+    /// awaited (await_done() must not pass it on again).
+    bool await_passed_ = false;
+    /// The id of the next done callback. 32 bits fill the flags' word: ids repeat only after
+    /// 2^32 callbacks added to one task, and only an id still registered then is ambiguous.
+    std::uint32_t next_callback_id_ = 1;
+    std::unique_ptr<task_rare> rare_;  // null until something rare is set (see task_rare)
     /// wait_done(); `get` says which call waits, for the wait's description.
     void wait_for_done(bool get);
     static std::string describe_get(const waiter& w);
@@ -356,11 +386,8 @@ class task_base : public list_hook<live_tasks_tag>, public list_hook<unretrieved
     /// What to do when it finishes, in registration order: done callbacks (owned by the
     /// task while linked: freed when they fire or are removed), waiting fibers and
     /// listeners (borrowed: each owner unlinks its own).
-    intrusive_list<done_entry, done_tag> done_;
-    std::uint64_t next_callback_id_ = 1;
-    rare_string name_;  // empty while fiber_ holds the name (see name())
-    const std::type_info* fn_type_;
-    const std::type_info* result_type_;
+    intrusive_list<done_entry, done_tag, false> done_;  // uncounted: nobody asks its size
+    const task_types* types_;                           // Borrowed: a static record (task_types_of)
     std::source_location site_;  // one pointer in libstdc++: nothing is formatted at spawn
     int cancel_requests_ = 0;    // beside refs_: the two 4-byte fields share 8 bytes
     std::uint32_t refs_ = 1;
@@ -380,11 +407,18 @@ requires std::ranges::range<T> &&
 template <class T>
 inline constexpr bool copyable_v = copyable<T>::value;
 
+/// A task with room for its function's result (none for void: a void task keeps no
+/// result, its status says it returned).
 template <class T>
 class task_value : public task_base {
   public:
     using task_base::task_base;
-    std::optional<std::conditional_t<std::is_void_v<T>, char, T>> result;
+    std::optional<T> result;  ///< set when the function returned
+};
+template <>
+class task_value<void> : public task_base {
+  public:
+    using task_base::task_base;
 };
 
 template <class R, class Fn, class... Args>
@@ -392,27 +426,29 @@ class task_impl final : public task_value<R> {
   public:
     template <class F, class... A>
     task_impl(hub& h, spawn_options&& opts, F&& fn, A&&... args)
-        : task_value<R>(h, std::move(opts), typeid(Fn), typeid(R),
+        : task_value<R>(h, std::move(opts), task_types_of<Fn, R>,
                         alignof(task_impl) <= __STDCPP_DEFAULT_NEW_ALIGNMENT__),
           fn_(std::forward<F>(fn)),
           args_(std::forward<A>(args)...) {
         // task_base::operator new's head sits before the task_base subobject: it must be
         // at the start of the allocation (single inheritance).
         assert(static_cast<void*>(static_cast<task_base*>(this)) == static_cast<void*>(this));
-        this->start();
+        // The options' name was moved out above; the flag is still there.
+        this->start(opts.eager);
     }
 
   private:
     void invoke() override {
         if constexpr (std::is_void_v<R>) {
             std::apply(fn_, std::move(args_));
-            this->result.emplace('\0');
         } else {
             this->result.emplace(std::apply(fn_, std::move(args_)));
         }
     }
-    Fn fn_;
-    std::tuple<Args...> args_;
+    // No room for what is empty: a function without captures, no arguments (an empty
+    // tuple would take 8 bytes of every task otherwise).
+    [[no_unique_address]] Fn fn_;
+    [[no_unique_address]] std::tuple<Args...> args_;
 };
 
 }  // namespace detail

@@ -9,10 +9,11 @@
 #include <cstddef>
 #include <cstdio>
 #include <cstdlib>
+#include <type_traits>
 
 namespace greenfiber::detail {
 
-template <class T, class Tag>
+template <class T, class Tag, bool Counted = true>
 class intrusive_list;
 
 // The link of one list kind. Unlinked when constructed; the list unlinks it again.
@@ -27,7 +28,7 @@ class list_hook {
     bool linked() const noexcept { return prev_ != nullptr; }
 
   private:
-    template <class, class>
+    template <class, class, bool>
     friend class intrusive_list;
     list_hook* prev_ = nullptr;  // Both null when unlinked.
     list_hook* next_ = nullptr;
@@ -35,7 +36,10 @@ class list_hook {
 
 // A FIFO of T (which derives from list_hook<Tag>) with O(1) push, pop and removal. It does
 // not own its elements: each one must leave (remove()) before it is destroyed.
-template <class T, class Tag>
+//
+// `Counted`: it keeps its size (size()). A list that nobody asks for its size leaves the
+// count out and is two pointers, for lists embedded in many small objects.
+template <class T, class Tag, bool Counted>
 class intrusive_list {
     using hook = list_hook<Tag>;
 
@@ -45,7 +49,7 @@ class intrusive_list {
     intrusive_list& operator=(const intrusive_list&) = delete;
 
     bool empty() const noexcept { return head_.next_ == &head_; }
-    std::size_t size() const noexcept { return size_; }
+    std::size_t size() const noexcept requires Counted { return size_; }
 
     // Links `x` at the back. Aborts if it is linked already (in this list or another of
     // the same kind): that is a broken invariant, never a recoverable error.
@@ -97,7 +101,12 @@ class intrusive_list {
     }
 
     hook head_;  // Sentinel: the list is circular through it.
-    std::size_t size_ = 0;
+    // No count at all when not Counted (no_unique_address: it takes no room).
+    struct no_count {
+        void operator++() noexcept {}
+        void operator--() noexcept {}
+    };
+    [[no_unique_address]] std::conditional_t<Counted, std::size_t, no_count> size_{};
 };
 
 }  // namespace greenfiber::detail
