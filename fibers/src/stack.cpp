@@ -448,8 +448,14 @@ thread_local cache_flusher flusher;
 namespace {
 
 // dl_iterate_phdr's callback: stops at the first object whose PLT is bound lazily, and
-// names it in *arg. The dynamic linker (loaded at AT_BASE) relocates itself at start-up.
-int find_lazy_object(dl_phdr_info* info, std::size_t, void* arg) {
+// copies its name into the lazy_name at *arg (nothing that allocates or throws: the dynamic
+// linker's lock is held). The dynamic linker (loaded at AT_BASE) relocates itself at
+// start-up.
+struct lazy_name {
+    char text[256];
+};
+
+int find_lazy_object(dl_phdr_info* info, std::size_t, void* arg) noexcept {
     if (info->dlpi_addr == getauxval(AT_BASE)) return 0;
     const ElfW(Dyn)* dyn = nullptr;
     for (int i = 0; i < info->dlpi_phnum; ++i) {
@@ -466,7 +472,9 @@ int find_lazy_object(dl_phdr_info* info, std::size_t, void* arg) {
         if (d->d_tag == DT_FLAGS_1 && (d->d_un.d_val & DF_1_NOW) != 0) now = true;
     }
     if (!plt || now) return 0;
-    *static_cast<std::string*>(arg) = info->dlpi_name[0] != '\0' ? info->dlpi_name : "the program";
+    const char* name = info->dlpi_name[0] != '\0' ? info->dlpi_name : "the program";
+    auto& out = static_cast<lazy_name*>(arg)->text;
+    std::snprintf(out, sizeof out, "%s", name);
     return 1;
 }
 
@@ -474,10 +482,10 @@ int find_lazy_object(dl_phdr_info* info, std::size_t, void* arg) {
 
 const std::string& lazily_bound_object() {
     static const std::string found = [] {
-        std::string name;
+        lazy_name name{};
         const char* bind_now = std::getenv("LD_BIND_NOW");
         if (bind_now == nullptr || bind_now[0] == '\0') dl_iterate_phdr(&find_lazy_object, &name);
-        return name;
+        return std::string(name.text);
     }();
     return found;
 }
