@@ -59,6 +59,12 @@ namespace greenfiber {
 // the greenlet's next switch out (abort naming the greenlet and its declared size), after
 // it has already written over the top of the neighbouring stack. Declare what the fiber
 // really needs, and count in it:
+// - the call it parks in (measured at -O2): a wait on an event, a lock or a sleep takes 1.1
+//   to 1.8 KiB, a socket read about 2 KiB, one with a deadline about 2.3 KiB, a
+//   stream_reader call (readline, readexactly) up to 2.8 KiB. A cancellation or kill adds
+//   the unwinder's 2 KiB below that: a fiber that may be cancelled while parked in a socket
+//   call with a deadline, or in a stream_reader call, fits no small stack (give it a paged
+//   one);
 // - an exception thrown in the fiber, and so a kill (greenlet_exit) or a task's
 //   cancellation: the unwinder takes about 2 KiB below the deepest frame it starts from;
 // - the first call of a function through a lazily bound symbol: the dynamic linker saves
