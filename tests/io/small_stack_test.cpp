@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -169,6 +170,34 @@ TEST_F(SmallStack, GatherWaitForAndTaskGroupRunOnTheLargestSmallStack) {
     });
     EXPECT_EQ(t.get(), 3 + 10 + 1000 + 10000);
     EXPECT_EQ(destroyed, 2);
+    EXPECT_EQ(stack_statistics().in_use, base);
+}
+
+// A timeout() block in a small-stack task: its expiry cancels the block at its park and
+// comes out as timeout_error, caught by the task; a nested block that finishes in time
+// returns its value.
+TEST_F(SmallStack, ATimeoutBlockExpiresAndUnwindsOnTheLargestSmallStack) {
+    const std::size_t base = stack_statistics().in_use;
+    int destroyed = 0;
+    auto t = spawn(small("timeout", small_stack_max()), [&] {
+        event never;
+        int caught = 0;
+        try {
+            timeout(1ms, [&] {
+                counted c{&destroyed};
+                never.wait();
+            });
+        } catch (const timeout_error&) {
+            ++caught;
+        }
+        const int v = timeout(std::chrono::hours(1), [] {
+            yield_now();
+            return 5;
+        });
+        return caught * 10 + v;
+    });
+    EXPECT_EQ(t.get(), 15);
+    EXPECT_EQ(destroyed, 1);
     EXPECT_EQ(stack_statistics().in_use, base);
 }
 
@@ -411,6 +440,55 @@ TEST_F(SmallStack, ToThreadAwaitedFromASmallStack) {
     EXPECT_EQ(stack_statistics().in_use, base);
 }
 
+// Cancelled while it waits for a job on the pool: the task unwinds on its small stack at
+// once, whether the job had started or not (a job that had not is dropped; one that had runs
+// on with what it captured, shared).
+TEST_F(SmallStack, ASmallStackTaskCancelledWhileItAwaitsToThread) {
+    const std::size_t base = stack_statistics().in_use;
+    auto release = std::make_shared<std::atomic<bool>>(false);
+    int destroyed = 0;
+    auto t = spawn(small("awaits-pool", small_stack_max()), [&] {
+        counted c{&destroyed};
+        return to_thread([release] {
+            while (!release->load()) std::this_thread::sleep_for(1ms);
+            return 1;
+        });
+    });
+    yield_now();
+    ASSERT_TRUE(t.parked());
+    t.cancel();
+    EXPECT_THROW((void)t.get(), cancelled_error);
+    EXPECT_EQ(destroyed, 1);
+    release->store(true);
+    EXPECT_EQ(stack_statistics().in_use, base);
+}
+
+// A small-stack task that fails and whose handle is dropped while it still runs: the "never
+// retrieved" report is made once, when it finishes; a failure that was retrieved is not
+// reported.
+TEST_F(SmallStack, AFailureOfADetachedSmallStackTaskIsReportedOnce) {
+    greenfiber::testing::reports seen;
+    event go;
+    {
+        auto lost = spawn(small("lost", small_stack_max()), [&] {
+            go.wait();
+            throw std::runtime_error("lost failure");
+        });
+    }
+    auto kept = spawn(small("kept", small_stack_max()), [&]() -> int {
+        go.wait();
+        throw std::runtime_error("kept failure");
+    });
+    yield_now();
+    go.set();
+    EXPECT_THROW((void)kept.get(), std::runtime_error);
+    yield_now();
+    yield_now();
+    ASSERT_EQ(seen.messages.size(), 1u);
+    EXPECT_NE(seen.messages[0].find("task 'lost'"), std::string::npos) << seen.messages[0];
+    EXPECT_NE(seen.messages[0].find("never retrieved"), std::string::npos) << seen.messages[0];
+}
+
 TEST_F(SmallStack, HubGroupRunsSmallStackTasksAndIsCalledFromOne) {
     hub_group group(2);
     auto remote = group.spawn_on(1, small("remote"), [] {
@@ -452,6 +530,23 @@ TEST_F(SmallStack, TraceAndDumpSeeSmallStackFibers) {
     write_trace(trace);
     stop_trace();
     EXPECT_NE(trace.str().find("traced-small"), std::string::npos);
+}
+
+// dump() called from a small-stack fiber: the caller's block and every other fiber's are
+// written (its formatting and the stack captures run where they fit).
+TEST_F(SmallStack, DumpCalledFromASmallStackFiber) {
+    event go;
+    auto parked = spawn(small("parked-small"), [&] { go.wait(); });
+    auto dumper = spawn(small("dumper", small_stack_max()), [] {
+        std::ostringstream os;
+        dump(os);
+        return os.str();
+    });
+    const std::string out = dumper.get();
+    go.set();
+    parked.get();
+    EXPECT_NE(out.find("dumper"), std::string::npos) << out;
+    EXPECT_NE(out.find("parked-small"), std::string::npos) << out;
 }
 
 // ---------------------------------------------------------------------------------------
