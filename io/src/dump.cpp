@@ -4,12 +4,14 @@
 
 #include <chrono>
 #include <cstdio>
+#include <exception>
 #include <ostream>
 #include <sstream>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "greenfiber/detail/greenlet_impl.hpp"
 #include "greenfiber/greenlet.hpp"
 #include "greenfiber/hub.hpp"
 #include "greenfiber/signal.hpp"
@@ -77,9 +79,10 @@ std::string greenlet_line(const greenlet& g, const char* role) {
 
 }  // namespace
 
-void dump(std::ostream& os) {
-    raw_stack caller;
-    capture_stack(caller, 1);  // leaves out dump() itself
+namespace {
+
+// dump()'s text, after the caller's stack was captured (or not).
+void write_dump(std::ostream& os, const raw_stack& caller) {
     hub* h = detail::hub_if_any();
     std::vector<const detail::greenlet_impl*> shown;
     auto seen = [&](const greenlet& g) {
@@ -112,6 +115,33 @@ void dump(std::ostream& os) {
         const char* role = is_main ? nullptr : "the caller of dump, or its parent";
         write_block(os, greenlet_line(g, role), g, caller);
     }
+}
+
+}  // namespace
+
+void dump(std::ostream& os) {
+    raw_stack caller;
+    // A small stack (stack.hpp, "Small stacks") has no room for the unwinder nor for the
+    // formatting: its caller's block shows no frames, as a parked small-stack fiber's does,
+    // and the text is written from a stack of the thread's own.
+    const bool small = detail::on_small_stack(detail::this_thread().current);
+    if (!small) capture_stack(caller, 1);  // leaves out dump() itself
+    struct call {
+        std::ostream* os;
+        const raw_stack* caller;
+        std::exception_ptr error;
+    } c{&os, &caller, nullptr};
+    detail::on_side_stack(
+        [](void* p) noexcept {
+            auto* c = static_cast<call*>(p);
+            try {
+                write_dump(*c->os, *c->caller);
+            } catch (...) {
+                c->error = std::current_exception();
+            }
+        },
+        &c);
+    if (c.error) std::rethrow_exception(c.error);
 }
 
 void enable_dump_on_signal(int signo, dump_sink sink) {

@@ -151,6 +151,10 @@ void task_base::operator delete(void* p) noexcept {
 
 greenlet task_base::make_fiber(hub& h, spawn_options& opts, bool in_block) {
     run_base* run = ::new (static_cast<void*>(run_storage_)) fiber_run();
+    // An eager start from a small stack would map the new stack and make the first switch
+    // into it there (stack.hpp, "Small stacks": about 2 KiB, not counted in a declared
+    // size): the task is scheduled instead, and the hub starts it from its own stack.
+    if (opts.eager && on_small_stack(this_thread().current)) opts.eager = false;
     // An eager task is switched into from the spawner, where a failed start would reach the
     // hub: its stack comes now, so spawn() throws. The fiber has the task's name (in
     // messages, dumps, the overflow report).

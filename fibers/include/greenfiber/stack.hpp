@@ -59,14 +59,19 @@ namespace greenfiber {
 // the greenlet's next switch out (abort naming the greenlet and its declared size), after
 // it has already written over the top of the neighbouring stack. Declare what the fiber
 // really needs, and count in it:
+// - the call it parks in (measured at -O2): a wait on an event, a lock or a sleep takes 1.1
+//   to 1.8 KiB, a socket read about 2 KiB, one with a deadline about 2.3 KiB, a
+//   stream_reader call (readline, readexactly) up to 2.8 KiB. A cancellation or kill adds
+//   the unwinder's 2 KiB below that: a fiber that may be cancelled while parked in a socket
+//   call with a deadline, or in a stream_reader call, fits no small stack (give it a paged
+//   one);
 // - an exception thrown in the fiber, and so a kill (greenlet_exit) or a task's
-//   cancellation: the unwinder takes about 2 KiB below the deepest frame it starts from.
-//   Measured from the top of a task's stack (-O2, a one-line task function): parked in
-//   event::wait(), semaphore::acquire(), queue::get() or sleep() about 1.0-1.1 KiB, and
-//   2.8-2.9 KiB when cancelled there; in a wait with a deadline or in another task's get()
-//   1.2 KiB, 3.0 KiB cancelled; in a socket's read_some() 1.9 KiB, 3.6 KiB cancelled, more
-//   than the largest small stack: a fiber that may be cancelled or killed while it waits for
-//   I/O needs a paged stack (or uses the error_code forms and ends by returning);
+//   cancellation: the unwinder takes about 2 KiB below the deepest frame it starts from. A
+//   one-line task cancelled in event::wait(), semaphore::acquire(), queue::get() or sleep()
+//   reached 2.8-2.9 KiB; with a deadline or in another task's get() 3.0 KiB; in a socket's
+//   read_some() 3.6 KiB, more than the largest small stack: a fiber that may be cancelled or
+//   killed while it waits for I/O needs a paged stack (or uses the error_code forms and ends
+//   by returning);
 // - the first call of a function through a lazily bound symbol: the dynamic linker saves
 //   the vector registers on the stack (about 3 KiB with AVX-512). Link with -Wl,-z,now (or
 //   set LD_BIND_NOW=1) so that binding happens at start-up on the main stack;

@@ -25,7 +25,9 @@ namespace greenfiber {
 /// greenlets that are not tasks: the hub's own, the calling greenlet and its parents, and
 /// the thread's main greenlet. Under each, the symbolised call stack of the fiber, innermost
 /// frame first ("#0 function at file:line"); the calling fiber's stack is the one it is
-/// running on, a task that has not started yet has none.
+/// running on, a task that has not started yet has none. Called on a small stack (stack.hpp,
+/// "Small stacks"), the text is written from a stack of the thread's own and the caller's
+/// block shows no frames (there is no room to capture them), as a parked small stack's.
 ///
 /// A suspended fiber's stack is captured without running any of its code (see
 /// stacktrace.hpp): dumping never changes what any fiber observes, and the switch path pays

@@ -67,7 +67,8 @@ struct spawn_options {
     std::string name{};  ///< empty: "task-N" (an initializer, so {.stack_size = n} is clean)
     std::size_t stack_size = 0;  ///< 0: the default
     /// Start at once: the task runs until its first suspension before spawn() returns
-    /// (asyncio's eager tasks). From a hub callback it is scheduled as usual.
+    /// (asyncio's eager tasks). From a hub callback, or from a fiber on a small stack (which
+    /// has no room for the new stack's allocation and first switch), it is scheduled as usual.
     bool eager = false;
     /// Where the task is spawned from (any_task::site()). The default is evaluated where these
     /// options are aggregate-initialized, which in `spawn({.name = "x"}, fn)` or
