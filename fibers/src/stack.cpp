@@ -9,6 +9,7 @@
 #include <sys/auxv.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <ucontext.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -643,14 +644,22 @@ void on_segv(int sig, siginfo_t* info, void* uctx) {
         return;  // the faulting instruction runs again and the default action kills us
     }
     // A small stack has no guard page: a fault in the megabyte below the running greenlet's
-    // small stack (through the stacks below it in its slab) is that stack's overflow.
+    // small stack (through the stacks below it in its slab), or one taken with the stack
+    // pointer below it (the frames ran on through other mappings first), is that stack's
+    // overflow.
     const thread_state* ts = tls;
     const greenlet_impl* cur = ts != nullptr ? ts->current : nullptr;
     if (cur != nullptr && cur->stack_lo != nullptr && cur->stack_size < paged_stack_min) {
         char* lo = static_cast<char*>(cur->stack_lo);
-        if (addr < lo && static_cast<std::size_t>(lo - addr) < (std::size_t{1} << 20)) {
+        char* sp = nullptr;
+#if defined(__x86_64__)
+        sp = reinterpret_cast<char*>(static_cast<ucontext_t*>(uctx)->uc_mcontext.gregs[REG_RSP]);
+#endif
+        if ((addr < lo && static_cast<std::size_t>(lo - addr) < (std::size_t{1} << 20)) ||
+            (sp != nullptr && sp < lo &&
+             static_cast<std::size_t>(lo - sp) < (std::size_t{1} << 30))) {
             report_overflow(cur, cur->stack_size,
-                            " bytes, a small stack; the fault hit unmapped memory below it, after "
+                            " bytes, a small stack; it faulted below that stack, after "
                             "writing over the small stacks beside it. Declare a larger small "
                             "stack (options::small_stack) or give it a paged one.\n");
             return;
