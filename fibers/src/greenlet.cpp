@@ -256,7 +256,7 @@ std::size_t stack_request(const greenlet::options& opts) {
 
 // How to give `g` more stack, for the overflow reports.
 const char* larger_stack_words(const greenlet_impl* g) noexcept {
-    return g->stack_size < paged_stack_min
+    return on_small_stack(g)
                ? "Declare a larger small stack (options::small_stack; stack.hpp, \"Small "
                  "stacks\", says what it must hold) or give it a paged one (stack_size)."
                : "Give it a larger stack (greenlet::options::stack_size).";
@@ -297,8 +297,8 @@ void print_sp_overflow(const report_call& call) noexcept {
                  "greenfiber: stack overflow in %s: it switched out with its stack pointer %zu "
                  "bytes below the bottom of its %zu-byte %s. %s\n",
                  describe(g).c_str(), static_cast<std::size_t>(below), g->stack_size,
-                 g->stack_size < paged_stack_min ? "small stack (no guard page)"
-                 : g->stack_guarded              ? "stack"
+                 on_small_stack(g)  ? "small stack (no guard page)"
+                 : g->stack_guarded ? "stack"
                                     : "stack (which has no guard page: the guard budget is spent)",
                  larger_stack_words(g));
 }
@@ -308,8 +308,8 @@ void print_canary_overflow(const report_call& call) noexcept {
     std::fprintf(stderr,
                  "greenfiber: stack overflow in %s: the canary at the limit of its %zu-byte %s "
                  "was overwritten. %s\n",
-                 describe(g).c_str(), g->stack_size,
-                 g->stack_size < paged_stack_min ? "small stack" : "stack", larger_stack_words(g));
+                 describe(g).c_str(), g->stack_size, on_small_stack(g) ? "small stack" : "stack",
+                 larger_stack_words(g));
 }
 
 }  // namespace

@@ -649,7 +649,7 @@ void on_segv(int sig, siginfo_t* info, void* uctx) {
     // overflow.
     const thread_state* ts = tls;
     const greenlet_impl* cur = ts != nullptr ? ts->current : nullptr;
-    if (cur != nullptr && cur->stack_lo != nullptr && cur->stack_size < paged_stack_min) {
+    if (cur != nullptr && cur->stack_lo != nullptr && on_small_stack(cur)) {
         char* lo = static_cast<char*>(cur->stack_lo);
         char* sp = nullptr;
 #if defined(__x86_64__)
