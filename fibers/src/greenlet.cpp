@@ -346,20 +346,25 @@ void side_entry(bctx::transfer_t t) {
     bctx::jump_fcontext(t.fctx, nullptr);
 }
 
+// Maps the thread's side stack if it has none yet; false when no memory is left for it.
+bool map_side_stack(thread_full& tf) noexcept {
+    if (tf.side_stack != nullptr) [[likely]]
+        return true;
+    void* mem = mmap(nullptr, side_stack_size, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+    if (mem == MAP_FAILED) return false;
+    tf.side_stack = static_cast<char*>(mem);
+    return true;
+}
+
 }  // namespace
 
 void on_side_stack(void (*fn)(void*) noexcept, void* arg) noexcept {
     thread_state* ts = tls;
     if (ts == nullptr || !on_small_stack(ts->current)) return fn(arg);
     thread_full& tf = full(*ts);
-    if (tf.side_busy) return fn(arg);
-    if (tf.side_stack == nullptr) {
-        void* mem = mmap(nullptr, side_stack_size, PROT_READ | PROT_WRITE,
-                         MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
-        // No memory for it: the call runs where it is, as it would on a larger stack.
-        if (mem == MAP_FAILED) return fn(arg);
-        tf.side_stack = static_cast<char*>(mem);
-    }
+    // No memory for it: the call runs where it is, as it would on a larger stack.
+    if (tf.side_busy || !map_side_stack(tf)) return fn(arg);
     tf.side_busy = true;
     side_call call{fn, arg};
     const bctx::fcontext_t c =
@@ -373,6 +378,24 @@ void on_side_stack(void (*fn)(void*) noexcept, void* arg) noexcept {
     __sanitizer_finish_switch_fiber(fake, nullptr, nullptr);
 #endif
     tf.side_busy = false;
+}
+
+char* unwind_stack_top() noexcept {
+    thread_state* ts = tls;
+    if (ts == nullptr) return nullptr;
+    const greenlet_impl* g = ts->current;
+    if (g == nullptr || g->stack_lo == nullptr || !on_small_stack(g)) [[likely]]
+        return nullptr;
+    // Only from the small stack itself: not from the side stack (on_side_stack), nor from
+    // the signal stack, whose frames must stay where they are.
+    const auto sp = reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0));
+    const auto lo = reinterpret_cast<std::uintptr_t>(g->stack_lo);
+    if (sp < lo || sp - lo >= g->stack_size) return nullptr;
+    // The side stack is free here: on_side_stack's function runs to its end on it, without
+    // a switch, and an unwinder that ran on it left it when it landed.
+    thread_full& tf = full(*ts);
+    if (tf.side_busy || !map_side_stack(tf)) return nullptr;
+    return tf.side_stack + side_stack_size;
 }
 
 std::string describe_greenlet(const greenlet_impl* g) {

@@ -813,6 +813,112 @@ TEST_F(SmallStack, AParkedSmallGreenletIsKilledAndThrownIntoWithItsDestructorsRu
     EXPECT_EQ(destroyed, 2);
 }
 
+// A throw's unwinder runs on the thread's side stack (small_stacks_unwind_aside()): a kill
+// of a greenlet parked on a 1 536-byte stack stays inside it, where the unwinder alone
+// would take about 2 KiB below the parked frames. Its landing pads (the destructors) still
+// run on the small stack, at the depth of their own frames.
+TEST_F(SmallStack, AKillUnwindsOffTheSmallStackAndItsDestructorsRunOnIt) {
+    ASSERT_TRUE(greenfiber::small_stacks_unwind_aside());
+    int destroyed = 0;
+    struct counted {
+        int* n;
+        ~counted() { ++*n; }
+    };
+    // Three frames with a destructor each between the park and the greenlet's entry: the
+    // unwinding resumes (_Unwind_Resume) from each.
+    struct nest {
+        static void park(int* n, int depth) {
+            counted c{n};
+            if (depth == 0) {
+                (void)to_parent();
+            } else {
+                park(n, depth - 1);
+            }
+        }
+    };
+    greenlet g([&] { nest::park(&destroyed, 2); }, small("killed", 1536));
+    (void)g.switch_to();
+    greenfiber::testing::stack_depth_probe probe(greenfiber::detail::access::impl(g));
+    (void)g.throw_in();  // greenlet_exit
+    EXPECT_TRUE(g.dead());
+    EXPECT_EQ(destroyed, 3);
+    EXPECT_TRUE(probe.stayed_inside()) << probe.deepest() << " of " << probe.stack_bytes();
+}
+
+// Every way an exception is raised on a small stack goes off it: a throw, a rethrow in a
+// handler (`throw;`), std::rethrow_exception, an exception thrown from a handler, and a
+// function-try-block; each is caught on the small stack with its value.
+TEST_F(SmallStack, ThrowsRethrowsAndNestedHandlersRunWithinA1536ByteStack) {
+    std::vector<std::string> seen;
+    greenlet g(
+        [&] {
+            (void)to_parent();  // parked once, so that the probe sees the rest
+            try {
+                try {
+                    throw std::runtime_error("first");
+                } catch (const std::runtime_error& e) {
+                    seen.emplace_back(e.what());
+                    throw;  // __cxa_rethrow: _Unwind_Resume_or_Rethrow
+                }
+            } catch (const std::runtime_error& e) {
+                seen.emplace_back(std::string("again ") + e.what());
+            }
+            std::exception_ptr kept;
+            try {
+                throw std::logic_error("kept");
+            } catch (...) {
+                kept = std::current_exception();
+            }
+            try {
+                std::rethrow_exception(kept);
+            } catch (const std::logic_error& e) {
+                seen.emplace_back(e.what());
+                try {
+                    throw std::out_of_range("inner");
+                } catch (const std::out_of_range& in) {
+                    seen.emplace_back(in.what());
+                }
+            }
+            struct fn_try {
+                static int run() try { throw 7; } catch (int v) {
+                    return v;
+                }
+            };
+            seen.push_back(std::to_string(fn_try::run()));
+        },
+        small("thrower", 1536));
+    (void)g.switch_to();
+    greenfiber::testing::stack_depth_probe probe(greenfiber::detail::access::impl(g));
+    (void)g.switch_to();
+    EXPECT_TRUE(g.dead());
+    EXPECT_EQ(seen, (std::vector<std::string>{"first", "again first", "kept", "inner", "7"}));
+    EXPECT_TRUE(probe.stayed_inside()) << probe.deepest() << " of " << probe.stack_bytes();
+}
+
+// Two threads throw on small stacks at once: each unwinds on its own side stack.
+TEST_F(SmallStack, TwoThreadsUnwindOnTheirOwnSideStacksAtOnce) {
+    std::atomic<int> caught{0};
+    auto body = [&] {
+        for (int round = 0; round < 200; ++round) {
+            greenlet g(
+                [&] {
+                    try {
+                        throw std::runtime_error("x");
+                    } catch (const std::runtime_error&) {
+                        caught.fetch_add(1, std::memory_order_relaxed);
+                    }
+                    (void)to_parent();
+                },
+                small("thread", 1536));
+            (void)g.switch_to();
+        }  // each killed while parked: greenlet_exit unwinds it aside too
+    };
+    std::thread other(body);
+    body();
+    other.join();
+    EXPECT_EQ(caught.load(), 400);
+}
+
 TEST_F(SmallStackDeathTest, ARunawayRecursionIsReportedAsAnOverflowOfItsSmallStack) {
     GTEST_FLAG_SET(death_test_style, "threadsafe");
     EXPECT_DEATH(

@@ -59,19 +59,20 @@ namespace greenfiber {
 // the greenlet's next switch out (abort naming the greenlet and its declared size), after
 // it has already written over the top of the neighbouring stack. Declare what the fiber
 // really needs, and count in it:
-// - the call it parks in (measured at -O2): a wait on an event, a lock or a sleep takes 1.1
-//   to 1.8 KiB, a socket read about 2 KiB, one with a deadline about 2.3 KiB, a
-//   stream_reader call (readline, readexactly) up to 2.8 KiB. A cancellation or kill adds
-//   the unwinder's 2 KiB below that: a fiber that may be cancelled while parked in a socket
-//   call with a deadline, or in a stream_reader call, fits no small stack (give it a paged
-//   one);
+// - the call it parks in, measured at -O2 from the top of the stack with a one-line
+//   function around it: a plain greenlet switched away from takes 0.5 KiB; in a task, a wait on an
+//   event, a lock, a semaphore, a queue or a sleep takes 1.1 to 1.3 KiB; with a deadline or in
+//   another task's get() 1.4 to 1.5 KiB; a socket read about 1.8 KiB, 1.9 KiB with a deadline; a
+//   stream_reader call (readline, readexactly) up to 2.8 KiB;
 // - an exception thrown in the fiber, and so a kill (greenlet_exit) or a task's
-//   cancellation: the unwinder takes about 2 KiB below the deepest frame it starts from. A
-//   one-line task cancelled in event::wait(), semaphore::acquire(), queue::get() or sleep()
-//   reached 2.8-2.9 KiB; with a deadline or in another task's get() 3.0 KiB; in a socket's
-//   read_some() 3.6 KiB, more than the largest small stack: a fiber that may be cancelled or
-//   killed while it waits for I/O needs a paged stack (or uses the error_code forms and ends
-//   by returning);
+//   cancellation: where small_stacks_unwind_aside() is true (Linux x86-64), the unwinder runs
+//   on the thread's side stack and only the landing pads (destructors, handlers) run on the
+//   fiber's stack, at the depth of their own frames. A cancellation then needs 50 to 250
+//   bytes more than the park (a plain greenlet killed while parked: 1.3 KiB): 1.5 KiB is
+//   enough for a task cancelled in a wait of the hub, 2.5 KiB for one cancelled in a socket
+//   read with a deadline. Where it is false, the
+//   unwinder takes about 2 KiB below the frame it starts from (2.9 KiB for a task cancelled
+//   in an event's wait, 3.6 KiB in a socket read: more than the largest small stack);
 // - the first call of a function through a lazily bound symbol: the dynamic linker saves
 //   the vector registers on the stack (about 3 KiB with AVX-512). Link with -Wl,-z,now (or
 //   set LD_BIND_NOW=1) so that binding happens at start-up on the main stack;
@@ -97,6 +98,18 @@ inline constexpr std::size_t small_stack_min = 1024;
 /// larger declared size is refused: a paged stack costs no more memory from there on.
 /// Switches: no.   Thread: thread-safe.
 std::size_t small_stack_max() noexcept;
+
+/// Whether a throw on a small stack runs the unwinder on the thread's side stack, so that a
+/// kill or a cancellation needs only the room of the frames its landing pads run in. The
+/// library defines the unwinder's entry points (_Unwind_RaiseException, _Unwind_Resume,
+/// _Unwind_Resume_or_Rethrow), which move to the side stack only when called on a small
+/// stack and otherwise call libgcc's at once. True on Linux x86-64 when the process binds to
+/// them: the library comes before libgcc_s in the program's libraries (the usual link
+/// order; AddressSanitizer's interceptor in front of them calls them in turn). False
+/// elsewhere (other targets, a program linked with -static-libgcc), and then the unwinder
+/// takes about 2 KiB below the frame it starts from (see "Small stacks" above).
+/// Switches: no.   Thread: thread-safe.
+bool small_stacks_unwind_aside() noexcept;
 
 /// A greenlet's stack could not be allocated: mmap refused it (the address-space limit
 /// RLIMIT_AS, the VMA limit vm.max_map_count, or no free range that large) or the guard

@@ -19,6 +19,11 @@ struct stack_block {
 // Bytes reserved at the top of every stack for the overflow handler's header.
 constexpr std::size_t stack_header_size = 64;
 
+// The top of this thread's side stack when the caller runs on the current greenlet's small
+// stack (the side stack is mapped at its first use), else null: where a throw's unwinder
+// runs instead (unwind.cpp). Thread-bound.
+char* unwind_stack_top() noexcept;
+
 // The small stack that `declared` bytes (options::small_stack) get: rounded up to 256 bytes,
 // at least small_stack_min; under AddressSanitizer four times that (its frames carry red
 // zones). 0 when `declared` is above small_stack_max(): the caller says why.
