@@ -2,9 +2,12 @@
 // shared/anchors/net/run's echo scenarios (bench/net runs it there), next to Boost.Asio's
 // callback and asio::spawn servers, which it mirrors: read_some, write all of it, again.
 //
-//   echo_server PORT [--buffer BYTES] [--stack BYTES] [--hubs N]   (listens on 127.0.0.1:PORT)
+//   echo_server PORT [--buffer BYTES] [--stack BYTES] [--small-stack BYTES] [--hubs N]
+//                                                                   (listens on 127.0.0.1:PORT)
 //
 // --hubs N runs N threads, each a hub with its own SO_REUSEPORT listener (multi_server).
+// --small-stack BYTES runs each connection on a small stack (needs LD_BIND_NOW=1): with
+// --buffer 256, 3 072 bytes hold a session, cancelled or not (bench/net's greenfiber_small).
 //
 // The read buffer lives on the task's stack (a power of two, 256 B to 64 KiB; default
 // 1 KiB) and stacks are 16 KiB by default: an idle connection then holds one stack page

@@ -43,13 +43,16 @@ struct options {
     // default, multi_server), or one acceptor on hub 0 handing each connection to the hubs
     // in turn through hub_group::spawn_on() (the design bench/net_cores measures against it).
     bool one_acceptor = false;
+    // --small-stack BYTES: each session on a small stack of that size (stack.hpp, "Small
+    // stacks"); 0: paged stacks of --stack. Not with --accept one.
+    std::size_t small_stack = 0;
 };
 
 inline options parse(int argc, char** argv, options defaults) {
     auto usage = [&] {
         std::fprintf(stderr,
-                     "usage: %s PORT [--stack BYTES] [--buffer BYTES] [--hubs N] "
-                     "[--accept reuseport|one]\n",
+                     "usage: %s PORT [--stack BYTES] [--small-stack BYTES] [--buffer BYTES] "
+                     "[--hubs N] [--accept reuseport|one]\n",
                      argv[0]);
         std::exit(2);
     };
@@ -75,12 +78,16 @@ inline options parse(int argc, char** argv, options defaults) {
             } else {
                 usage();
             }
+        } else if (std::strcmp(argv[i], "--small-stack") == 0) {
+            o.small_stack = static_cast<std::size_t>(
+                number(argv[i + 1], 1024, static_cast<long>(gf::small_stack_max())));
         } else if (std::strcmp(argv[i], "--buffer") == 0) {
             o.buffer = static_cast<std::size_t>(number(argv[i + 1], 1, 1 << 20));
         } else {
             usage();
         }
     }
+    if (o.small_stack != 0 && o.one_acceptor) usage();
     return o;
 }
 
@@ -185,10 +192,13 @@ int run_multi_hub_server(const options& o, Session session) {
                 return;
             }
             const gf::tcp::endpoint ep(asio::ip::address_v4::loopback(), o.port);
-            gf::multi_server srv(group, ep, [session](gf::tcp::socket s) {
-                set_no_delay(s);
-                session(std::move(s));
-            });
+            gf::multi_server srv(
+                group, ep,
+                [session](gf::tcp::socket s) {
+                    set_no_delay(s);
+                    session(std::move(s));
+                },
+                gf::server_options{.small_stack = o.small_stack});
             print_port(o, srv.local_endpoint().port());
             try {
                 gf::sleep(std::chrono::hours::max());  // until SIGTERM cancels it
@@ -221,7 +231,8 @@ int run_server(const options& o, Session session) {
             for (;;) {
                 gf::tcp::socket s = accept_next(acceptor);
                 set_no_delay(s);
-                (void)gf::spawn(session, std::move(s));
+                (void)gf::spawn(gf::spawn_options{.small_stack = o.small_stack}, session,
+                                std::move(s));
             }
         });
     } catch (const gf::cancelled_error&) {

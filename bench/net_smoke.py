@@ -1,7 +1,8 @@
 """Smoke test of a network benchmark server (suite 'bench'): starts it on a free loopback
 port, talks to it briefly, stops it by its PID with SIGTERM and expects a clean exit.
 
-    net_smoke.py echo SERVER   # a few echoes on two connections, one of them interleaved
+    net_smoke.py echo SERVER [ARGS...]   # a few echoes on two connections, one of them
+                                         # interleaved (ARGS go to the server after its port)
     net_smoke.py http SERVER   # GET / twice on one keep-alive connection: 200 and the body,
                                # then HEAD / and GET / on it: no body after HEAD's headers
 
@@ -89,10 +90,10 @@ def http_check(port):
 
 
 def main():
-    if len(sys.argv) != 3 or sys.argv[1] not in ("echo", "http"):
-        fail("usage: net_smoke.py echo|http SERVER")
+    if len(sys.argv) < 3 or sys.argv[1] not in ("echo", "http"):
+        fail("usage: net_smoke.py echo|http SERVER [ARGS...]")
     kind, server = sys.argv[1], sys.argv[2]
-    proc = subprocess.Popen([server, "0"], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([server, "0"] + sys.argv[3:], stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
         prefix = "listening on 127.0.0.1:"

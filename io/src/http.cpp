@@ -258,8 +258,25 @@ void serve_connection(tcp::socket& s, const handler& h, const server_options& op
     }
 }
 
+namespace {
+
+// An HTTP connection's fiber goes deeper than any small stack (Beast's parser and
+// serializer frames overflow small_stack_max()): refused before anything runs.
+const greenfiber::server_options& paged_connections(const server_options& opts, const char* who) {
+    if (opts.connections.small_stack != 0) {
+        throw std::invalid_argument(
+            std::string("greenfiber::http::") + who + ": connections.small_stack is " +
+            std::to_string(opts.connections.small_stack) +
+            ", but an HTTP connection goes deeper than the largest small stack (Beast's "
+            "parser and serializer); leave it 0 and set connections.stack_size instead");
+    }
+    return opts.connections;
+}
+
+}  // namespace
+
 void serve(tcp::acceptor listener, handler h, server_options opts) {
-    auto connections = opts.connections;
+    auto connections = paged_connections(opts, "serve");
     greenfiber::serve(
         std::move(listener),
         [h = std::move(h), opts = std::move(opts)](tcp::socket s) { serve_connection(s, h, opts); },
@@ -267,7 +284,7 @@ void serve(tcp::acceptor listener, handler h, server_options opts) {
 }
 
 multi_server serve_on(hub_group& group, const tcp::endpoint& ep, handler h, server_options opts) {
-    auto connections = opts.connections;
+    auto connections = paged_connections(opts, "serve_on");
     return multi_server(
         group, ep,
         [h = std::move(h), opts = std::move(opts)](tcp::socket s) { serve_connection(s, h, opts); },

@@ -138,29 +138,53 @@ void server_core::launch(unique_function<void()> body, std::string peer) {
     ++active_;
     ++served_;
     try {
-        *it = spawn(
-            spawn_options{opts_.name + "-conn-" + std::to_string(++next_id_), opts_.stack_size},
-            [this, it, body = std::move(body), peer = std::move(peer)]() mutable {
-                struct done {
-                    server_core* s;
-                    std::list<any_task>::iterator it;
-                    ~done() { s->finished(it); }
-                } guard{this, it};
-                try {
-                    body();
-                } catch (const cancelled_error&) {
-                    throw;
-                } catch (...) {
-                    hub::current().report(
-                        {"greenfiber: server '" + opts_.name +
-                             "': the handler of the connection from " + peer + " threw",
-                         std::current_exception(), nullptr, report_severity::error, "server"});
-                }
-            });
+        *it = spawn(spawn_options{.name = opts_.name + "-conn-" + std::to_string(++next_id_),
+                                  .stack_size = opts_.stack_size,
+                                  .small_stack = opts_.small_stack},
+                    [this, it, body = std::move(body), peer = std::move(peer)]() mutable {
+                        struct done {
+                            server_core* s;
+                            std::list<any_task>::iterator it;
+                            ~done() { s->finished(it); }
+                        } guard{this, it};
+                        try {
+                            body();
+                        } catch (const cancelled_error&) {
+                            throw;
+                        } catch (...) {
+                            report_handler_failure(peer);
+                        }
+                    });
     } catch (...) {
         finished(it);
         throw;
     }
+}
+
+void server_core::report_handler_failure(const std::string& peer) noexcept {
+    // On a stack of the thread's own when the handler's is small: the report handler
+    // formats and writes (stack.hpp, "Small stacks").
+    struct call {
+        const server_core* s;
+        const std::string* peer;
+    } c{this, &peer};
+    detail::on_side_stack(
+        [](void* p) noexcept {
+            const auto* c = static_cast<const call*>(p);
+            std::string msg;
+            try {
+                msg = "greenfiber: server '" + c->s->opts_.name +
+                      "': the handler of the connection from " + *c->peer + " threw";
+            } catch (...) {
+                msg.clear();  // out of memory: the exception alone says what failed
+            }
+            hub::current().report({msg.empty() ? std::string_view("greenfiber: a server's "
+                                                                  "handler threw")
+                                               : std::string_view(msg),
+                                   std::current_exception(), nullptr, report_severity::error,
+                                   "server"});
+        },
+        &c);
 }
 
 void server_core::finished(std::list<any_task>::iterator it) noexcept {

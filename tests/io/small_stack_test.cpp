@@ -25,10 +25,12 @@
 #include "greenfiber/combinators.hpp"
 #include "greenfiber/executor.hpp"
 #include "greenfiber/greenlet.hpp"
+#include "greenfiber/http.hpp"
 #include "greenfiber/hub_group.hpp"
 #include "greenfiber/introspect.hpp"
 #include "greenfiber/loop.hpp"
 #include "greenfiber/queue.hpp"
+#include "greenfiber/server.hpp"
 #include "greenfiber/socket.hpp"
 #include "greenfiber/stack.hpp"
 #include "greenfiber/stream.hpp"
@@ -321,6 +323,99 @@ TEST_F(SmallStack, ATaskCancelledInEachKindOfWaitUnwindsWithinItsParkedDepth) {
     p.a.write(boost::asio::buffer(std::string("ok")));
     char buf[2];
     EXPECT_EQ(p.b.read_some(boost::asio::buffer(buf)), 2u);
+}
+
+// A server whose handlers run on small stacks (server_options::small_stack): an echo
+// handler with a 256-byte buffer (2.6 KiB deep with the server's frames) on 3 072 bytes
+// serves concurrent clients; a handler that
+// throws is reported (from the side stack: the report handler formats and writes) and the
+// server goes on; a stop past its grace cancels the handlers parked in their reads, which
+// unwind on their small stacks and close their sockets.
+TEST_F(SmallStack, AServerRunsItsHandlersOnSmallStacksAndStopsThem) {
+    greenfiber::testing::reports r;
+    const std::size_t base = stack_statistics().in_use;
+    int calls = 0;
+    int on_small = 0;
+    int unwound = 0;
+    server<tcp::protocol> srv(
+        greenfiber::testing::loopback_listener(),
+        [&](tcp::socket s) {
+            const detail::greenlet_impl* self = detail::access::impl(greenlet::current());
+            if (detail::on_small_stack(self)) ++on_small;
+            if (++calls == 1) throw std::runtime_error("handler failed");
+            counted c{&unwound};
+            greenfiber::testing::echo_until_eof(std::move(s));
+        },
+        server_options{.small_stack = 3072});
+    const auto ep = srv.local_endpoint();
+    auto loop = srv.start();
+    {
+        tcp::socket c;
+        c.connect(ep);
+        char b[1];
+        boost::system::error_code ec;
+        (void)c.read_some(boost::asio::buffer(b), ec);  // closed after the throw
+        EXPECT_EQ(ec, boost::asio::error::eof);
+    }
+    std::vector<task<std::string>> clients;
+    for (int i = 0; i < 20; ++i) {
+        clients.push_back(spawn([ep, i] {
+            tcp::socket c;
+            c.connect(ep);
+            const std::string msg = "client " + std::to_string(i);
+            c.write(boost::asio::buffer(msg));
+            std::string got(msg.size(), '\0');
+            c.read(boost::asio::buffer(got));
+            return got;
+        }));
+    }
+    for (int i = 0; i < 20; ++i)
+        EXPECT_EQ(clients[std::size_t(i)].get(), "client " + std::to_string(i));
+    // Ten idle connections: their handlers park in read_some until the stop cancels them.
+    std::vector<tcp::socket> idle(10);
+    for (auto& c : idle) c.connect(ep);
+    while (srv.active() < 10) yield_now();
+    EXPECT_EQ(srv.stop(10ms), 10u);
+    loop.get();
+    EXPECT_EQ(on_small, 31);
+    EXPECT_EQ(unwound, 30);
+    for (auto& c : idle) {
+        char b[1];
+        boost::system::error_code ec;
+        (void)c.read_some(boost::asio::buffer(b), ec);
+        EXPECT_EQ(ec, boost::asio::error::eof);  // each closed by its unwound handler
+    }
+    ASSERT_EQ(r.messages.size(), 1u);
+    EXPECT_NE(r.messages[0].find("the handler of the connection from 127.0.0.1:"),
+              std::string::npos)
+        << r.messages[0];
+    EXPECT_EQ(stack_statistics().in_use, base);
+}
+
+// An HTTP connection goes deeper than the largest small stack (Beast's parser: a keep-alive
+// GET overflowed small_stack_max()): http::serve and serve_on refuse one, saying why, before
+// anything is accepted.
+TEST_F(SmallStack, HttpServeRefusesSmallStacksNamingTheReason) {
+    http::server_options o;
+    o.connections.small_stack = small_stack_max();
+    auto hello = [](const http::request& req) {
+        return http::make_response(req, http::status::ok, "hi");
+    };
+    try {
+        http::serve(greenfiber::testing::loopback_listener(), hello, o);
+        FAIL() << "served";
+    } catch (const std::invalid_argument& e) {
+        EXPECT_NE(
+            std::string(e.what()).find("greenfiber::http::serve: connections.small_stack is " +
+                                       std::to_string(small_stack_max())),
+            std::string::npos)
+            << e.what();
+        EXPECT_NE(std::string(e.what()).find("leave it 0"), std::string::npos) << e.what();
+    }
+    hub_group group(1);
+    EXPECT_THROW((void)http::serve_on(group, greenfiber::testing::loopback_any(), hello, o),
+                 std::invalid_argument);
+    group.stop();
 }
 
 // A wake-up granted and then cancelled before the woken small-stack fiber runs: the lock,

@@ -90,7 +90,9 @@ response make_response(const request& req, status s, std::string body,
 
 /// How a server treats its connections; the Limits table above lists them together.
 struct server_options {
-    greenfiber::server_options connections{};  ///< cap, stacks, grace (see server.hpp)
+    /// Cap, stacks, grace (see server.hpp). Paged stacks only: serve() and serve_on() refuse
+    /// a small_stack (std::invalid_argument), since Beast's parser goes deeper.
+    greenfiber::server_options connections{};
     /// How long a connection may stay silent between requests, and how long reading a
     /// request or writing a response may take. Zero: no limit.
     std::chrono::steady_clock::duration idle_timeout = std::chrono::seconds(15);
