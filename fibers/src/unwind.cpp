@@ -16,8 +16,8 @@
 #include <unwind.h>
 
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
-#include <cstring>
 
 #include "detail/stack_pool.hpp"
 #include "greenfiber/stack.hpp"
@@ -54,30 +54,35 @@ greenfiber_call_on_stack:
 namespace {
 
 using raise_fn = _Unwind_Reason_Code (*)(_Unwind_Exception*);
-using resume_fn = void (*)(_Unwind_Exception*);
 
-// libgcc's definition of `name`, the next one after ours. Found when this library is loaded
-// (resolve_at_load below: the lookup takes 1.5 KiB of stack, more than a small stack has
-// left), or at the first use for a throw before that. No definition: the process cannot
-// unwind at all, which is fatal.
-void* next_definition(std::atomic<void*>& cache, const char* name, const char* version) noexcept {
-    void* p = cache.load(std::memory_order_acquire);
-    if (p != nullptr) [[likely]]
+// One of libgcc's entry points: the next definition of `name` after ours. Found when this
+// library is loaded (resolve_at_load below: the lookup takes 1.5 KiB of stack, more than a
+// small stack has left), or at the first use for a throw before that. No definition: the
+// process cannot unwind at all, which is fatal.
+struct libgcc_entry {
+    const char* name;
+    const char* version;
+    std::atomic<void*> fn{nullptr};
+
+    void* get() noexcept {
+        void* p = fn.load(std::memory_order_acquire);
+        if (p != nullptr) [[likely]]
+            return p;
+        p = dlvsym(RTLD_NEXT, name, version);
+        if (p == nullptr) p = dlsym(RTLD_NEXT, name);
+        if (p == nullptr) {
+            static const char msg[] = "greenfiber: no definition of the unwinder after ours\n";
+            [[maybe_unused]] auto n = ::write(2, msg, sizeof msg - 1);
+            std::abort();
+        }
+        fn.store(p, std::memory_order_release);
         return p;
-    p = dlvsym(RTLD_NEXT, name, version);
-    if (p == nullptr) p = dlsym(RTLD_NEXT, name);
-    if (p == nullptr) {
-        static const char msg[] = "greenfiber: no definition of the unwinder after ours\n";
-        [[maybe_unused]] auto n = ::write(2, msg, sizeof msg - 1);
-        std::abort();
     }
-    cache.store(p, std::memory_order_release);
-    return p;
-}
+};
 
-std::atomic<void*> real_raise{nullptr};
-std::atomic<void*> real_resume{nullptr};
-std::atomic<void*> real_rethrow{nullptr};
+libgcc_entry real_raise{"_Unwind_RaiseException", "GCC_3.0"};
+libgcc_entry real_resume{"_Unwind_Resume", "GCC_3.0"};
+libgcc_entry real_rethrow{"_Unwind_Resume_or_Rethrow", "GCC_3.3"};
 
 // Runs the unwinder entry `fn` on `exc`: on the side stack when the caller is on a small
 // stack, else here. Not noexcept, nor is anything between the throw and the landing pad:
@@ -96,16 +101,16 @@ bool aside = false;  // small_stacks_unwind_aside(), set at load
 
 extern "C" __attribute__((visibility("default"))) _Unwind_Reason_Code _Unwind_RaiseException(
     _Unwind_Exception* exc) {
-    return run_unwinder(next_definition(real_raise, "_Unwind_RaiseException", "GCC_3.0"), exc);
+    return run_unwinder(real_raise.get(), exc);
 }
 
 extern "C" __attribute__((visibility("default"))) _Unwind_Reason_Code _Unwind_Resume_or_Rethrow(
     _Unwind_Exception* exc) {
-    return run_unwinder(next_definition(real_rethrow, "_Unwind_Resume_or_Rethrow", "GCC_3.3"), exc);
+    return run_unwinder(real_rethrow.get(), exc);
 }
 
 extern "C" __attribute__((visibility("default"))) void _Unwind_Resume(_Unwind_Exception* exc) {
-    run_unwinder(next_definition(real_resume, "_Unwind_Resume", "GCC_3.0"), exc);
+    run_unwinder(real_resume.get(), exc);
     // libgcc's _Unwind_Resume never returns: it lands in the next pad or aborts.
     std::abort();
 }
@@ -113,9 +118,7 @@ extern "C" __attribute__((visibility("default"))) void _Unwind_Resume(_Unwind_Ex
 namespace {
 
 __attribute__((constructor)) void resolve_at_load() {
-    next_definition(real_raise, "_Unwind_RaiseException", "GCC_3.0");
-    next_definition(real_resume, "_Unwind_Resume", "GCC_3.0");
-    next_definition(real_rethrow, "_Unwind_Resume_or_Rethrow", "GCC_3.3");
+    for (libgcc_entry* e : {&real_raise, &real_resume, &real_rethrow}) (void)e->get();
     // Every caller binds through the global scope, as this lookup does. AddressSanitizer's
     // runtime comes first with an interceptor of the raise, which calls the next one: ours.
     void* raise = dlsym(RTLD_DEFAULT, "_Unwind_RaiseException");
