@@ -68,6 +68,7 @@ struct thread_full : thread_state {
     // A stack for the library's heavier paths while a small-stack greenlet runs
     // (on_side_stack): mapped at its first use, unmapped at exit. `side_busy` while in use.
     char* side_stack = nullptr;
+    unsigned side_stack_valgrind = 0;  // its registration with memcheck, if any
     bool side_busy = false;
     std::mutex mu;
     // Guarded by mu: greenlets whose last handle was dropped on another thread.
@@ -180,7 +181,10 @@ struct thread_holder {
             t->exited = true;
         }
         remove_overflow_handler(t->altstack);
-        if (t->side_stack != nullptr) munmap(t->side_stack, side_stack_size);
+        if (t->side_stack != nullptr) {
+            valgrind_deregister_stack(t->side_stack_valgrind);
+            munmap(t->side_stack, side_stack_size);
+        }
         t->main->state = gstate::dead;
         greenlet_impl* main = t->main;
         tls = nullptr;
@@ -354,6 +358,7 @@ bool map_side_stack(thread_full& tf) noexcept {
                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
     if (mem == MAP_FAILED) return false;
     tf.side_stack = static_cast<char*>(mem);
+    tf.side_stack_valgrind = valgrind_register_stack(tf.side_stack, side_stack_size);
     return true;
 }
 

@@ -491,6 +491,20 @@ const std::string& lazily_bound_object() {
     return found;
 }
 
+unsigned valgrind_register_stack([[maybe_unused]] char* lo,
+                                 [[maybe_unused]] std::size_t size) noexcept {
+#if GREENFIBER_VALGRIND
+    if (pool().valgrind) return VALGRIND_STACK_REGISTER(lo, lo + size - 1) + 1;
+#endif
+    return 0;
+}
+
+void valgrind_deregister_stack([[maybe_unused]] unsigned id) noexcept {
+#if GREENFIBER_VALGRIND
+    if (id != 0) VALGRIND_STACK_DEREGISTER(id - 1);
+#endif
+}
+
 std::size_t small_stack_slot(std::size_t declared) noexcept {
     if (declared > small_stack_max()) return 0;
     const std::size_t slot = (std::max(declared, small_stack_min) + 255) / 256 * 256;

@@ -45,6 +45,7 @@ def main() -> int:
     mode = "clean" if verdict == "unregistered" else verdict
     env = dict(os.environ)
     env.pop("VALGRIND_OPTS", None)  # the verdict must not depend on the caller's settings
+    env["LD_BIND_NOW"] = "1"  # the program's small stacks need it
     if verdict == "unregistered":
         env["GREENFIBER_VALGRIND_STACKS"] = "0"
     else:

@@ -4,8 +4,9 @@
 //   clean   greenlets switching values, a generator-style ping-pong, a greenlet killed by
 //           throw_in and one killed by dropping its last handle, stacks given back and
 //           handed out again (the pool's counters prove the reuse), and on the hub: tasks
-//           that sleep, a cancelled sleeper and a TCP round trip over loopback; then the
-//           switches and the hub again on a second thread.
+//           that sleep, a cancelled sleeper and a TCP round trip over loopback; greenlets
+//           and a task on small stacks, killed and cancelled; then the switches and the hub
+//           again on a second thread.
 //   stale   the same start, then a read through a pointer into the stack of a greenlet that
 //           has died: memcheck must report it (a pooled stack is inaccessible to it).
 //   gap     the same start, then a write through a stray pointer into the unused gap below
@@ -22,6 +23,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <utility>
@@ -217,6 +219,49 @@ void gap_write() {
     (void)g.switch_to();
 }
 
+// Small stacks (needs LD_BIND_NOW=1, which expect_valgrind.py sets): a greenlet killed on a
+// 1 536-byte stack, through a destructor (the unwinder runs on the thread's side stack and
+// lands back on the small one), a throw caught there, and a task on a small stack
+// cancelled in a sleep.
+void small_stacks() {
+    greenlet::options o;
+    o.name = "small";
+    o.small_stack = 1536;
+    bool unwound = false;
+    int caught = 0;
+    greenlet victim(
+        [&](greenfiber::value) {
+            struct flag {
+                bool& f;
+                ~flag() { f = true; }
+            } guard{unwound};
+            try {
+                throw std::runtime_error("on a small stack");
+            } catch (const std::runtime_error&) {
+                ++caught;
+            }
+            (void)to_parent();
+            fail("the killed small-stack greenlet was resumed normally");
+        },
+        std::move(o));
+    (void)victim.switch_to();
+    (void)victim.throw_in();
+    check(victim.dead() && unwound && caught == 1, "a small-stack greenlet unwinds when killed");
+    greenfiber::run([] {
+        auto t = greenfiber::spawn(greenfiber::spawn_options{.small_stack = 1536},
+                                   [] { greenfiber::sleep(1h); });
+        greenfiber::sleep(1ms);
+        t.cancel();
+        bool cancelled = false;
+        try {
+            t.get();
+        } catch (const greenfiber::cancelled_error&) {
+            cancelled = true;
+        }
+        check(cancelled, "a small-stack task is cancelled in its sleep");
+    });
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -231,6 +276,7 @@ int main(int argc, char** argv) {
         check(greenfiber::live_greenlets() == live_before, "no greenlet is left");
         if (mode == "clean") {
             hub_work();
+            small_stacks();
             // Again on a second thread: its hub and greenlets switch from a thread stack
             // that the pool did not map.
             std::thread other([] {

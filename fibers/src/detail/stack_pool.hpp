@@ -19,6 +19,12 @@ struct stack_block {
 // Bytes reserved at the top of every stack for the overflow handler's header.
 constexpr std::size_t stack_header_size = 64;
 
+// Tells memcheck that [lo, lo + size) is a stack, when running under Valgrind with stacks
+// described (stack.cpp), so that moving the stack pointer there is seen as a switch, not
+// as frames popped; returns an id for valgrind_deregister_stack, 0 when nothing was said.
+unsigned valgrind_register_stack(char* lo, std::size_t size) noexcept;
+void valgrind_deregister_stack(unsigned id) noexcept;
+
 // The top of this thread's side stack when the caller runs on the current greenlet's small
 // stack (the side stack is mapped at its first use), else null: where a throw's unwinder
 // runs instead (unwind.cpp). Thread-bound.
