@@ -895,6 +895,46 @@ TEST_F(SmallStack, ThrowsRethrowsAndNestedHandlersRunWithinA1536ByteStack) {
     EXPECT_TRUE(probe.stayed_inside()) << probe.deepest() << " of " << probe.stack_bytes();
 }
 
+// A destructor run by a kill's unwinding throws and catches an exception of its own, on the
+// small stack, between two landing pads: the inner unwinding uses the side stack while the
+// outer one is in flight (its state is in the exception object, not on the side stack), and
+// the kill then resumes to the end.
+TEST_F(SmallStack, ADestructorThrowsAndCatchesWhileAKillUnwindsIt) {
+    int inner_caught = 0;
+    int destroyed = 0;
+    struct throws_inside {
+        int* caught;
+        int* n;
+        ~throws_inside() {
+            try {
+                throw std::runtime_error("inside a destructor");
+            } catch (const std::runtime_error&) {
+                ++*caught;
+            }
+            ++*n;
+        }
+    };
+    struct plain {
+        int* n;
+        ~plain() { ++*n; }
+    };
+    greenlet g(
+        [&] {
+            plain outer{&destroyed};
+            throws_inside middle{&inner_caught, &destroyed};
+            plain inner{&destroyed};
+            (void)to_parent();
+        },
+        small("nested", 1536));
+    (void)g.switch_to();
+    greenfiber::testing::stack_depth_probe probe(greenfiber::detail::access::impl(g));
+    (void)g.throw_in();
+    EXPECT_TRUE(g.dead());
+    EXPECT_EQ(inner_caught, 1);
+    EXPECT_EQ(destroyed, 3);
+    EXPECT_TRUE(probe.stayed_inside()) << probe.deepest() << " of " << probe.stack_bytes();
+}
+
 // Two threads throw on small stacks at once: each unwinds on its own side stack.
 TEST_F(SmallStack, TwoThreadsUnwindOnTheirOwnSideStacksAtOnce) {
     std::atomic<int> caught{0};

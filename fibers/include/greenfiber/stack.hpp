@@ -59,20 +59,21 @@ namespace greenfiber {
 // the greenlet's next switch out (abort naming the greenlet and its declared size), after
 // it has already written over the top of the neighbouring stack. Declare what the fiber
 // really needs, and count in it:
-// - the call it parks in, measured at -O2 from the top of the stack with a one-line
-//   function around it: a plain greenlet switched away from takes 0.5 KiB; in a task, a wait on an
-//   event, a lock, a semaphore, a queue or a sleep takes 1.1 to 1.3 KiB; with a deadline or in
-//   another task's get() 1.4 to 1.5 KiB; a socket read about 1.8 KiB, 1.9 KiB with a deadline; a
-//   stream_reader call (readline, readexactly) up to 2.8 KiB;
+// - the call it parks in, counted from the top of the stack for a one-line function (the
+//   library built -O2 or -O3): a plain greenlet switched away from takes 0.5 KiB; in a task,
+//   a wait on an event, a lock, a semaphore, a queue or a sleep 1.0 to 1.1 KiB; with a
+//   deadline or in another task's get() 1.2 KiB; a socket read 1.8 to 1.9 KiB, 2.0 to 2.1
+//   KiB with a deadline; a stream_reader call (readline, readexactly) up to 2.7 KiB. Add the
+//   frames of the fiber's own function as built (a 48-byte lambda that computes a checksum
+//   around its wait added 0.6 KiB at -O3);
 // - an exception thrown in the fiber, and so a kill (greenlet_exit) or a task's
 //   cancellation: where small_stacks_unwind_aside() is true (Linux x86-64), the unwinder runs
 //   on the thread's side stack and only the landing pads (destructors, handlers) run on the
-//   fiber's stack, at the depth of their own frames. A cancellation then needs 50 to 250
-//   bytes more than the park (a plain greenlet killed while parked: 1.3 KiB): 1.5 KiB is
-//   enough for a task cancelled in a wait of the hub, 2.5 KiB for one cancelled in a socket
-//   read with a deadline. Where it is false, the
-//   unwinder takes about 2 KiB below the frame it starts from (2.9 KiB for a task cancelled
-//   in an event's wait, 3.6 KiB in a socket read: more than the largest small stack);
+//   fiber's stack, at the depth of their own frames. A cancellation then needs 0 to 250
+//   bytes more than the park (a plain greenlet killed while parked: 1.3 KiB; a task
+//   cancelled in another task's get(): 1.4 KiB). Where it is false, the unwinder takes about
+//   2 KiB below the frame it starts from (2.9 KiB for a task cancelled in an event's wait,
+//   3.6 KiB in a socket read: more than the largest small stack);
 // - the first call of a function through a lazily bound symbol: the dynamic linker saves
 //   the vector registers on the stack (about 3 KiB with AVX-512). Link with -Wl,-z,now (or
 //   set LD_BIND_NOW=1) so that binding happens at start-up on the main stack;
