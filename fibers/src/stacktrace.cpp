@@ -21,6 +21,7 @@
 #include <boost/stacktrace/frame.hpp>
 #include <boost/stacktrace/safe_dump_to.hpp>
 
+#include "detail/stack_pool.hpp"
 #include "greenfiber/detail/greenlet_impl.hpp"
 #include "greenfiber/error.hpp"
 #include "greenfiber/greenlet.hpp"
@@ -46,15 +47,69 @@ namespace bctx = boost::context::detail;
     asm volatile("" ::: "memory");  // no tail call: this frame must exist while unwinding
 }
 
+#if GREENFIBER_CALL_ON_STACK && !GREENFIBER_ASAN
+constexpr bool can_capture_aside = true;
+#else
+// Elsewhere, and under AddressSanitizer (whose view of the stacks the frame would bypass), a
+// greenlet without room for the capture yields no frame.
+constexpr bool can_capture_aside = false;
+#endif
+
+// The room the capture leaves on a suspended greenlet's stack when it runs aside: the frame of
+// capture_on_top and the context it saves there, which stay until the greenlet is resumed.
+constexpr std::size_t capture_aside_room = 512;
+
 // What the capturing greenlet hands to the capture running on top of the suspended one.
 struct capture_request {
     raw_stack* out;
     detail::greenlet_impl* target;
+    // The capture runs on the capturing greenlet's stack, below the context it saved (the
+    // suspended greenlet has less than capture_stack_reserve bytes left).
+    bool aside = false;
 #if GREENFIBER_ASAN
     const void* from_bottom = nullptr;  // the capturing greenlet's stack, for the way back
     std::size_t from_size = 0;
 #endif
 };
+
+#if GREENFIBER_CALL_ON_STACK && !GREENFIBER_ASAN
+struct aside_capture {
+    raw_stack* out;
+    std::size_t earlier;  // captures the greenlet is still suspended in
+};
+
+// On the capturing greenlet's stack, called through greenfiber_call_on_stack by
+// capture_aside: leaves out itself, the call's frame, capture_on_top and the earlier
+// captures. noinline, and no tail call: the count depends on this frame.
+[[gnu::noinline]] std::uintptr_t capture_aside_entry(void* p) {
+    auto* c = static_cast<aside_capture*>(p);
+    capture_here(*c->out, 3 + c->earlier);
+    asm volatile("" ::: "memory");
+    return 0;
+}
+
+// Runs the capture below `capturer`, the context the capturing greenlet saved when it
+// switched here: that greenlet is suspended, so the memory below its stack pointer is free
+// (capture_stack checked that there is room).
+void capture_aside(void* capturer, raw_stack& out, std::size_t earlier) noexcept {
+    aside_capture c{&out, earlier};
+    const auto below = reinterpret_cast<std::uintptr_t>(capturer) - 256;  // leave its red zone
+    greenfiber_call_on_stack(&c, &capture_aside_entry,
+                             reinterpret_cast<char*>(below & ~std::uintptr_t{15}));
+}
+#else
+void capture_aside(void*, raw_stack&, std::size_t) noexcept {}
+#endif
+
+// The free stack below the caller's frame on the stack it runs on: the current greenlet's
+// when the caller is on it, else unbounded for this purpose (the thread's side stack, the
+// main thread's stack beyond the greenlet's recorded bounds).
+std::size_t room_here(const detail::greenlet_impl* current) noexcept {
+    const auto sp = reinterpret_cast<std::uintptr_t>(__builtin_frame_address(0));
+    const auto lo = reinterpret_cast<std::uintptr_t>(current->stack_lo);
+    if (lo == 0 || sp < lo || sp - lo >= current->stack_size) return SIZE_MAX;
+    return sp - lo;
+}
 
 // Runs on the suspended greenlet's stack, called by ontop_fcontext in place of the return
 // of that greenlet's pending jump: its caller chain is the greenlet's own frames. It
@@ -73,7 +128,11 @@ bctx::transfer_t capture_on_top(bctx::transfer_t t) {
     // Leaves out this frame, and the frames of earlier captures the greenlet is still
     // suspended in (each is one frame): the first address is its pending switch.
     detail::greenlet_impl* const target = req->target;
-    capture_here(*req->out, 1 + target->captures_on_top);
+    if (req->aside) {
+        capture_aside(t.fctx, *req->out, target->captures_on_top);
+    } else {
+        capture_here(*req->out, 1 + target->captures_on_top);
+    }
     ++target->captures_on_top;
 #if GREENFIBER_ASAN
     __sanitizer_start_switch_fiber(&target->asan_fake, req->from_bottom, req->from_size);
@@ -108,11 +167,18 @@ raw_stack capture_stack(const greenlet& g) {
     }
     if (target->ctx == nullptr) return out;  // not started, or dead: no frames
     // The capture runs below the saved stack pointer: there must be room for it. The main
-    // greenlet's bounds are the thread's (stack_lo is its lowest address).
+    // greenlet's bounds are the thread's (stack_lo is its lowest address). A greenlet with
+    // less room left (a small stack, a full paged one) keeps only capture_on_top's frame,
+    // and the unwinder runs aside, on this greenlet's stack while it waits for the capture.
     const auto sp = reinterpret_cast<std::uintptr_t>(target->ctx);
     const auto lo = reinterpret_cast<std::uintptr_t>(target->stack_lo);
-    if (lo != 0 && sp - lo < capture_stack_reserve) return out;
     capture_request req{&out, target};
+    if (lo != 0 && sp - lo < capture_stack_reserve) {
+        if (!can_capture_aside || sp - lo < capture_aside_room ||
+            room_here(ts.current) < capture_stack_reserve)
+            return out;
+        req.aside = true;
+    }
     void* to = std::exchange(target->ctx, nullptr);
 #if GREENFIBER_ASAN
     void* fake = nullptr;

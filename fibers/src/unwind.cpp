@@ -22,15 +22,12 @@
 #include "detail/stack_pool.hpp"
 #include "greenfiber/stack.hpp"
 
-#if defined(__x86_64__) && defined(__linux__)
+#if GREENFIBER_CALL_ON_STACK
 
-// greenfiber_call_on_stack(arg, fn, top): calls fn(arg) with the stack pointer at `top`
-// (16-byte aligned) and returns its result on the caller's stack. The caller's stack
-// pointer is kept at the new stack's top word; the frame's CFA is computed from it
-// (DW_CFA_def_cfa_expression: *(rsp) + 8), so an unwinder started in fn steps from this
-// frame straight into the caller's, on the old stack. Callee-saved registers are untouched.
-extern "C" std::uintptr_t greenfiber_call_on_stack(void* arg, std::uintptr_t (*fn)(void*),
-                                                   char* top);
+// greenfiber_call_on_stack (stack_pool.hpp): the caller's stack pointer is kept at the new
+// stack's top word; the frame's CFA is computed from it (DW_CFA_def_cfa_expression:
+// *(rsp) + 8), so an unwinder started in fn steps from this frame straight into the
+// caller's, on the old stack.
 asm(R"(
     .text
     .p2align 4

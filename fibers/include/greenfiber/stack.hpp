@@ -85,8 +85,9 @@ namespace greenfiber {
 //   switching stack (about 2 KiB). The hub never does this from a small stack (it starts
 //   every fiber from its own), nor do its watchdog and unretrieved-exception reports run on
 //   one (they use a side stack); a plain greenlet on a small stack must not start another.
-// A parked small-stack greenlet has no room for capture_stack() (stacktrace.hpp), which
-// then returns no frames, and dump() shows none.
+// capture_stack() and dump() of a parked small-stack fiber run the unwinder on the capturing
+// stack and leave 48 bytes of their own on the fiber's until it resumes: one with less than
+// 512 bytes free yields no frame (stacktrace.hpp).
 // Sizes are rounded up to 256 bytes, from small_stack_min to small_stack_max(); under
 // AddressSanitizer a small stack is four times its declared size (instrumented frames are
 // larger). Freed small stacks are reused by size and their pages are never returned to the

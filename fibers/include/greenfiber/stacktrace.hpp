@@ -63,16 +63,21 @@ void capture_stack(raw_stack& out, std::size_t skip = 0) noexcept;
 /// Captures the stack of `g`: the calling code's own stack when `g` is running (the
 /// caller's frames, capture_stack left out), the frames of its pending switch when it is
 /// suspended (see the file comment), nothing when it has not started or is dead. A
-/// suspended greenlet whose free stack is too small for the unwinder (less than
-/// capture_stack_reserve bytes left) is not entered and yields no frame.
+/// suspended greenlet with less than capture_stack_reserve bytes of free stack (a small
+/// stack, a nearly full paged one) keeps only the capture's own frame and the context it
+/// saves (48 bytes) until it resumes: the unwinder runs on the capturing stack
+/// below the point where it waits (Linux x86-64, not under AddressSanitizer; elsewhere such
+/// a greenlet yields no frame). One with less than 512 bytes left, or a capturing stack
+/// with less than capture_stack_reserve free, yields no frame.
 /// Switches: into `g` and straight back when `g` is suspended, without running any of its
 /// code and without changing greenlet::current() or anything `g` can observe.
 /// Thread: thread-bound (only `g`'s own thread).
 /// Throws: greenfiber::error for an empty handle or a greenlet of another thread.
 raw_stack capture_stack(const greenlet& g);
 
-/// The free stack a suspended greenlet needs for capture_stack(const greenlet&) to run on
-/// top of it: the unwinder's own frames with room to spare.
+/// The free stack a suspended greenlet needs for capture_stack(const greenlet&) to run the
+/// unwinder on top of it (its own frames with room to spare); the capturing stack needs as
+/// much when the capture runs aside.
 constexpr std::size_t capture_stack_reserve = 16 * 1024;
 
 /// One frame of a stack, symbolised. Empty strings and a zero line for what is unknown.

@@ -2,7 +2,19 @@
 // Not API: the stack pool behind greenlets (stack.hpp has the public face).
 
 #include <cstddef>
+#include <cstdint>
 #include <string>
+
+#if defined(__x86_64__) && defined(__linux__)
+// Calls fn(arg) with the stack pointer at `top` (16-byte aligned) and returns its result on
+// the caller's stack, in a frame whose call-frame information leads an unwinder from fn
+// straight back into the caller's frames (unwind.cpp). Callee-saved registers untouched.
+extern "C" std::uintptr_t greenfiber_call_on_stack(void* arg, std::uintptr_t (*fn)(void*),
+                                                   char* top);
+#define GREENFIBER_CALL_ON_STACK 1
+#else
+#define GREENFIBER_CALL_ON_STACK 0
+#endif
 
 namespace greenfiber::detail {
 

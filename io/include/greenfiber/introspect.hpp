@@ -27,7 +27,8 @@ namespace greenfiber {
 /// frame first ("#0 function at file:line"); the calling fiber's stack is the one it is
 /// running on, a task that has not started yet has none. Called on a small stack (stack.hpp,
 /// "Small stacks"), the text is written from a stack of the thread's own and the caller's
-/// block shows no frames (there is no room to capture them), as a parked small stack's.
+/// block shows no frames (there is no room to capture them); a parked small-stack fiber's
+/// are captured from the dumping stack (capture_stack in stacktrace.hpp).
 ///
 /// A suspended fiber's stack is captured without running any of its code (see
 /// stacktrace.hpp): dumping never changes what any fiber observes, and the switch path pays
