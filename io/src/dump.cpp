@@ -4,7 +4,6 @@
 
 #include <chrono>
 #include <cstdio>
-#include <exception>
 #include <ostream>
 #include <sstream>
 #include <string>
@@ -17,6 +16,7 @@
 #include "greenfiber/signal.hpp"
 #include "greenfiber/stacktrace.hpp"
 #include "greenfiber/task.hpp"
+#include "side_stack.hpp"
 
 namespace greenfiber {
 
@@ -122,26 +122,11 @@ void write_dump(std::ostream& os, const raw_stack& caller) {
 void dump(std::ostream& os) {
     raw_stack caller;
     // A small stack (stack.hpp, "Small stacks") has no room for the unwinder nor for the
-    // formatting: its caller's block shows no frames, as a parked small-stack fiber's does,
-    // and the text is written from a stack of the thread's own.
+    // formatting: its caller's block shows no frames, and the text is written from a stack
+    // of the thread's own.
     const bool small = detail::on_small_stack(detail::this_thread().current);
     if (!small) capture_stack(caller, 1);  // leaves out dump() itself
-    struct call {
-        std::ostream* os;
-        const raw_stack* caller;
-        std::exception_ptr error;
-    } c{&os, &caller, nullptr};
-    detail::on_side_stack(
-        [](void* p) noexcept {
-            auto* c = static_cast<call*>(p);
-            try {
-                write_dump(*c->os, *c->caller);
-            } catch (...) {
-                c->error = std::current_exception();
-            }
-        },
-        &c);
-    if (c.error) std::rethrow_exception(c.error);
+    detail::on_side_stack_throwing([&] { write_dump(os, caller); });
 }
 
 void enable_dump_on_signal(int signo, dump_sink sink) {

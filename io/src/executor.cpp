@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "greenfiber/task.hpp"
+#include "side_stack.hpp"
 
 namespace greenfiber {
 
@@ -253,24 +254,12 @@ void thread_pool_executor::submit(std::shared_ptr<executor_job> job) {
     if (s_->queue.size() > s_->idle && s_->threads.size() < s_->max_threads) {
         // Starting a thread (pthread_create, and its interceptor under the sanitizers) takes
         // more than a small stack holds (stack.hpp, "Small stacks"): from the side stack.
-        struct start {
-            const std::shared_ptr<state>& s;
-            std::exception_ptr error;
-        } st{s_, nullptr};
-        detail::on_side_stack(
-            [](void* p) noexcept {
-                auto* st = static_cast<start*>(p);
-                try {
-                    st->s->threads.emplace_back(&state::worker, st->s);
-                } catch (...) {
-                    st->error = std::current_exception();
-                }
-            },
-            &st);
-        if (st.error) {
+        try {
+            detail::on_side_stack_throwing([&] { s_->threads.emplace_back(&state::worker, s_); });
+        } catch (...) {
             if (s_->threads.empty()) {
                 s_->queue.pop_back();  // no thread would ever run it
-                std::rethrow_exception(st.error);
+                throw;
             }
             // Otherwise a running thread takes it later.
         }

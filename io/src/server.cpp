@@ -12,6 +12,8 @@
 #include <string>
 #include <vector>
 
+#include "side_stack.hpp"
+
 namespace greenfiber::detail {
 
 namespace {
@@ -164,27 +166,20 @@ void server_core::launch(unique_function<void()> body, std::string peer) {
 void server_core::report_handler_failure(const std::string& peer) noexcept {
     // On a stack of the thread's own when the handler's is small: the report handler
     // formats and writes (stack.hpp, "Small stacks").
-    struct call {
-        const server_core* s;
-        const std::string* peer;
-    } c{this, &peer};
-    detail::on_side_stack(
-        [](void* p) noexcept {
-            const auto* c = static_cast<const call*>(p);
-            std::string msg;
-            try {
-                msg = "greenfiber: server '" + c->s->opts_.name +
-                      "': the handler of the connection from " + *c->peer + " threw";
-            } catch (...) {
-                msg.clear();  // out of memory: the exception alone says what failed
-            }
-            hub::current().report({msg.empty() ? std::string_view("greenfiber: a server's "
-                                                                  "handler threw")
-                                               : std::string_view(msg),
-                                   std::current_exception(), nullptr, report_severity::error,
-                                   "server"});
-        },
-        &c);
+    const std::exception_ptr failure = std::current_exception();
+    detail::on_side_stack_throwing([&]() noexcept {
+        std::string msg;
+        try {
+            msg = "greenfiber: server '" + opts_.name + "': the handler of the connection from " +
+                  peer + " threw";
+        } catch (...) {
+            msg.clear();  // out of memory: the exception alone says what failed
+        }
+        hub::current().report({msg.empty()
+                                   ? std::string_view("greenfiber: a server's handler threw")
+                                   : std::string_view(msg),
+                               failure, nullptr, report_severity::error, "server"});
+    });
 }
 
 void server_core::finished(std::list<any_task>::iterator it) noexcept {
